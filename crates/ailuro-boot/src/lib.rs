@@ -1,0 +1,1 @@
+//! ailuro-boot (under construction)

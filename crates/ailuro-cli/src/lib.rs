@@ -1,0 +1,1 @@
+//! ailuro-cli (under construction)

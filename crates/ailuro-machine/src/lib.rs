@@ -1,0 +1,1 @@
+//! ailuro-machine (under construction)

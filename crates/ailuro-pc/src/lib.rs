@@ -1,0 +1,1 @@
+//! ailuro-pc (under construction)

@@ -1,0 +1,1 @@
+//! ailuro-rr (under construction)

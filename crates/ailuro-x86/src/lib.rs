@@ -1,0 +1,1 @@
+//! ailuro-x86 (under construction)
