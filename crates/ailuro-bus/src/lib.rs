@@ -84,7 +84,7 @@ pub struct GuestRam {
 impl GuestRam {
     /// Allocate `size` bytes of zeroed RAM at guest-physical `base`.
     pub fn new(base: u64, size: u64) -> Result<Self, RamError> {
-        if size == 0 || size % PAGE_SIZE != 0 || size > (1u64 << 40) || usize::try_from(size).is_err() {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > (1u64 << 40) || usize::try_from(size).is_err() {
             return Err(RamError::BadSize(size));
         }
         // vec![0; n] uses calloc: pages are mapped lazily by the host kernel.

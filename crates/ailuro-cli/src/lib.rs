@@ -1,1 +1,422 @@
-//! ailuro-cli (under construction)
+//! The `ailuro-system-*` front end: QEMU-style options, serial and monitor backends, and the
+//! driver that runs a [`Machine`] and turns how it stopped into an exit status.
+
+pub mod options;
+mod tty;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Sender};
+use std::thread;
+use std::time::Duration;
+
+use ailuro_machine::{BootImage, GuestArch, Host, HostEvent, Machine, MachineConfig, RunOptions, Stop};
+
+use options::{MonitorSpec, SerialSpec};
+
+/// Prompt printed by the monitor.
+pub const PROMPT: &str = "(ailuro) ";
+const DEFAULT_RAM: u64 = 128 << 20;
+
+/// Run the emulator for `arch` with the process's arguments; returns the exit status.
+pub fn main_for(arch: GuestArch) -> i32 {
+    let prog = format!("ailuro-system-{}", arch.name());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&prog, arch, &args) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            1
+        }
+    }
+}
+
+fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} '{}': {e}", path.display()))
+}
+
+fn host_unix_time() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
+    let o = options::parse(args)?;
+    if o.help {
+        println!("{}", options::usage(prog));
+        return Ok(0);
+    }
+    if o.version {
+        println!("{prog} {} (Ailuro)", env!("CARGO_PKG_VERSION"));
+        return Ok(0);
+    }
+    let serial = o.serial.clone().unwrap_or(if o.nographic && o.monitor.is_none() {
+        SerialSpec::MonStdio
+    } else {
+        SerialSpec::Stdio
+    });
+    let monitor = o.monitor.clone().unwrap_or(MonitorSpec::None);
+    if monitor == MonitorSpec::Stdio && matches!(serial, SerialSpec::Stdio | SerialSpec::MonStdio) {
+        return Err("-monitor stdio and -serial stdio cannot share stdio; use -serial mon:stdio, or put one \
+                    of them elsewhere"
+            .into());
+    }
+    let run_opts = RunOptions { sleep: o.sleep.unwrap_or(true), start_paused: o.start_paused };
+
+    let mut machine = if let Some(name) = &o.replay {
+        for (given, what) in [
+            (o.kernel.is_some(), "-kernel"),
+            (o.initrd.is_some(), "-initrd"),
+            (o.append.is_some(), "-append"),
+            (o.record.is_some(), "-record"),
+            (o.rtc_base.is_some(), "-rtc"),
+        ] {
+            if given {
+                return Err(format!("{what} conflicts with -replay: a replay runs from its recording alone"));
+            }
+        }
+        let m = Machine::new_replay(name, run_opts, arch)?;
+        if let Some(size) = o.ram_size {
+            if size != m.config().ram_size {
+                return Err(format!(
+                    "-m {} MiB conflicts with the recording, which was made with {} MiB (-replay needs no -m)",
+                    size >> 20,
+                    m.config().ram_size >> 20
+                ));
+            }
+        }
+        m
+    } else {
+        let kernel_path = o.kernel.as_ref().ok_or("no -kernel given (this machine has no BIOS to boot from)")?;
+        let kernel = read_file("kernel", kernel_path)?;
+        let mut modules = Vec::new();
+        if let Some(list) = &o.initrd {
+            for spec in list.split(',').filter(|s| !s.is_empty()) {
+                let file = spec.split_whitespace().next().unwrap_or_default();
+                modules.push((spec.to_string(), read_file("initrd", Path::new(file))?));
+            }
+        }
+        let config = MachineConfig {
+            arch,
+            ram_size: o.ram_size.unwrap_or(DEFAULT_RAM),
+            rtc_base_unix: o.rtc_base.unwrap_or_else(host_unix_time),
+            cmdline: o.append.clone().unwrap_or_default(),
+            no_reboot: o.no_reboot,
+        };
+        let mut m = Machine::new_live(config, Some(BootImage { kernel, modules }), run_opts)?;
+        if let Some((name, overwrite)) = &o.record {
+            m.begin_record(name, *overwrite)?;
+        }
+        m
+    };
+
+    let mut host = CliHost::start(&serial, &monitor, machine.is_replaying())?;
+    let stop = machine.run(&mut host);
+    host.finish();
+    Ok(report(prog, &stop))
+}
+
+fn report(prog: &str, stop: &Stop) -> i32 {
+    match stop {
+        Stop::ReplayFinished(s) => eprintln!("{}", s.report()),
+        Stop::Divergence(d) => eprintln!("{prog}: {d}"),
+        Stop::Shutdown(why) => eprintln!("{prog}: {why}"),
+        Stop::Error(e) => eprintln!("{prog}: error: {e}"),
+        Stop::GuestExit(_) | Stop::PowerOff | Stop::Quit => {}
+    }
+    stop.exit_status()
+}
+
+enum Console {
+    Stdout(std::io::Stdout),
+    File(File),
+    Null,
+}
+
+/// The CLI's [`Host`]: console to stdout/file, messages to stderr, events from input threads.
+struct CliHost {
+    console: Console,
+    events: Option<std::sync::mpsc::Receiver<HostEvent>>,
+    progress: Option<indicatif::ProgressBar>,
+    tty: Option<tty::RawMode>,
+    socket: Option<PathBuf>,
+}
+
+impl CliHost {
+    fn start(serial: &SerialSpec, monitor: &MonitorSpec, replaying: bool) -> Result<Self, String> {
+        let (tx, rx) = channel();
+        let console = match serial {
+            SerialSpec::Stdio | SerialSpec::MonStdio => Console::Stdout(std::io::stdout()),
+            SerialSpec::File(p) => {
+                Console::File(File::create(p).map_err(|e| format!("-serial file:{}: cannot create: {e}", p.display()))?)
+            }
+            SerialSpec::Null => Console::Null,
+        };
+        let stdin_tty = std::io::stdin().is_terminal();
+        let mut raw = None;
+        match (serial, monitor) {
+            (SerialSpec::MonStdio, _) => {
+                if stdin_tty {
+                    raw = tty::RawMode::enter(false);
+                }
+                spawn_stdin_mux(tx.clone(), stdin_tty);
+            }
+            (SerialSpec::Stdio, _) => {
+                if stdin_tty {
+                    raw = tty::RawMode::enter(true);
+                }
+                spawn_stdin_serial(tx.clone());
+            }
+            (_, MonitorSpec::Stdio) => spawn_stdin_monitor(tx.clone()),
+            _ => {}
+        }
+        let mut socket = None;
+        if let MonitorSpec::Unix(path) = monitor {
+            spawn_unix_monitor(path, tx.clone())?;
+            socket = Some(path.clone());
+        }
+        drop(tx);
+        let progress = if replaying && std::io::stderr().is_terminal() {
+            let pb = indicatif::ProgressBar::new(0);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("replay {bar:40} {percent:>3}% {pos}/{len} insns, eta {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            Some(pb)
+        } else {
+            None
+        };
+        Ok(CliHost { console, events: Some(rx), progress, tty: raw, socket })
+    }
+
+    fn finish(&mut self) {
+        if let Some(pb) = self.progress.take() {
+            pb.finish_and_clear();
+        }
+        let _ = match &mut self.console {
+            Console::Stdout(s) => s.flush(),
+            Console::File(f) => f.flush(),
+            Console::Null => Ok(()),
+        };
+        self.tty = None;
+        if let Some(p) = self.socket.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Host for CliHost {
+    fn console_output(&mut self, bytes: &[u8]) {
+        let _ = match &mut self.console {
+            Console::Stdout(s) => {
+                let mut l = s.lock();
+                l.write_all(bytes).and_then(|()| l.flush())
+            }
+            Console::File(f) => f.write_all(bytes),
+            Console::Null => Ok(()),
+        };
+    }
+
+    fn next_event(&mut self, timeout: Option<Duration>) -> Option<HostEvent> {
+        let rx = self.events.as_ref()?;
+        let r = match timeout {
+            Some(t) if t.is_zero() => {
+                rx.try_recv().map_err(|e| matches!(e, std::sync::mpsc::TryRecvError::Disconnected))
+            }
+            Some(t) => rx.recv_timeout(t).map_err(|e| matches!(e, std::sync::mpsc::RecvTimeoutError::Disconnected)),
+            None => rx.recv().map_err(|_| true),
+        };
+        match r {
+            Ok(ev) => Some(ev),
+            Err(true) => {
+                self.events = None;
+                None
+            }
+            Err(false) => None,
+        }
+    }
+
+    fn message(&mut self, text: &str) {
+        match &self.progress {
+            Some(pb) => pb.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn replay_progress(&mut self, done: u64, total: Option<u64>) {
+        if let Some(pb) = &self.progress {
+            if let Some(t) = total {
+                pb.set_length(t);
+            }
+            pb.set_position(done);
+        }
+    }
+
+    fn replay_done(&mut self) {
+        if let Some(pb) = self.progress.take() {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// Send a monitor command and wait for its reply.
+fn command(tx: &Sender<HostEvent>, line: String) -> Option<String> {
+    let (rtx, rrx) = channel();
+    tx.send(HostEvent::Command { line, reply: Some(rtx) }).ok()?;
+    rrx.recv().ok()
+}
+
+fn spawn_stdin_serial(tx: Sender<HostEvent>) {
+    thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(HostEvent::SerialInputClosed);
+                    return;
+                }
+                Ok(n) => {
+                    if tx.send(HostEvent::SerialInput(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// stdio shared by the serial console and the monitor, switched with Ctrl-A c as in QEMU.
+fn spawn_stdin_mux(tx: Sender<HostEvent>, tty: bool) {
+    thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 4096];
+        let mut escape = false;
+        let mut monitor = false;
+        let mut line = Vec::new();
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(HostEvent::SerialInputClosed);
+                    return;
+                }
+                Ok(n) => n,
+            };
+            let mut serial = Vec::new();
+            for &b in &buf[..n] {
+                if escape {
+                    escape = false;
+                    match b {
+                        b'x' => {
+                            let _ = command(&tx, "quit".into());
+                            return;
+                        }
+                        b'c' => {
+                            monitor = !monitor;
+                            if monitor {
+                                print!("\r\n{PROMPT}");
+                                let _ = std::io::stdout().flush();
+                            }
+                            continue;
+                        }
+                        0x01 => {}
+                        _ => continue,
+                    }
+                } else if b == 0x01 {
+                    escape = true;
+                    continue;
+                }
+                if !monitor {
+                    serial.push(b);
+                    continue;
+                }
+                match b {
+                    b'\r' | b'\n' => {
+                        if tty {
+                            print!("\r\n");
+                        }
+                        let text = String::from_utf8_lossy(&line).into_owned();
+                        line.clear();
+                        if let Some(reply) = command(&tx, text) {
+                            if !reply.is_empty() {
+                                print!("{}\r\n", reply.replace('\n', "\r\n"));
+                            }
+                        }
+                        print!("{PROMPT}");
+                        let _ = std::io::stdout().flush();
+                    }
+                    0x7f | 0x08 => {
+                        if line.pop().is_some() && tty {
+                            print!("\x08 \x08");
+                        }
+                    }
+                    _ => {
+                        line.push(b);
+                        if tty {
+                            let _ = std::io::stdout().write_all(&[b]);
+                        }
+                    }
+                }
+                let _ = std::io::stdout().flush();
+            }
+            if !serial.is_empty() && tx.send(HostEvent::SerialInput(serial)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn spawn_stdin_monitor(tx: Sender<HostEvent>) {
+    thread::spawn(move || {
+        let stdin = std::io::stdin();
+        print!("{PROMPT}");
+        let _ = std::io::stdout().flush();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            match command(&tx, line) {
+                Some(reply) => {
+                    if !reply.is_empty() {
+                        println!("{reply}");
+                    }
+                    print!("{PROMPT}");
+                    let _ = std::io::stdout().flush();
+                }
+                None => return,
+            }
+        }
+    });
+}
+
+fn spawn_unix_monitor(path: &Path, tx: Sender<HostEvent>) -> Result<(), String> {
+    // A stale socket from an earlier run would make bind fail; only ever remove a socket.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        } else {
+            return Err(format!("-monitor unix:{}: the path exists and is not a socket", path.display()));
+        }
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("-monitor unix:{}: cannot listen: {e}", path.display()))?;
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let Ok(mut out) = conn.try_clone() else { return };
+                let _ = write!(out, "Ailuro monitor - type 'help' for more information\n{PROMPT}");
+                for line in BufReader::new(conn).lines() {
+                    let Ok(line) = line else { break };
+                    let Some(reply) = command(&tx, line) else { break };
+                    let text = if reply.is_empty() { String::new() } else { format!("{reply}\n") };
+                    if write!(out, "{text}{PROMPT}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}

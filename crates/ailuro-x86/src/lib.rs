@@ -1,1 +1,584 @@
-//! ailuro-x86 (under construction)
+//! Ailuro's x86 CPU core: an interpreter for i386 (and, later, x86_64 in the same core).
+//!
+//! Instructions are decoded once with iced-x86 and cached by guest-physical address; the cache is
+//! invalidated when RAM holding cached code is written (by the CPU itself or, through
+//! [`Cpu::invalidate_code`], by anybody else). Linear addresses are translated through a software
+//! TLB. Everything outside CPU+RAM is reached through [`Platform`] only, so a recorded run and its
+//! replay execute identically.
+//!
+//! # Instruction counting
+//!
+//! `icount` counts retired instructions (see `docs/ARCHITECTURE.md`, "Program point"):
+//! * a faulting instruction does not retire; delivering an exception or interrupt is not an
+//!   instruction;
+//! * `int n`, `int3`, `into` (when it traps), `int1` retire, then the event is delivered;
+//! * `hlt` retires, then the CPU waits with `icount` unchanged;
+//! * each iteration of a `rep`-prefixed string instruction retires as one instruction, and a `rep`
+//!   instruction whose count register is zero retires once. External interrupts are taken between
+//!   iterations; EIP stays on the instruction until the last iteration.
+//!
+//! # Known limitations (documented, checked where possible)
+//! * Hardware task switching (task gates, far jumps/calls to a TSS, IRET with NT=1) raises #GP.
+//! * Virtual-8086 mode is not implemented: IRET/POPF never set VM (IRET to VM=1 raises #GP).
+//! * No x87/MMX/SSE (CPUID says so); x87 opcodes raise #NM when CR0.EM or CR0.TS is set, else #UD.
+//! * Debug registers are stored but breakpoints are not implemented; TF single-step is.
+//! * A20 is always enabled; no SMM; no PAE / long mode yet (state is 64-bit wide already).
+
+mod exec;
+mod flags;
+mod mem;
+mod prot;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+
+pub use ailuro_bus::{GuestRam, Platform, ProgramPoint};
+use serde::{Deserialize, Serialize};
+
+/// CPU model selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CpuModel {
+    /// 32-bit P6-class CPU without long mode.
+    #[default]
+    I386,
+    /// x86_64 (long mode is not implemented yet; behaves like `I386` for now).
+    X86_64,
+}
+
+/// Static configuration of a [`Cpu`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuConfig {
+    /// Which CPU model to emulate.
+    pub model: CpuModel,
+}
+
+impl CpuConfig {
+    /// A 32-bit P6-class CPU.
+    pub fn i386() -> Self {
+        Self { model: CpuModel::I386 }
+    }
+}
+
+/// Why [`Cpu::run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunExit {
+    /// `icount` reached `stop_at`.
+    Limit,
+    /// The last instruction (or interrupt delivery) made a [`Platform`] call.
+    Platform,
+    /// The CPU is halted (HLT) and no interrupt can be taken.
+    Halted,
+    /// Triple fault or an unsupported condition (e.g. instruction fetch from non-RAM).
+    Shutdown {
+        /// Human-readable cause.
+        reason: String,
+    },
+}
+
+/// Errors of [`Cpu::load_state`].
+#[derive(Debug, thiserror::Error)]
+pub enum CpuStateError {
+    /// The bytes are not a serialized CPU state.
+    #[error("malformed x86 CPU state: {0}")]
+    Decode(#[from] postcard::Error),
+    /// The state has an unknown format version.
+    #[error("unsupported x86 CPU state version {found} (expected {expected})")]
+    Version {
+        /// Version found in the bytes.
+        found: u32,
+        /// Version this build understands.
+        expected: u32,
+    },
+    /// The state decodes but is inconsistent.
+    #[error("invalid x86 CPU state: {0}")]
+    Invalid(String),
+}
+
+/// General-purpose registers (64-bit names; 32-bit code uses the low halves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Gpr {
+    Rax,
+    Rcx,
+    Rdx,
+    Rbx,
+    Rsp,
+    Rbp,
+    Rsi,
+    Rdi,
+    R8,
+    R9,
+    R10,
+    R11,
+    R12,
+    R13,
+    R14,
+    R15,
+}
+
+/// Segment registers in encoding order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum SegReg {
+    Es = 0,
+    Cs = 1,
+    Ss = 2,
+    Ds = 3,
+    Fs = 4,
+    Gs = 5,
+}
+
+/// A segment register with its hidden descriptor cache.
+///
+/// `attr` holds descriptor bits 40..=47 (type, S, DPL, P) in bits 0..=7 and bits 52..=55 (AVL, L,
+/// D/B, G) in bits 12..=15, like QEMU. An unusable (null) segment has P=0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Visible selector.
+    pub selector: u16,
+    /// Base address.
+    pub base: u64,
+    /// Limit in bytes (granularity already applied).
+    pub limit: u32,
+    /// Attributes (see type docs).
+    pub attr: u16,
+}
+
+/// GDTR/IDTR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescTable {
+    /// Linear base.
+    pub base: u64,
+    /// Limit in bytes.
+    pub limit: u32,
+}
+
+pub(crate) const ATTR_P: u16 = 0x80;
+pub(crate) const ATTR_S: u16 = 0x10;
+pub(crate) const ATTR_DB: u16 = 0x4000;
+pub(crate) const ATTR_G: u16 = 0x8000;
+
+pub(crate) const CF: u64 = 1;
+pub(crate) const PF: u64 = 1 << 2;
+pub(crate) const AF: u64 = 1 << 4;
+pub(crate) const ZF: u64 = 1 << 6;
+pub(crate) const SF: u64 = 1 << 7;
+pub(crate) const TF: u64 = 1 << 8;
+pub(crate) const IF: u64 = 1 << 9;
+pub(crate) const DF: u64 = 1 << 10;
+pub(crate) const OF: u64 = 1 << 11;
+pub(crate) const IOPL: u64 = 3 << 12;
+pub(crate) const NT: u64 = 1 << 14;
+pub(crate) const RF: u64 = 1 << 16;
+pub(crate) const VM: u64 = 1 << 17;
+pub(crate) const AC: u64 = 1 << 18;
+pub(crate) const ID: u64 = 1 << 21;
+/// Arithmetic status flags.
+pub(crate) const STATUS: u64 = CF | PF | AF | ZF | SF | OF;
+
+pub(crate) const CR0_PE: u64 = 1;
+pub(crate) const CR0_MP: u64 = 1 << 1;
+pub(crate) const CR0_EM: u64 = 1 << 2;
+pub(crate) const CR0_TS: u64 = 1 << 3;
+pub(crate) const CR0_ET: u64 = 1 << 4;
+pub(crate) const CR0_WP: u64 = 1 << 16;
+pub(crate) const CR0_NW: u64 = 1 << 29;
+pub(crate) const CR0_CD: u64 = 1 << 30;
+pub(crate) const CR0_PG: u64 = 1 << 31;
+pub(crate) const CR4_TSD: u64 = 1 << 2;
+pub(crate) const CR4_DE: u64 = 1 << 3;
+pub(crate) const CR4_PSE: u64 = 1 << 4;
+pub(crate) const CR4_PGE: u64 = 1 << 7;
+
+const STATE_VERSION: u32 = 1;
+
+/// Every architecturally visible bit of the CPU, plus the run-state the record/replay design
+/// depends on. This is what `save_state` serializes and `state_hash` hashes; caches live outside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub version: u32,
+    pub model: CpuModel,
+    pub regs: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub seg: [Segment; 6],
+    pub ldtr: Segment,
+    pub tr: Segment,
+    pub gdtr: DescTable,
+    pub idtr: DescTable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub dr: [u64; 8],
+    /// Current privilege level (kept explicitly: after setting CR0.PE the CS selector is stale).
+    pub cpl: u8,
+    pub tsc_offset: u64,
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub apic_base: u64,
+    pub icount: u64,
+    pub halted: bool,
+    /// Set after a triple fault; the CPU stays dead until reset.
+    pub shutdown: bool,
+    pub intr: bool,
+    /// Interrupts are inhibited before the next instruction (after STI, MOV SS, POP SS).
+    pub shadow: bool,
+}
+
+impl State {
+    fn reset(model: CpuModel) -> Self {
+        let data = Segment { selector: 0, base: 0, limit: 0xffff, attr: ATTR_P | ATTR_S | 0x3 };
+        let mut seg = [data; 6];
+        seg[SegReg::Cs as usize] =
+            Segment { selector: 0xf000, base: 0xffff_0000, limit: 0xffff, attr: ATTR_P | ATTR_S | 0xb };
+        let mut regs = [0u64; 16];
+        // EDX holds the processor signature after reset.
+        regs[2] = CPUID_SIGNATURE as u64;
+        State {
+            version: STATE_VERSION,
+            model,
+            regs,
+            rip: 0xfff0,
+            rflags: 0x2,
+            seg,
+            ldtr: Segment { selector: 0, base: 0, limit: 0xffff, attr: ATTR_P | 0x2 },
+            tr: Segment { selector: 0, base: 0, limit: 0xffff, attr: ATTR_P | 0xb },
+            gdtr: DescTable { base: 0, limit: 0xffff },
+            idtr: DescTable { base: 0, limit: 0xffff },
+            cr0: CR0_ET | CR0_CD | CR0_NW,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            dr: [0, 0, 0, 0, 0xffff_0ff0, 0x400, 0xffff_0ff0, 0x400],
+            cpl: 0,
+            tsc_offset: 0,
+            sysenter_cs: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+            apic_base: 0xfee0_0000 | (1 << 11) | (1 << 8),
+            icount: 0,
+            halted: false,
+            shutdown: false,
+            intr: false,
+            shadow: false,
+        }
+    }
+}
+
+/// CPUID leaf 1 EAX: family 6, model 6, stepping 5 (a P6-class part).
+pub(crate) const CPUID_SIGNATURE: u32 = 0x0665;
+
+/// Fault raised while executing an instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// An architectural exception.
+    Ex { vector: u8, code: Option<u32> },
+    /// Something the emulator cannot continue from.
+    Shutdown(String),
+}
+
+pub(crate) type Res<T> = Result<T, Fault>;
+
+/// Raise an exception without error code.
+pub(crate) fn ex<T>(vector: u8) -> Res<T> {
+    Err(Fault::Ex { vector, code: None })
+}
+
+/// Raise an exception with an error code.
+pub(crate) fn exc<T>(vector: u8, code: u32) -> Res<T> {
+    Err(Fault::Ex { vector, code: Some(code) })
+}
+
+/// The x86 CPU.
+pub struct Cpu {
+    pub(crate) s: State,
+    /// Linear address of the instruction being executed (ProgramPoint::pc of Platform calls).
+    pub(crate) cur_pc: u64,
+    /// EIP of the instruction being executed.
+    pub(crate) cur_eip: u64,
+    pub(crate) tlb: mem::Tlb,
+    pub(crate) icache: mem::DecodeCache,
+}
+
+impl Cpu {
+    /// A CPU in the state after RESET (real mode, CS:IP = F000:FFF0).
+    pub fn new(config: CpuConfig) -> Cpu {
+        Cpu {
+            s: State::reset(config.model),
+            cur_pc: 0,
+            cur_eip: 0,
+            tlb: mem::Tlb::new(),
+            icache: mem::DecodeCache::new(),
+        }
+    }
+
+    /// Back to the RESET state (icount and the interrupt pin level are kept: they are not CPU
+    /// registers but run-state owned by the run loop).
+    pub fn reset(&mut self) {
+        let icount = self.s.icount;
+        let intr = self.s.intr;
+        self.s = State::reset(self.s.model);
+        self.s.icount = icount;
+        self.s.intr = intr;
+        self.flush_all_caches();
+    }
+
+    /// Retired-instruction count.
+    pub fn icount(&self) -> u64 {
+        self.s.icount
+    }
+
+    /// Set the INTR pin level (only between `run` calls).
+    pub fn set_intr(&mut self, level: bool) {
+        self.s.intr = level;
+    }
+
+    /// Current INTR pin level.
+    pub fn intr(&self) -> bool {
+        self.s.intr
+    }
+
+    /// Whether the CPU is waiting in HLT.
+    pub fn is_halted(&self) -> bool {
+        self.s.halted
+    }
+
+    /// Linear address of the next instruction (CS.base + EIP).
+    pub fn pc(&self) -> u64 {
+        self.lin_pc()
+    }
+
+    pub(crate) fn lin_pc(&self) -> u64 {
+        self.s.seg[SegReg::Cs as usize].base.wrapping_add(self.s.rip) & 0xffff_ffff
+    }
+
+    /// Machine state a multiboot loader hands over: flat 4 GiB ring-0 32-bit code (selector 0x10)
+    /// and data (0x18) segments, CR0 = PE|ET, paging off, EFLAGS = 0x2 (IF=0), GDTR/IDTR limit 0.
+    pub fn enter_flat_protected_mode(&mut self, eip: u32) {
+        let code =
+            Segment { selector: 0x10, base: 0, limit: 0xffff_ffff, attr: ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0xb };
+        let data =
+            Segment { selector: 0x18, base: 0, limit: 0xffff_ffff, attr: ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0x3 };
+        for (i, s) in self.s.seg.iter_mut().enumerate() {
+            *s = if i == SegReg::Cs as usize { code } else { data };
+        }
+        self.s.cr0 = CR0_PE | CR0_ET;
+        self.s.cr4 = 0;
+        self.s.rflags = 0x2;
+        self.s.rip = u64::from(eip);
+        self.s.gdtr = DescTable { base: 0, limit: 0 };
+        self.s.idtr = DescTable { base: 0, limit: 0 };
+        self.s.cpl = 0;
+        self.s.halted = false;
+        self.s.shadow = false;
+        self.flush_all_caches();
+    }
+
+    /// Set a general-purpose register.
+    pub fn set_gpr(&mut self, reg: Gpr, value: u64) {
+        self.s.regs[reg as usize] = value;
+    }
+
+    /// Read a general-purpose register.
+    pub fn gpr(&self, reg: Gpr) -> u64 {
+        self.s.regs[reg as usize]
+    }
+
+    /// Instruction pointer (EIP/RIP, offset in CS).
+    pub fn rip(&self) -> u64 {
+        self.s.rip
+    }
+
+    /// Set the instruction pointer (offset in CS).
+    pub fn set_rip(&mut self, rip: u64) {
+        self.s.rip = rip;
+    }
+
+    /// EFLAGS/RFLAGS.
+    pub fn rflags(&self) -> u64 {
+        self.s.rflags
+    }
+
+    /// Control register `n` (0, 2, 3, 4); other numbers read as 0.
+    pub fn cr(&self, n: u8) -> u64 {
+        match n {
+            0 => self.s.cr0,
+            2 => self.s.cr2,
+            3 => self.s.cr3,
+            4 => self.s.cr4,
+            _ => 0,
+        }
+    }
+
+    /// A segment register with its descriptor cache.
+    pub fn segment(&self, seg: SegReg) -> Segment {
+        self.s.seg[seg as usize]
+    }
+
+    /// GDTR.
+    pub fn gdtr(&self) -> DescTable {
+        self.s.gdtr
+    }
+
+    /// IDTR.
+    pub fn idtr(&self) -> DescTable {
+        self.s.idtr
+    }
+
+    /// Current privilege level.
+    pub fn cpl(&self) -> u8 {
+        self.s.cpl
+    }
+
+    /// Serialize the complete architectural state (postcard).
+    pub fn save_state(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.s).expect("serializing plain data into a Vec cannot fail")
+    }
+
+    /// Restore a state produced by [`Cpu::save_state`]. Flushes every cache.
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), CpuStateError> {
+        let (st, rest): (State, &[u8]) = postcard::take_from_bytes(bytes)?;
+        if st.version != STATE_VERSION {
+            return Err(CpuStateError::Version { found: st.version, expected: STATE_VERSION });
+        }
+        if !rest.is_empty() {
+            return Err(CpuStateError::Invalid(format!("{} trailing bytes after the state", rest.len())));
+        }
+        if st.cpl > 3 {
+            return Err(CpuStateError::Invalid(format!("CPL {} out of range", st.cpl)));
+        }
+        if st.cr0 & CR0_PG != 0 && st.cr0 & CR0_PE == 0 {
+            return Err(CpuStateError::Invalid("CR0.PG set without CR0.PE".into()));
+        }
+        self.s = st;
+        self.flush_all_caches();
+        Ok(())
+    }
+
+    /// BLAKE3 of the serialized architectural state (caches excluded).
+    pub fn state_hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.save_state()).as_bytes()
+    }
+
+    /// RAM `[paddr, paddr+len)` was written from outside the CPU: drop decoded code there.
+    pub fn invalidate_code(&mut self, paddr: u64, len: u64) {
+        self.icache.invalidate_range(paddr, len);
+    }
+
+    pub(crate) fn flush_all_caches(&mut self) {
+        self.tlb.flush_all();
+        self.icache.flush();
+    }
+
+    /// Multi-line register dump in the style of QEMU's `info registers`.
+    pub fn info_registers(&self) -> String {
+        let s = &self.s;
+        let r = |i: usize| s.regs[i] as u32;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "EAX={:08x} EBX={:08x} ECX={:08x} EDX={:08x}\nESI={:08x} EDI={:08x} EBP={:08x} ESP={:08x}",
+            r(0),
+            r(3),
+            r(1),
+            r(2),
+            r(6),
+            r(7),
+            r(5),
+            r(4)
+        );
+        let f = s.rflags;
+        let fl = |bit: u64, c: char| if f & bit != 0 { c } else { '-' };
+        let _ = writeln!(
+            o,
+            "EIP={:08x} EFL={:08x} [{}{}{}{}{}{}{}] CPL={} II={} A20=1 SMM=0 HLT={}",
+            s.rip as u32,
+            f as u32,
+            fl(DF, 'D'),
+            fl(OF, 'O'),
+            fl(SF, 'S'),
+            fl(ZF, 'Z'),
+            fl(AF, 'A'),
+            fl(PF, 'P'),
+            fl(CF, 'C'),
+            s.cpl,
+            u8::from(s.shadow),
+            u8::from(s.halted)
+        );
+        let seg = |o: &mut String, name: &str, g: &Segment| {
+            let _ =
+                writeln!(o, "{name} ={:04x} {:08x} {:08x} {:08x}", g.selector, g.base, g.limit, u32::from(g.attr) << 8);
+        };
+        for (i, name) in ["ES", "CS", "SS", "DS", "FS", "GS"].iter().enumerate() {
+            seg(&mut o, name, &s.seg[i]);
+        }
+        seg(&mut o, "LDT", &s.ldtr);
+        seg(&mut o, "TR ", &s.tr);
+        let _ = writeln!(o, "GDT=     {:08x} {:08x}", s.gdtr.base, s.gdtr.limit);
+        let _ = writeln!(o, "IDT=     {:08x} {:08x}", s.idtr.base, s.idtr.limit);
+        let _ = writeln!(o, "CR0={:08x} CR2={:08x} CR3={:08x} CR4={:08x}", s.cr0, s.cr2, s.cr3, s.cr4);
+        let _ = writeln!(
+            o,
+            "DR0={:08x} DR1={:08x} DR2={:08x} DR3={:08x}\nDR6={:08x} DR7={:08x}",
+            s.dr[0], s.dr[1], s.dr[2], s.dr[3], s.dr[6], s.dr[7]
+        );
+        let _ = writeln!(o, "EFER={:016x} ICOUNT={} INTR={}", s.efer, s.icount, u8::from(s.intr));
+        o
+    }
+
+    /// Execute until `icount == stop_at`, a Platform call, HLT or shutdown (see [`RunExit`]).
+    pub fn run<P: Platform + ?Sized>(&mut self, ram: &mut GuestRam, p: &mut P, stop_at: u64) -> RunExit {
+        self.icache.attach(ram);
+        let mut b = mem::Bus { ram, p, touched: false };
+        if self.s.shutdown {
+            return RunExit::Shutdown { reason: "CPU is in shutdown state (triple fault); reset required".into() };
+        }
+        loop {
+            if self.s.icount >= stop_at {
+                return RunExit::Limit;
+            }
+            if self.s.intr && !self.s.shadow && self.s.rflags & IF != 0 {
+                self.s.halted = false;
+                self.cur_pc = self.lin_pc();
+                let at = ProgramPoint { icount: self.s.icount, pc: self.cur_pc };
+                let vector = b.p.interrupt_ack(at) as u8;
+                if let Err(reason) = self.deliver_with_escalation(&mut b, vector, None, prot::Event::External) {
+                    return RunExit::Shutdown { reason };
+                }
+                return RunExit::Platform;
+            }
+            if self.s.halted {
+                return RunExit::Halted;
+            }
+            let tf = self.s.rflags & TF != 0;
+            match self.step(&mut b) {
+                Ok(()) => {
+                    if tf {
+                        // Single-step trap after the instruction retired.
+                        self.s.dr[6] |= 1 << 14;
+                        if let Err(reason) = self.deliver_with_escalation(&mut b, 1, None, prot::Event::Exception) {
+                            return RunExit::Shutdown { reason };
+                        }
+                    }
+                }
+                Err(Fault::Ex { vector, code }) => {
+                    if let Err(reason) = self.deliver_with_escalation(&mut b, vector, code, prot::Event::Exception) {
+                        return RunExit::Shutdown { reason };
+                    }
+                }
+                Err(Fault::Shutdown(reason)) => return RunExit::Shutdown { reason },
+            }
+            if b.touched {
+                return RunExit::Platform;
+            }
+            if self.s.halted {
+                return RunExit::Halted;
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! QEMU-style command-line options (`-m 128 -kernel FILE -serial stdio ...`).
+
+use std::path::PathBuf;
+
+/// Where the guest's COM1 goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialSpec {
+    /// Standard input/output.
+    Stdio,
+    /// Standard input/output shared with the monitor (Ctrl-A c switches).
+    MonStdio,
+    /// Output appended to a file (created or truncated); no input.
+    File(PathBuf),
+    /// Discarded.
+    Null,
+}
+
+/// Where the monitor listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MonitorSpec {
+    /// No monitor.
+    None,
+    /// Standard input/output.
+    Stdio,
+    /// A Unix socket the emulator listens on.
+    Unix(PathBuf),
+}
+
+/// Everything the command line says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// RAM size in bytes, if given.
+    pub ram_size: Option<u64>,
+    /// `-kernel`.
+    pub kernel: Option<PathBuf>,
+    /// `-initrd` (comma-separated list of module specs "FILE [args]").
+    pub initrd: Option<String>,
+    /// `-append`.
+    pub append: Option<String>,
+    /// Serial backend, if given.
+    pub serial: Option<SerialSpec>,
+    /// Monitor, if given.
+    pub monitor: Option<MonitorSpec>,
+    /// `-nographic`.
+    pub nographic: bool,
+    /// `-S`.
+    pub start_paused: bool,
+    /// `-no-reboot`.
+    pub no_reboot: bool,
+    /// `-replay NAME`.
+    pub replay: Option<PathBuf>,
+    /// `-record NAME[,overwrite=on]`.
+    pub record: Option<(PathBuf, bool)>,
+    /// `-icount sleep=on|off` (None: default).
+    pub sleep: Option<bool>,
+    /// `-rtc base=...` as Unix seconds.
+    pub rtc_base: Option<i64>,
+    /// `-h`/`-help`.
+    pub help: bool,
+    /// `-version`.
+    pub version: bool,
+}
+
+/// Usage text.
+pub fn usage(prog: &str) -> String {
+    format!(
+        "usage: {prog} [options]
+  -m SIZE                 guest RAM (MiB, or with M/G suffix; default 128)
+  -kernel FILE            multiboot kernel to boot
+  -initrd FILE[,FILE...]  multiboot modules (each 'FILE args' may carry a command line)
+  -append CMDLINE         kernel command line
+  -nographic, -display none
+                          no display (this emulator never has one); -nographic defaults the
+                          serial port and the monitor to stdio, multiplexed (Ctrl-A c switches,
+                          Ctrl-A x quits)
+  -serial stdio|mon:stdio|file:PATH|null
+  -monitor stdio|unix:PATH,server,nowait|none
+  -S                      start paused (use 'cont' on the monitor)
+  -no-reboot              exit instead of rebooting
+  -record NAME[,overwrite=on]
+                          record from the first instruction to the end of the run
+  -replay NAME            replay NAME-rr-snp + NAME-rr-nondet.log (needs no other option)
+  -icount sleep=on|off    idle guest time follows host time (on, default) or races ahead (off)
+  -rtc base=utc|YYYY-MM-DD[THH:MM:SS]|UNIXSECONDS
+                          RTC time at power-on (default: host time, recorded in the snapshot)
+  -device isa-debug-exit[,iobase=0xf4,iosize=N]
+                          accepted for QEMU compatibility (always present at 0xf4)
+  -version, -h"
+    )
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.strip_prefix("size=").unwrap_or(s);
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("invalid RAM size '{s}': unknown suffix '{c}'")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1 << 20),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("invalid RAM size '{s}'"))?;
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("RAM size '{s}' is too large"))?;
+    if bytes < (2 << 20) || bytes % 4096 != 0 {
+        return Err(format!("invalid RAM size '{s}': at least 2 MiB, in whole 4 KiB pages"));
+    }
+    if bytes > (3 << 30) {
+        return Err(format!("RAM size '{s}' is too large for this machine (at most 3 GiB below the PCI hole)"));
+    }
+    Ok(bytes)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn parse_rtc(spec: &str) -> Result<Option<i64>, String> {
+    for part in spec.split(',') {
+        if let Some(base) = part.strip_prefix("base=") {
+            if base == "utc" || base == "localtime" {
+                return Ok(None);
+            }
+            if let Ok(n) = base.parse::<i64>() {
+                return Ok(Some(n));
+            }
+            let bad = || format!("invalid -rtc base '{base}' (expected utc, YYYY-MM-DD[THH:MM:SS] or Unix seconds)");
+            let (date, time) = base.split_once('T').unwrap_or((base, "00:00:00"));
+            let d: Vec<i64> = date.split('-').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+            let t: Vec<i64> = time.split(':').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+            if d.len() != 3 || t.len() != 3 || !(1..=12).contains(&d[1]) || !(1..=31).contains(&d[2]) {
+                return Err(bad());
+            }
+            if !(0..24).contains(&t[0]) || !(0..60).contains(&t[1]) || !(0..60).contains(&t[2]) {
+                return Err(bad());
+            }
+            return Ok(Some(days_from_civil(d[0], d[1], d[2]) * 86400 + t[0] * 3600 + t[1] * 60 + t[2]));
+        } else if part.starts_with("clock=") || part.starts_with("driftfix=") {
+            continue;
+        } else {
+            return Err(format!("invalid -rtc option '{part}'"));
+        }
+    }
+    Ok(None)
+}
+
+fn parse_serial(s: &str) -> Result<SerialSpec, String> {
+    Ok(match s {
+        "stdio" => SerialSpec::Stdio,
+        "mon:stdio" => SerialSpec::MonStdio,
+        "null" | "none" => SerialSpec::Null,
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => SerialSpec::File(PathBuf::from(p)),
+            _ => return Err(format!("-serial {s}: unsupported backend (stdio, mon:stdio, file:PATH, null)")),
+        },
+    })
+}
+
+fn parse_monitor(s: &str) -> Result<MonitorSpec, String> {
+    if s == "stdio" {
+        return Ok(MonitorSpec::Stdio);
+    }
+    if s == "none" || s == "null" {
+        return Ok(MonitorSpec::None);
+    }
+    if let Some(rest) = s.strip_prefix("unix:") {
+        let mut parts = rest.split(',');
+        let path = parts.next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(format!("-monitor {s}: missing socket path"));
+        }
+        let mut server = false;
+        for p in parts {
+            match p {
+                "server" | "server=on" => server = true,
+                "nowait" | "wait=off" => {}
+                "wait" | "wait=on" => return Err(format!("-monitor {s}: 'wait' is not supported; use nowait")),
+                _ => return Err(format!("-monitor {s}: unknown option '{p}'")),
+            }
+        }
+        if !server {
+            return Err(format!("-monitor {s}: only server sockets are supported (add ',server,nowait')"));
+        }
+        return Ok(MonitorSpec::Unix(PathBuf::from(path)));
+    }
+    Err(format!("-monitor {s}: unsupported backend (stdio, unix:PATH,server,nowait, none)"))
+}
+
+/// Parse the arguments after the program name. Options may be written with one or two dashes.
+pub fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        ram_size: None,
+        kernel: None,
+        initrd: None,
+        append: None,
+        serial: None,
+        monitor: None,
+        nographic: false,
+        start_paused: false,
+        no_reboot: false,
+        replay: None,
+        record: None,
+        sleep: None,
+        rtc_base: None,
+        help: false,
+        version: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let Some(name) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            return Err(format!("{arg}: unexpected argument (options start with '-'; try -h)"));
+        };
+        let mut value = |opt: &str| -> Result<String, String> {
+            it.next().cloned().ok_or_else(|| format!("-{opt} requires an argument"))
+        };
+        match name {
+            "m" => o.ram_size = Some(parse_size(&value(name)?)?),
+            "kernel" => o.kernel = Some(PathBuf::from(value(name)?)),
+            "initrd" => o.initrd = Some(value(name)?),
+            "append" => o.append = Some(value(name)?),
+            "nographic" => o.nographic = true,
+            "display" => {
+                let v = value(name)?;
+                if v != "none" {
+                    return Err(format!("-display {v}: this emulator has no display; use -display none"));
+                }
+            }
+            "serial" => o.serial = Some(parse_serial(&value(name)?)?),
+            "monitor" => o.monitor = Some(parse_monitor(&value(name)?)?),
+            "S" => o.start_paused = true,
+            "no-reboot" => o.no_reboot = true,
+            "replay" => o.replay = Some(PathBuf::from(value(name)?)),
+            "record" => {
+                let v = value(name)?;
+                let mut parts = v.split(',');
+                let n = parts.next().unwrap_or_default().to_string();
+                if n.is_empty() {
+                    return Err("-record requires a recording name".into());
+                }
+                let mut overwrite = false;
+                for p in parts {
+                    match p {
+                        "overwrite=on" | "overwrite" => overwrite = true,
+                        "overwrite=off" => overwrite = false,
+                        _ => return Err(format!("-record {v}: unknown option '{p}' (overwrite=on)")),
+                    }
+                }
+                o.record = Some((PathBuf::from(n), overwrite));
+            }
+            "icount" => {
+                let v = value(name)?;
+                for p in v.split(',') {
+                    match p {
+                        "sleep=on" => o.sleep = Some(true),
+                        "sleep=off" => o.sleep = Some(false),
+                        // The instruction count is always exact here; shift has no meaning.
+                        _ if p.starts_with("shift=") || p == "auto" => {}
+                        _ => return Err(format!("-icount {v}: unsupported option '{p}' (sleep=on|off)")),
+                    }
+                }
+            }
+            "rtc" => o.rtc_base = parse_rtc(&value(name)?)?,
+            "device" => {
+                let v = value(name)?;
+                let mut parts = v.split(',');
+                if parts.next() != Some("isa-debug-exit") {
+                    return Err(format!("-device {v}: unsupported device (only isa-debug-exit is accepted)"));
+                }
+                for p in parts {
+                    match p.split_once('=') {
+                        Some(("iobase", b)) if b == "0xf4" || b == "244" => {}
+                        Some(("iosize", _)) => {}
+                        _ => return Err(format!("-device {v}: unsupported property '{p}' (iobase must be 0xf4)")),
+                    }
+                }
+            }
+            "smp" => {
+                let v = value(name)?;
+                if v != "1" && v != "cpus=1" {
+                    return Err(format!("-smp {v}: only one CPU is supported"));
+                }
+            }
+            "machine" | "M" => {
+                let v = value(name)?;
+                if !["pc", "q35", "isapc"].contains(&v.split(',').next().unwrap_or_default()) {
+                    return Err(format!("-machine {v}: unsupported machine (pc)"));
+                }
+            }
+            "accel" => {
+                let v = value(name)?;
+                if v != "tcg" {
+                    return Err(format!("-accel {v}: unsupported (this emulator is its own accelerator)"));
+                }
+            }
+            "h" | "help" => o.help = true,
+            "version" | "V" => o.version = true,
+            _ => return Err(format!("{arg}: invalid option (try -h)")),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Options, String> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_qemu_style_options() {
+        let o = p("-m 64 -kernel k.elf -serial file:/tmp/x -monitor unix:/tmp/m,server,nowait -S -no-reboot").unwrap();
+        assert_eq!(o.ram_size, Some(64 << 20));
+        assert_eq!(o.kernel, Some(PathBuf::from("k.elf")));
+        assert_eq!(o.serial, Some(SerialSpec::File("/tmp/x".into())));
+        assert_eq!(o.monitor, Some(MonitorSpec::Unix("/tmp/m".into())));
+        assert!(o.start_paused && o.no_reboot);
+        assert_eq!(p("--m 1G").unwrap().ram_size, Some(1 << 30));
+        assert_eq!(p("-record foo,overwrite=on").unwrap().record, Some(("foo".into(), true)));
+    }
+
+    #[test]
+    fn rejects_bad_options_clearly() {
+        assert!(p("-bogus").unwrap_err().contains("invalid option"));
+        assert!(p("-m").unwrap_err().contains("requires an argument"));
+        assert!(p("-m 12Q").unwrap_err().contains("unknown suffix"));
+        assert!(p("-m 0").is_err());
+        assert!(p("-serial tcp:1").is_err());
+        assert!(p("-monitor unix:/x").unwrap_err().contains("server"));
+        assert!(p("-device e1000").is_err());
+        assert!(p("-rtc base=2020-13-01").is_err());
+        assert!(p("kernel").is_err());
+    }
+
+    #[test]
+    fn rtc_base_dates() {
+        assert_eq!(p("-rtc base=1970-01-02").unwrap().rtc_base, Some(86400));
+        assert_eq!(p("-rtc base=2000-03-01T12:00:00").unwrap().rtc_base, Some(951_912_000));
+        assert_eq!(p("-rtc base=utc").unwrap().rtc_base, None);
+    }
+}

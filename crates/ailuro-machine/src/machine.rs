@@ -1,0 +1,815 @@
+//! The machine: CPU + RAM + (live) board or (replay) log, and the run loop that drives them.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ailuro_bus::GuestRam;
+use ailuro_pc::{BoardRequest, PcBoard, PcConfig};
+use ailuro_rr::{Event, LogEntry, LogReader};
+use ailuro_x86::{Cpu, CpuConfig, RunExit};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::VirtualClock;
+use crate::config::{GuestArch, MachineConfig};
+use crate::host::{Host, HostEvent};
+use crate::platforms::{describe, Divergence, EventStats, LivePlatform, Recorder, ReplayPlatform, SyncQueue};
+use crate::rrfiles;
+use crate::tap::ConsoleTap;
+
+/// Longest slice between looks at the host (monitor commands, serial input), in instructions.
+const SLICE: u64 = 2_000_000;
+/// Instructions between periodic checkpoints in a recording.
+pub const CHECKPOINT_INTERVAL: u64 = 50_000_000;
+
+/// A kernel and its modules, kept so a reset can boot it again.
+#[derive(Clone, Debug)]
+pub struct BootImage {
+    /// The kernel file's bytes.
+    pub kernel: Vec<u8>,
+    /// Multiboot modules (`-initrd`), name and bytes.
+    pub modules: Vec<(String, Vec<u8>)>,
+}
+
+/// Options of a run that are not part of the machine (and so not part of a recording).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// When the CPU is idle, let virtual time pass no faster than host time (QEMU `-icount
+    /// sleep=on`). Only affects when host input arrives, which is recorded.
+    pub sleep: bool,
+    /// Start paused (`-S`).
+    pub start_paused: bool,
+}
+
+/// Why [`Machine::run`] returned.
+#[derive(Debug)]
+pub enum Stop {
+    /// The guest wrote `v` to isa-debug-exit: exit status `(v << 1) | 1`.
+    GuestExit(i32),
+    /// The guest powered the machine off.
+    PowerOff,
+    /// Reset or triple fault with `-no-reboot`.
+    Shutdown(String),
+    /// `quit` on the monitor (or the end of all input sources while paused).
+    Quit,
+    /// A replay ran to the end of its recording and matched.
+    ReplayFinished(Box<ReplaySummary>),
+    /// A replay stopped because the execution no longer fits the log.
+    Divergence(Divergence),
+    /// An error that is not the guest's doing (I/O, corrupt file).
+    Error(String),
+}
+
+impl Stop {
+    /// Process exit status, following QEMU's conventions.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Stop::GuestExit(s) => *s,
+            Stop::PowerOff | Stop::Quit | Stop::ReplayFinished(_) => 0,
+            Stop::Shutdown(_) => 2,
+            Stop::Divergence(_) => 3,
+            Stop::Error(_) => 1,
+        }
+    }
+}
+
+/// Figures of a completed replay.
+#[derive(Clone, Debug)]
+pub struct ReplaySummary {
+    /// Recording name.
+    pub name: PathBuf,
+    /// Instructions replayed.
+    pub instructions: u64,
+    /// Host seconds spent replaying.
+    pub seconds: f64,
+    /// Events consumed, by kind.
+    pub stats: EventStats,
+    /// CPU+RAM hash at the end (equal to the recording's).
+    pub final_hash: [u8; 32],
+}
+
+impl ReplaySummary {
+    /// The multi-line report printed at the end of a replay.
+    pub fn report(&self) -> String {
+        let mips = if self.seconds > 0.0 { self.instructions as f64 / self.seconds / 1e6 } else { 0.0 };
+        let mut s = format!(
+            "replay: {}\ninstructions: {}\nseconds: {:.3}\nMIPS: {:.1}\nfinal state hash: {}\nevents:\n",
+            self.name.display(),
+            self.instructions,
+            self.seconds,
+            mips,
+            hex(&self.final_hash)
+        );
+        for k in 0..self.stats.count.len() {
+            if self.stats.count[k] > 0 {
+                s += &format!(
+                    "  {:<13} {:>12} events {:>14} bytes\n",
+                    Event::kind_name(k as u8),
+                    self.stats.count[k],
+                    self.stats.bytes[k]
+                );
+            }
+        }
+        s += "Replay completed successfully";
+        s
+    }
+}
+
+/// Lower-case hex of a byte string.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Board + clock + the recorder when recording.
+struct Live {
+    board: PcBoard,
+    clock: VirtualClock,
+    recorder: Option<Recorder>,
+}
+
+/// Everything of a replay in progress.
+struct Replay {
+    name: PathBuf,
+    reader: LogReader,
+    start_icount: u64,
+    end_icount: Option<u64>,
+    final_hash: Option<[u8; 32]>,
+    queue: SyncQueue,
+    next_async: Option<LogEntry>,
+    eof: bool,
+    started: Instant,
+    async_stats: EventStats,
+}
+
+impl Replay {
+    /// Read ahead until the next asynchronous entry (or the end of the log).
+    fn fill(&mut self) -> Result<(), String> {
+        while self.next_async.is_none() && !self.eof {
+            match self.reader.next_entry() {
+                Ok(Some(e)) => {
+                    if e.event.is_synchronous() {
+                        self.queue.entries.push_back(e);
+                    } else {
+                        self.next_async = Some(e);
+                    }
+                }
+                Ok(None) => self.eof = true,
+                Err(e) => return Err(format!("reading the nondet log of {}: {e}", self.name.display())),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Mode {
+    Live(Box<Live>),
+    Replay(Box<Replay>),
+    /// A replay ended: there are no devices, so the machine cannot go live.
+    Dead,
+}
+
+/// The device-side state stored in a snapshot: board and virtual clock.
+#[derive(Serialize, Deserialize)]
+struct DeviceState {
+    board: Vec<u8>,
+    clock: VirtualClock,
+}
+
+/// A whole emulated machine.
+pub struct Machine {
+    config: MachineConfig,
+    cpu: Cpu,
+    ram: GuestRam,
+    mode: Mode,
+    tap: ConsoleTap,
+    paused: bool,
+    boot: Option<BootImage>,
+    opts: RunOptions,
+    console: Vec<u8>,
+    /// Host time and virtual time when pacing (sleep=on) was last anchored.
+    pace: (Instant, u64),
+    /// Stop requested by a monitor command, returned by `run` at the next slice boundary.
+    pending_stop: Option<Stop>,
+}
+
+fn cpu_config(arch: GuestArch) -> CpuConfig {
+    let _ = arch;
+    CpuConfig::default()
+}
+
+impl Machine {
+    /// Power on a live PC with `config`, loading `boot` (multiboot kernel) into RAM.
+    pub fn new_live(config: MachineConfig, boot: Option<BootImage>, opts: RunOptions) -> Result<Self, String> {
+        let ram = GuestRam::new(0, config.ram_size).map_err(|e| format!("cannot create guest RAM: {e}"))?;
+        let board = PcBoard::new(PcConfig { ram_size: config.ram_size, rtc_base_unix: config.rtc_base_unix });
+        let mut m = Machine {
+            cpu: Cpu::new(cpu_config(config.arch)),
+            ram,
+            mode: Mode::Live(Box::new(Live { board, clock: VirtualClock::default(), recorder: None })),
+            tap: ConsoleTap::default(),
+            paused: opts.start_paused,
+            boot,
+            pace: (Instant::now(), 0),
+            opts,
+            config,
+            console: Vec::new(),
+            pending_stop: None,
+        };
+        m.load_boot_image()?;
+        Ok(m)
+    }
+
+    /// A machine that replays recording `name` (from its two files alone).
+    pub fn new_replay(name: &Path, opts: RunOptions, expect_arch: GuestArch) -> Result<Self, String> {
+        let (config, cpu, ram, tap, replay) = rrfiles::open_replay(name, expect_arch)?;
+        Ok(Machine {
+            config,
+            cpu,
+            ram,
+            mode: Mode::Replay(Box::new(replay_state(name, replay)?)),
+            tap,
+            paused: opts.start_paused,
+            boot: None,
+            pace: (Instant::now(), 0),
+            opts,
+            console: Vec::new(),
+            pending_stop: None,
+        })
+    }
+
+    fn load_boot_image(&mut self) -> Result<(), String> {
+        let Some(boot) = &self.boot else { return Ok(()) };
+        let modules: Vec<ailuro_boot::Module> = boot
+            .modules
+            .iter()
+            .map(|(name, data)| ailuro_boot::Module { name: name.clone(), data: data.clone() })
+            .collect();
+        let entry = ailuro_boot::load_multiboot(&mut self.ram, &boot.kernel, &self.config.cmdline, &modules)
+            .map_err(|e| format!("cannot load kernel: {e}"))?;
+        self.cpu.enter_flat_protected_mode(entry.eip);
+        self.cpu.set_gpr(ailuro_x86::Gpr::Rax, entry.eax as u64);
+        self.cpu.set_gpr(ailuro_x86::Gpr::Rbx, entry.ebx as u64);
+        self.cpu.set_gpr(ailuro_x86::Gpr::Rsi, entry.esi as u64);
+        self.cpu.invalidate_code(0, self.ram.size());
+        Ok(())
+    }
+
+    /// The machine configuration.
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// Instructions retired since power-on (or since the start of the replayed recording's
+    /// snapshot, in replay).
+    pub fn icount(&self) -> u64 {
+        self.cpu.icount()
+    }
+
+    /// Hash of CPU state and RAM: what record and replay compare.
+    pub fn state_hash(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.cpu.state_hash());
+        h.update(&self.ram.hash());
+        *h.finalize().as_bytes()
+    }
+
+    /// The CPU (for monitors and tests).
+    pub fn cpu(&self) -> &Cpu {
+        &self.cpu
+    }
+
+    /// Guest RAM (for monitors and tests).
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// Whether a recording is in progress.
+    pub fn is_recording(&self) -> bool {
+        matches!(&self.mode, Mode::Live(l) if l.recorder.is_some())
+    }
+
+    /// Whether the machine runs live (with devices), recording or not.
+    pub fn is_live(&self) -> bool {
+        matches!(self.mode, Mode::Live(_))
+    }
+
+    /// Whether a replay is in progress.
+    pub fn is_replaying(&self) -> bool {
+        matches!(self.mode, Mode::Replay(_))
+    }
+
+    /// Start recording into `name` (`NAME-rr-snp` + `NAME-rr-nondet.log`). Refuses to overwrite an
+    /// existing recording unless `overwrite`.
+    pub fn begin_record(&mut self, name: &Path, overwrite: bool) -> Result<(), String> {
+        let Mode::Live(live) = &mut self.mode else {
+            return Err("begin_record: only a live machine can be recorded (a replay cannot go live)".into());
+        };
+        if live.recorder.is_some() {
+            return Err("begin_record: a recording is already in progress (end_record first)".into());
+        }
+        let devices = postcard::to_allocvec(&DeviceState { board: live.board.save_state(), clock: live.clock.clone() })
+            .map_err(|e| format!("cannot serialize device state: {e}"))?;
+        let recorder = rrfiles::create_recording(
+            name,
+            overwrite,
+            &self.config,
+            &self.cpu,
+            &self.ram,
+            &devices,
+            &self.tap,
+            CHECKPOINT_INTERVAL,
+        )?;
+        live.recorder = Some(recorder);
+        Ok(())
+    }
+
+    /// Finish the recording in progress, writing its trailer. Returns a one-line summary.
+    pub fn end_record(&mut self, reason: ailuro_rr::EndReason) -> Result<String, String> {
+        let hash = self.state_hash();
+        let icount = self.cpu.icount();
+        let Mode::Live(live) = &mut self.mode else { return Err("end_record: no recording in progress".into()) };
+        let Some(rec) = live.recorder.take() else { return Err("end_record: no recording in progress".into()) };
+        rrfiles::finish_recording(rec, icount, hash, reason)
+    }
+
+    fn finish_recording_if_any(&mut self, reason: ailuro_rr::EndReason, host: &mut dyn Host) {
+        if self.is_recording() {
+            match self.end_record(reason) {
+                Ok(msg) => host.message(&msg),
+                Err(e) => host.message(&format!("error: {e}")),
+            }
+        }
+    }
+
+    /// Replace the machine's execution with a replay of `name` (monitor `begin_replay`).
+    pub fn begin_replay(&mut self, name: &Path) -> Result<(), String> {
+        if self.is_recording() {
+            return Err("begin_replay: a recording is in progress (end_record first)".into());
+        }
+        let (config, cpu, ram, tap, replay) = rrfiles::open_replay(name, self.config.arch)?;
+        self.mode = Mode::Replay(Box::new(replay_state(name, replay)?));
+        self.config = config;
+        self.cpu = cpu;
+        self.ram = ram;
+        self.tap = tap;
+        Ok(())
+    }
+
+    /// Run until something ends the run (guest exit, quit, replay end, divergence, error).
+    pub fn run(&mut self, host: &mut dyn Host) -> Stop {
+        self.pace = (Instant::now(), self.virtual_now());
+        loop {
+            if let Some(stop) = self.pending_stop.take() {
+                return stop;
+            }
+            // Host events: cheap poll while running, blocking wait while paused.
+            let timeout = if self.paused { None } else { Some(Duration::ZERO) };
+            match host.next_event(timeout) {
+                Some(ev) => {
+                    self.handle_host_event(ev, host);
+                    continue;
+                }
+                None if self.paused => {
+                    // No event source left and nothing can resume us.
+                    self.finish_recording_if_any(ailuro_rr::EndReason::Quit, host);
+                    return Stop::Quit;
+                }
+                None => {}
+            }
+            let step = match &mut self.mode {
+                Mode::Live(_) => self.step_live(host),
+                Mode::Replay(_) => self.step_replay(host),
+                Mode::Dead => {
+                    self.paused = true;
+                    None
+                }
+            };
+            if let Some(stop) = step {
+                if matches!(self.mode, Mode::Replay(_)) {
+                    host.replay_done();
+                    self.mode = Mode::Dead;
+                }
+                return stop;
+            }
+        }
+    }
+
+    fn virtual_now(&self) -> u64 {
+        match &self.mode {
+            Mode::Live(l) => l.clock.now(self.cpu.icount()),
+            _ => 0,
+        }
+    }
+
+    fn flush_console(&mut self, host: &mut dyn Host) {
+        if !self.console.is_empty() {
+            host.console_output(&self.console);
+            self.console.clear();
+        }
+    }
+
+    /// One slice of live execution. Returns `Some` when the run must end.
+    fn step_live(&mut self, host: &mut dyn Host) -> Option<Stop> {
+        let Mode::Live(live) = &mut self.mode else { unreachable!("step_live on a live machine") };
+        let icount = self.cpu.icount();
+        let now = live.clock.now(icount);
+        live.board.advance_to(now);
+
+        let out = live.board.take_serial_output();
+        if !out.is_empty() {
+            host.console_output(&out);
+        }
+        // The first request wins: each of them ends or resets the machine.
+        if let Some(req) = live.board.take_requests().into_iter().next() {
+            match req {
+                BoardRequest::DebugExit(status) => {
+                    self.finish_recording_if_any(ailuro_rr::EndReason::GuestExit(status), host);
+                    return Some(Stop::GuestExit(status));
+                }
+                BoardRequest::PowerOff => {
+                    self.finish_recording_if_any(ailuro_rr::EndReason::PowerOff, host);
+                    return Some(Stop::PowerOff);
+                }
+                BoardRequest::Reset => return self.guest_reset("the guest requested a reset", host),
+            }
+        }
+        let Mode::Live(live) = &mut self.mode else { unreachable!() };
+
+        if let Some(rec) = live.recorder.as_mut() {
+            if let Some(e) = rec.error.take() {
+                let msg = format!("recording stopped: cannot write the nondet log: {e}");
+                live.recorder = None;
+                return Some(Stop::Error(msg));
+            }
+            if icount >= rec.next_checkpoint {
+                let mut cpu_hash = [0u8; 16];
+                cpu_hash.copy_from_slice(&self.cpu.state_hash()[..16]);
+                rec.log(icount, Event::Checkpoint { pc: self.cpu.pc(), cpu_hash });
+                rec.next_checkpoint = icount + CHECKPOINT_INTERVAL;
+            }
+        }
+        let level = live.board.intr_level();
+        if level != self.cpu.intr() {
+            self.cpu.set_intr(level);
+            if let Some(rec) = live.recorder.as_mut() {
+                rec.log(icount, Event::IrqLine { line: 0, level });
+            }
+        }
+
+        let deadline = live.board.next_deadline_ns();
+        let mut stop_at = icount + SLICE;
+        if let Some(d) = deadline {
+            stop_at = stop_at.min(live.clock.icount_at(d).max(icount + 1));
+        }
+        if let Some(rec) = &live.recorder {
+            stop_at = stop_at.min(rec.next_checkpoint.max(icount + 1));
+        }
+        let exit = {
+            let mut p = LivePlatform {
+                board: &mut live.board,
+                clock: &live.clock,
+                recorder: live.recorder.as_mut(),
+                tap: &mut self.tap,
+            };
+            self.cpu.run(&mut self.ram, &mut p, stop_at)
+        };
+        match exit {
+            RunExit::Limit | RunExit::Platform => None,
+            RunExit::Halted => {
+                if self.cpu.icount() != icount {
+                    return None; // HLT just retired: re-evaluate the interrupt line first
+                }
+                // Idle: nothing can wake the CPU before the next device deadline.
+                let Mode::Live(live) = &mut self.mode else { unreachable!() };
+                match deadline {
+                    Some(d) if d > now => {
+                        if self.opts.sleep {
+                            let host_target = self.pace.0 + Duration::from_nanos(d.saturating_sub(self.pace.1));
+                            let wait = host_target.saturating_duration_since(Instant::now());
+                            if !wait.is_zero() {
+                                if let Some(ev) = host.next_event(Some(wait)) {
+                                    self.handle_host_event(ev, host);
+                                    return None;
+                                }
+                            }
+                        }
+                        let Mode::Live(live) = &mut self.mode else { unreachable!() };
+                        live.clock.jump_to(d, icount);
+                        None
+                    }
+                    Some(_) => None,
+                    None => {
+                        let _ = live;
+                        // Only host input (or the monitor) can change anything now.
+                        match host.next_event(None) {
+                            Some(ev) => {
+                                self.handle_host_event(ev, host);
+                                None
+                            }
+                            None => {
+                                host.message("the guest is halted and nothing can wake it; stopping");
+                                self.finish_recording_if_any(ailuro_rr::EndReason::Quit, host);
+                                Some(Stop::Quit)
+                            }
+                        }
+                    }
+                }
+            }
+            RunExit::Shutdown { reason } => self.guest_reset(&format!("CPU shutdown: {reason}"), host),
+        }
+    }
+
+    fn guest_reset(&mut self, why: &str, host: &mut dyn Host) -> Option<Stop> {
+        let at = self.cpu.icount();
+        self.finish_recording_if_any(ailuro_rr::EndReason::Reset, host);
+        if self.config.no_reboot || self.boot.is_none() {
+            host.message(&format!("{why} at instruction {at}; exiting (-no-reboot)"));
+            return Some(Stop::Shutdown(format!("{why} at instruction {at}")));
+        }
+        host.message(&format!("{why} at instruction {at}; resetting the machine"));
+        self.cpu.reset();
+        self.ram.as_mut_slice().fill(0);
+        let board = PcBoard::new(PcConfig { ram_size: self.config.ram_size, rtc_base_unix: self.config.rtc_base_unix });
+        self.mode =
+            Mode::Live(Box::new(Live { board, clock: VirtualClock::new(0, self.cpu.icount()), recorder: None }));
+        self.tap = ConsoleTap::default();
+        if let Err(e) = self.load_boot_image() {
+            return Some(Stop::Error(e));
+        }
+        None
+    }
+
+    /// One slice of replay. Returns `Some` when the replay ends.
+    fn step_replay(&mut self, host: &mut dyn Host) -> Option<Stop> {
+        let Mode::Replay(rp) = &mut self.mode else { unreachable!("step_replay on a replaying machine") };
+        if let Err(e) = rp.fill() {
+            return Some(Stop::Error(e));
+        }
+        let icount = self.cpu.icount();
+        let pc = self.cpu.pc();
+        // Apply every asynchronous entry due before this instruction.
+        // A synchronous entry logged at this same instruction count comes first: it was consumed
+        // between two asynchronous entries (e.g. the interrupt acknowledge between the line going
+        // up and down), so the CPU must run (deliver the interrupt) before the next one applies.
+        while rp.next_async.as_ref().is_some_and(|a| a.icount <= icount) {
+            if let Some(s) = rp.queue.entries.front() {
+                if s.icount >= icount {
+                    break;
+                }
+                return Some(Stop::Divergence(Divergence {
+                    icount,
+                    pc,
+                    expected: describe(s),
+                    found: "execution went past it without performing it".into(),
+                }));
+            }
+            let a = rp.next_async.take().expect("checked");
+            if a.icount < icount {
+                return Some(Stop::Divergence(Divergence {
+                    icount,
+                    pc,
+                    expected: describe(&a),
+                    found: "the replay is already past that instruction".into(),
+                }));
+            }
+            rp.async_stats.add(&a.event);
+            match a.event {
+                Event::IrqLine { line: 0, level } => self.cpu.set_intr(level),
+                Event::IrqLine { line, .. } => {
+                    return Some(Stop::Error(format!("interrupt line {line} is not supported on this machine")));
+                }
+                Event::Dma { addr, ref data } => {
+                    if let Err(e) = self.ram.write(addr, data) {
+                        return Some(Stop::Error(format!("DMA entry at instruction {}: {e}", a.icount)));
+                    }
+                    self.cpu.invalidate_code(addr, data.len() as u64);
+                }
+                Event::Checkpoint { pc: want_pc, cpu_hash } => {
+                    let h = self.cpu.state_hash();
+                    if want_pc != pc || h[..16] != cpu_hash {
+                        return Some(Stop::Divergence(Divergence {
+                            icount,
+                            pc,
+                            expected: format!("checkpoint: pc {want_pc:#x}, CPU state hash {}", hex(&cpu_hash)),
+                            found: format!("pc {pc:#x}, CPU state hash {}", hex(&h[..16])),
+                        }));
+                    }
+                }
+                Event::Reset => self.cpu.reset(),
+                Event::HostEvent { .. } => {}
+                _ => unreachable!("synchronous entries are queued"),
+            }
+            if let Err(e) = rp.fill() {
+                return Some(Stop::Error(e));
+            }
+        }
+
+        // The end of the recording?
+        let total = rp.end_icount.map(|e| e - rp.start_icount);
+        host.replay_progress(icount - rp.start_icount, total);
+        match rp.end_icount {
+            Some(end) if icount >= end && rp.next_async.is_none() => {
+                return Some(self.finish_replay());
+            }
+            None if rp.eof && rp.next_async.is_none() && rp.queue.entries.is_empty() => {
+                return Some(Stop::Divergence(Divergence {
+                    icount,
+                    pc,
+                    expected: "more of the recording (its log has no trailer: the recording was cut short)".into(),
+                    found: "the end of the log's last complete chunk".into(),
+                }));
+            }
+            _ => {}
+        }
+
+        let mut stop_at = icount + SLICE;
+        if let Some(a) = &rp.next_async {
+            // Equal only when synchronous entries at this count must be consumed first; the CPU
+            // returns right after a delivery, so one more instruction is the most it can run.
+            stop_at = stop_at.min(a.icount.max(icount + 1));
+        }
+        if let Some(end) = rp.end_icount {
+            stop_at = stop_at.min(end);
+        } else if rp.eof && rp.next_async.is_none() {
+            // Incomplete log: execute up to its last synchronous entry, then report.
+            if let Some(last) = rp.queue.entries.back() {
+                stop_at = stop_at.min(last.icount + 1);
+            }
+        }
+        let exit = self.run_replay_cpu(stop_at);
+        self.flush_console(host);
+        let Mode::Replay(rp) = &mut self.mode else { unreachable!() };
+        if let Some(d) = rp.queue.divergence.take() {
+            return Some(Stop::Divergence(d));
+        }
+        let now = self.cpu.icount();
+        match exit {
+            RunExit::Limit | RunExit::Platform => None,
+            RunExit::Halted if now != icount => None,
+            RunExit::Halted => {
+                let expected = match &rp.next_async {
+                    Some(a) => describe(a),
+                    None => match rp.end_icount {
+                        Some(end) => format!("execution to continue to instruction {end}"),
+                        None => "more of the recording".into(),
+                    },
+                };
+                Some(Stop::Divergence(Divergence {
+                    icount: now,
+                    pc: self.cpu.pc(),
+                    expected,
+                    found: "the CPU halted with nothing to wake it".into(),
+                }))
+            }
+            RunExit::Shutdown { reason } => {
+                if rp.end_icount == Some(now) {
+                    None
+                } else {
+                    Some(Stop::Divergence(Divergence {
+                        icount: now,
+                        pc: self.cpu.pc(),
+                        expected: "the recording to continue".into(),
+                        found: format!("CPU shutdown ({reason})"),
+                    }))
+                }
+            }
+        }
+    }
+
+    fn run_replay_cpu(&mut self, stop_at: u64) -> RunExit {
+        let Mode::Replay(rp) = &mut self.mode else { unreachable!() };
+        let mut p = ReplayPlatform { queue: &mut rp.queue, tap: &mut self.tap, console: &mut self.console };
+        self.cpu.run(&mut self.ram, &mut p, stop_at)
+    }
+
+    fn finish_replay(&mut self) -> Stop {
+        let hash = self.state_hash();
+        let Mode::Replay(rp) = &mut self.mode else { unreachable!() };
+        let icount = self.cpu.icount();
+        if let Some(s) = rp.queue.entries.front() {
+            return Stop::Divergence(Divergence {
+                icount,
+                pc: self.cpu.pc(),
+                expected: describe(s),
+                found: "the end of the recording".into(),
+            });
+        }
+        if let Some(want) = rp.final_hash {
+            if want != hash {
+                return Stop::Divergence(Divergence {
+                    icount,
+                    pc: self.cpu.pc(),
+                    expected: format!("final CPU+RAM state hash {}", hex(&want)),
+                    found: format!("state hash {}", hex(&hash)),
+                });
+            }
+        }
+        let mut stats = rp.queue.stats.clone();
+        for k in 0..stats.count.len() {
+            stats.count[k] += rp.async_stats.count[k];
+            stats.bytes[k] += rp.async_stats.bytes[k];
+        }
+        Stop::ReplayFinished(Box::new(ReplaySummary {
+            name: rp.name.clone(),
+            instructions: icount - rp.start_icount,
+            seconds: rp.started.elapsed().as_secs_f64(),
+            stats,
+            final_hash: hash,
+        }))
+    }
+
+    fn handle_host_event(&mut self, ev: HostEvent, host: &mut dyn Host) {
+        match ev {
+            HostEvent::SerialInput(bytes) => {
+                if let Mode::Live(live) = &mut self.mode {
+                    live.board.serial_input(&bytes);
+                }
+            }
+            HostEvent::SerialInputClosed => {}
+            HostEvent::Command { line, reply } => {
+                let text = crate::monitor::execute(self, &line, host);
+                if let Some(r) = reply {
+                    let _ = r.send(text);
+                } else if !text.is_empty() {
+                    host.message(&text);
+                }
+            }
+        }
+    }
+
+    /// Pause or resume (monitor `stop`/`cont`).
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.paused && !paused {
+            self.pace = (Instant::now(), self.virtual_now());
+        }
+        self.paused = paused;
+    }
+
+    /// Whether the machine is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Ask `run` to return `stop` at the next slice boundary.
+    pub fn request_stop(&mut self, stop: Stop) {
+        self.pending_stop = Some(stop);
+    }
+
+    /// End a replay in progress early (monitor `end_replay`).
+    pub fn end_replay(&mut self) -> Result<String, String> {
+        let Mode::Replay(rp) = &self.mode else { return Err("end_replay: no replay in progress".into()) };
+        let msg = format!(
+            "replay of {} ended at instruction {} of {}; the machine is stopped (a replay cannot go live)",
+            rp.name.display(),
+            self.cpu.icount() - rp.start_icount,
+            rp.end_icount.map(|e| (e - rp.start_icount).to_string()).unwrap_or_else(|| "?".into())
+        );
+        self.mode = Mode::Dead;
+        self.paused = true;
+        Ok(msg)
+    }
+
+    /// One-line description of the record/replay state (for `info status`).
+    pub fn rr_status(&self) -> String {
+        match &self.mode {
+            Mode::Live(l) => match &l.recorder {
+                Some(r) => format!(
+                    "recording {} ({} instructions so far)",
+                    r.name.display(),
+                    self.cpu.icount() - r.start_icount
+                ),
+                None => "live (not recording)".into(),
+            },
+            Mode::Replay(r) => format!(
+                "replaying {} (instruction {} of {})",
+                r.name.display(),
+                self.cpu.icount() - r.start_icount,
+                r.end_icount.map(|e| (e - r.start_icount).to_string()).unwrap_or_else(|| "?".into())
+            ),
+            Mode::Dead => "replay ended; machine stopped".into(),
+        }
+    }
+}
+
+fn replay_state(name: &Path, r: rrfiles::OpenedReplay) -> Result<Replay, String> {
+    let mut rp = Replay {
+        name: name.to_path_buf(),
+        reader: r.reader,
+        start_icount: r.start_icount,
+        end_icount: r.end_icount,
+        final_hash: r.final_hash,
+        queue: SyncQueue { entries: VecDeque::new(), divergence: None, stats: EventStats::default() },
+        next_async: None,
+        eof: false,
+        started: Instant::now(),
+        async_stats: EventStats::default(),
+    };
+    rp.fill()?;
+    Ok(rp)
+}
+
+pub(crate) fn device_state_from(bytes: &[u8]) -> Result<(PcBoard, VirtualClock), String> {
+    let d: DeviceState = postcard::from_bytes(bytes).map_err(|e| format!("corrupt device state in snapshot: {e}"))?;
+    let board = PcBoard::load_state(&d.board).map_err(|e| format!("corrupt board state in snapshot: {e}"))?;
+    Ok((board, d.clock))
+}

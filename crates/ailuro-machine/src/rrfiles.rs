@@ -1,0 +1,178 @@
+//! Glue between the machine and the recording files of `ailuro-rr`.
+
+use std::path::Path;
+
+use ailuro_bus::GuestRam;
+use ailuro_rr::{Arch, EndReason, LogEnd, LogHeader, LogReader, LogWriter, SnapshotHeader};
+use ailuro_x86::Cpu;
+
+use crate::config::{GuestArch, MachineConfig};
+use crate::platforms::{EventStats, Recorder};
+use crate::tap::ConsoleTap;
+
+/// Text identifying the writer of recordings.
+fn creator() -> String {
+    format!("ailuro {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn rr_arch(a: GuestArch) -> Arch {
+    match a {
+        GuestArch::I386 => Arch::I386,
+        GuestArch::X86_64 => Arch::X86_64,
+        GuestArch::Arm => Arch::Arm,
+    }
+}
+
+/// Write the snapshot and open the log of a new recording.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create_recording(
+    name: &Path,
+    overwrite: bool,
+    config: &MachineConfig,
+    cpu: &Cpu,
+    ram: &GuestRam,
+    devices: &[u8],
+    tap: &ConsoleTap,
+    checkpoint_interval: u64,
+) -> Result<Recorder, String> {
+    let (snp, log) = ailuro_rr::recording_paths(name);
+    if !overwrite {
+        for p in [&snp, &log] {
+            if p.exists() {
+                return Err(format!(
+                    "begin_record: {} already exists; refusing to overwrite a recording (ask explicitly: \
+                     `begin_record -f NAME` on the monitor, `-record NAME,overwrite=on` on the command line)",
+                    p.display()
+                ));
+            }
+        }
+    }
+    let icount = cpu.icount();
+    let header = SnapshotHeader {
+        arch: rr_arch(config.arch),
+        ram_base: ram.base(),
+        ram_size: ram.size(),
+        start_icount: icount,
+        machine_config: config.to_bytes(),
+        creator: creator(),
+    };
+    let console = postcard::to_allocvec(tap).map_err(|e| format!("cannot serialize console state: {e}"))?;
+    let snapshot_hash = ailuro_rr::write_snapshot(&snp, &header, &cpu.save_state(), devices, &console, ram, overwrite)
+        .map_err(|e| format!("begin_record: {e}"))?;
+    let writer = LogWriter::create(
+        &log,
+        &LogHeader { arch: rr_arch(config.arch), start_icount: icount, snapshot_hash, creator: creator() },
+        overwrite,
+    )
+    .map_err(|e| format!("begin_record: {e}"))?;
+    Ok(Recorder {
+        writer,
+        name: name.to_path_buf(),
+        start_icount: icount,
+        next_checkpoint: icount + checkpoint_interval,
+        stats: EventStats::default(),
+        error: None,
+    })
+}
+
+/// Write the trailer of a recording; returns a one-line summary.
+pub(crate) fn finish_recording(
+    rec: Recorder,
+    end_icount: u64,
+    final_state_hash: [u8; 32],
+    reason: EndReason,
+) -> Result<String, String> {
+    if let Some(e) = rec.error {
+        return Err(format!("the recording {} is incomplete: {e}", rec.name.display()));
+    }
+    let trailer = rec
+        .writer
+        .finish(LogEnd { end_icount, reason, final_state_hash })
+        .map_err(|e| format!("cannot finish the recording {}: {e}", rec.name.display()))?;
+    Ok(format!(
+        "recording {} complete: {} instructions, {} events",
+        rec.name.display(),
+        end_icount - rec.start_icount,
+        trailer.entry_count
+    ))
+}
+
+/// What a replay starts from.
+pub(crate) struct OpenedReplay {
+    pub reader: LogReader,
+    pub start_icount: u64,
+    pub end_icount: Option<u64>,
+    pub final_hash: Option<[u8; 32]>,
+}
+
+/// Open both files of recording `name` and restore CPU, RAM and console state from the snapshot.
+pub(crate) fn open_replay(
+    name: &Path,
+    expect: GuestArch,
+) -> Result<(MachineConfig, Cpu, GuestRam, ConsoleTap, OpenedReplay), String> {
+    let (snp, log) = ailuro_rr::recording_paths(name);
+    let (snapshot, ram) =
+        ailuro_rr::read_snapshot(&snp).map_err(|e| format!("cannot replay {}: {e}", name.display()))?;
+    let h = &snapshot.header;
+    if h.arch != rr_arch(expect) {
+        return Err(format!(
+            "cannot replay {}: it is a recording of a {} guest; use ailuro-system-{}",
+            name.display(),
+            h.arch.name(),
+            h.arch.name()
+        ));
+    }
+    let config = MachineConfig::from_bytes(&h.machine_config).map_err(|e| {
+        format!("cannot replay {}: corrupt machine configuration in {}: {e}", name.display(), snp.display())
+    })?;
+    if config.ram_size != ram.size() || config.arch != expect {
+        return Err(format!(
+            "cannot replay {}: the snapshot's machine configuration contradicts its header",
+            name.display()
+        ));
+    }
+    let mut cpu = Cpu::new(ailuro_x86::CpuConfig::default());
+    cpu.load_state(&snapshot.cpu)
+        .map_err(|e| format!("cannot replay {}: corrupt CPU state in {}: {e}", name.display(), snp.display()))?;
+    if cpu.icount() != h.start_icount {
+        return Err(format!(
+            "cannot replay {}: CPU state in {} is at instruction {}, header says {}",
+            name.display(),
+            snp.display(),
+            cpu.icount(),
+            h.start_icount
+        ));
+    }
+    let tap: ConsoleTap = postcard::from_bytes(&snapshot.console)
+        .map_err(|e| format!("cannot replay {}: corrupt console state in {}: {e}", name.display(), snp.display()))?;
+    // The device state is not needed to replay, but a corrupt one means a corrupt snapshot.
+    crate::machine::device_state_from(&snapshot.devices)
+        .map_err(|e| format!("cannot replay {}: {e}", name.display()))?;
+
+    let reader = LogReader::open(&log).map_err(|e| format!("cannot replay {}: {e}", name.display()))?;
+    let lh = reader.header();
+    if lh.arch != h.arch {
+        return Err(format!(
+            "cannot replay {}: the log is for {} but the snapshot for {}",
+            name.display(),
+            lh.arch.name(),
+            h.arch.name()
+        ));
+    }
+    if lh.snapshot_hash != snapshot.file_hash {
+        return Err(format!(
+            "cannot replay {}: {} does not belong to {} (snapshot hash mismatch)",
+            name.display(),
+            log.display(),
+            snp.display()
+        ));
+    }
+    if lh.start_icount != h.start_icount {
+        return Err(format!("cannot replay {}: log and snapshot start at different instructions", name.display()));
+    }
+    let (end_icount, final_hash) = match reader.trailer() {
+        Some(t) => (Some(t.end_icount), Some(t.final_state_hash)),
+        None => (None, None),
+    };
+    Ok((config, cpu, ram, tap, OpenedReplay { reader, start_icount: h.start_icount, end_icount, final_hash }))
+}

@@ -1,0 +1,432 @@
+//! Pre-decoded fast paths for the most common 32-bit integer instructions.
+//!
+//! When an instruction enters the decode cache, [`Uop::build`] extracts what the hot instruction
+//! forms need (register numbers, immediate, memory operand parts) into a small `Uop`. `step` runs
+//! such instructions through [`Cpu::exec_fast`] without touching iced's `Instruction` accessors or
+//! the generic operand machinery; everything else (`Kind::Generic`) takes the general path in
+//! `exec.rs`. Both paths must have identical architectural effects; the unit tests and the guest
+//! programs exercise both.
+
+use ailuro_bus::Platform;
+use iced_x86::{Code, ConditionCode, Instruction, Mnemonic as M, OpKind, Register};
+
+use crate::flags::{Alu, Shift};
+use crate::mem::Bus;
+use crate::{exc, Cpu, Res};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    #[default]
+    Generic,
+    Nop,
+    MovRR,
+    MovRI,
+    MovRM,
+    MovMR,
+    MovMI,
+    AluRR,
+    AluRI,
+    AluRM,
+    AluMR,
+    AluMI,
+    ShiftRI,
+    IncR,
+    DecR,
+    Lea,
+    Jcc,
+    Jmp,
+    CallRel,
+    Ret,
+    PushR,
+    PushI,
+    PopR,
+    ImulRRI,
+    ImulRR,
+}
+
+/// A pre-decoded instruction (only meaningful when `kind != Generic`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Uop {
+    pub kind: Kind,
+    /// ALU op (0..=7 as `Alu`, 8 = TEST), shift op, or condition code.
+    pub op: u8,
+    pub d: u8,
+    pub s: u8,
+    /// Memory operand: base/index GPR numbers (0xff = none), scale, segment register number.
+    pub base: u8,
+    pub index: u8,
+    pub scale: u8,
+    pub seg: u8,
+    pub disp: u32,
+    /// Immediate, or the relative branch displacement from the instruction start.
+    pub imm: u32,
+}
+
+const NONE: u8 = 0xff;
+const ALU_TEST: u8 = 8;
+
+fn gpr32(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
+        Some((n - Register::EAX as u32) as u8)
+    } else {
+        None
+    }
+}
+
+fn alu_op(m: M) -> Option<u8> {
+    Some(match m {
+        M::Add => 0,
+        M::Or => 1,
+        M::Adc => 2,
+        M::Sbb => 3,
+        M::And => 4,
+        M::Sub => 5,
+        M::Xor => 6,
+        M::Cmp => 7,
+        M::Test => ALU_TEST,
+        _ => return None,
+    })
+}
+
+fn alu_from(op: u8) -> Alu {
+    match op {
+        0 => Alu::Add,
+        1 => Alu::Or,
+        2 => Alu::Adc,
+        3 => Alu::Sbb,
+        4 | ALU_TEST => Alu::And,
+        5 => Alu::Sub,
+        6 => Alu::Xor,
+        _ => Alu::Cmp,
+    }
+}
+
+fn shift_from(op: u8) -> Shift {
+    match op {
+        0 => Shift::Rol,
+        1 => Shift::Ror,
+        2 => Shift::Rcl,
+        3 => Shift::Rcr,
+        4 => Shift::Shl,
+        5 => Shift::Shr,
+        _ => Shift::Sar,
+    }
+}
+
+fn cc_from(op: u8) -> ConditionCode {
+    use ConditionCode as C;
+    [C::None, C::o, C::no, C::b, C::ae, C::e, C::ne, C::be, C::a, C::s, C::ns, C::p, C::np, C::l, C::ge, C::le, C::g]
+        [op as usize]
+}
+
+impl Uop {
+    /// Pre-decode `i` if it is one of the fast forms (only for 32-bit code).
+    pub(crate) fn build(i: &Instruction, code32: bool) -> Uop {
+        Self::try_build(i, code32).unwrap_or_default()
+    }
+
+    fn mem(u: &mut Uop, i: &Instruction) -> Option<()> {
+        let base = i.memory_base();
+        let index = i.memory_index();
+        u.base = if base == Register::None { NONE } else { gpr32(base)? };
+        u.index = if index == Register::None { NONE } else { gpr32(index)? };
+        u.scale = i.memory_index_scale() as u8;
+        u.disp = i.memory_displacement64() as u32;
+        let seg = i.memory_segment() as u32;
+        u.seg = (seg - Register::ES as u32) as u8;
+        if u.seg > 5 {
+            return None;
+        }
+        Some(())
+    }
+
+    fn try_build(i: &Instruction, code32: bool) -> Option<Uop> {
+        if !code32 || i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+            return None;
+        }
+        let mut u = Uop { base: NONE, index: NONE, ..Uop::default() };
+        let m = i.mnemonic();
+        let k0 = if i.op_count() > 0 { i.op0_kind() } else { OpKind::Register };
+        let k1 = if i.op_count() > 1 { i.op1_kind() } else { OpKind::Register };
+        let mem32 = |i: &Instruction| i.memory_size().size() == 4;
+        let imm32 = |k: OpKind| matches!(k, OpKind::Immediate32 | OpKind::Immediate8to32);
+        match m {
+            M::Nop => u.kind = Kind::Nop,
+            M::Mov => {
+                if i.op_count() != 2 {
+                    return None;
+                }
+                match (k0, k1) {
+                    (OpKind::Register, OpKind::Register) => {
+                        u.d = gpr32(i.op0_register())?;
+                        u.s = gpr32(i.op1_register())?;
+                        u.kind = Kind::MovRR;
+                    }
+                    (OpKind::Register, OpKind::Immediate32) => {
+                        u.d = gpr32(i.op0_register())?;
+                        u.imm = i.immediate32();
+                        u.kind = Kind::MovRI;
+                    }
+                    (OpKind::Register, OpKind::Memory) => {
+                        u.d = gpr32(i.op0_register())?;
+                        Self::mem(&mut u, i)?;
+                        u.kind = Kind::MovRM;
+                    }
+                    (OpKind::Memory, OpKind::Register) => {
+                        u.s = gpr32(i.op1_register())?;
+                        Self::mem(&mut u, i)?;
+                        u.kind = Kind::MovMR;
+                    }
+                    (OpKind::Memory, OpKind::Immediate32) if mem32(i) => {
+                        Self::mem(&mut u, i)?;
+                        u.imm = i.immediate32();
+                        u.kind = Kind::MovMI;
+                    }
+                    _ => return None,
+                }
+            }
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
+                u.op = alu_op(m)?;
+                match (k0, k1) {
+                    (OpKind::Register, OpKind::Register) => {
+                        u.d = gpr32(i.op0_register())?;
+                        u.s = gpr32(i.op1_register())?;
+                        u.kind = Kind::AluRR;
+                    }
+                    (OpKind::Register, k) if imm32(k) => {
+                        u.d = gpr32(i.op0_register())?;
+                        u.imm = i.immediate(1) as u32;
+                        u.kind = Kind::AluRI;
+                    }
+                    (OpKind::Register, OpKind::Memory) => {
+                        u.d = gpr32(i.op0_register())?;
+                        Self::mem(&mut u, i)?;
+                        u.kind = Kind::AluRM;
+                    }
+                    (OpKind::Memory, OpKind::Register) => {
+                        u.s = gpr32(i.op1_register())?;
+                        Self::mem(&mut u, i)?;
+                        u.kind = Kind::AluMR;
+                    }
+                    (OpKind::Memory, k) if imm32(k) && mem32(i) => {
+                        Self::mem(&mut u, i)?;
+                        u.imm = i.immediate(1) as u32;
+                        u.kind = Kind::AluMI;
+                    }
+                    _ => return None,
+                }
+            }
+            M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => {
+                if k0 != OpKind::Register || k1 != OpKind::Immediate8 {
+                    return None;
+                }
+                u.d = gpr32(i.op0_register())?;
+                u.imm = u32::from(i.immediate8());
+                u.op = match m {
+                    M::Rol => 0,
+                    M::Ror => 1,
+                    M::Rcl => 2,
+                    M::Rcr => 3,
+                    M::Shl | M::Sal => 4,
+                    M::Shr => 5,
+                    _ => 6,
+                };
+                u.kind = Kind::ShiftRI;
+            }
+            M::Inc | M::Dec if k0 == OpKind::Register => {
+                u.d = gpr32(i.op0_register())?;
+                u.kind = if m == M::Inc { Kind::IncR } else { Kind::DecR };
+            }
+            M::Lea => {
+                u.d = gpr32(i.op0_register())?;
+                Self::mem(&mut u, i)?;
+                u.kind = Kind::Lea;
+            }
+            M::Jmp if k0 == OpKind::NearBranch32 => {
+                u.imm = i.near_branch_target() as u32;
+                u.kind = Kind::Jmp;
+            }
+            M::Call if k0 == OpKind::NearBranch32 => {
+                u.imm = i.near_branch_target() as u32;
+                u.kind = Kind::CallRel;
+            }
+            M::Ret if i.code() == Code::Retnd => u.kind = Kind::Ret,
+            M::Push if k0 == OpKind::Register => {
+                u.s = gpr32(i.op0_register())?;
+                u.kind = Kind::PushR;
+            }
+            M::Push if matches!(i.code(), Code::Pushd_imm32 | Code::Pushd_imm8) => {
+                u.imm = i.immediate(0) as u32;
+                u.kind = Kind::PushI;
+            }
+            M::Pop if k0 == OpKind::Register => {
+                u.d = gpr32(i.op0_register())?;
+                u.kind = Kind::PopR;
+            }
+            M::Imul if i.op_count() == 3 && k1 == OpKind::Register => {
+                u.d = gpr32(i.op0_register())?;
+                u.s = gpr32(i.op1_register())?;
+                u.imm = i.immediate(2) as u32;
+                u.kind = Kind::ImulRRI;
+            }
+            M::Imul if i.op_count() == 2 && k1 == OpKind::Register => {
+                u.d = gpr32(i.op0_register())?;
+                u.s = gpr32(i.op1_register())?;
+                u.kind = Kind::ImulRR;
+            }
+            _ if i.is_jcc_short_or_near() && k0 == OpKind::NearBranch32 => {
+                u.op = i.condition_code() as u8;
+                u.imm = i.near_branch_target() as u32;
+                u.kind = Kind::Jcc;
+            }
+            _ => return None,
+        }
+        Some(u)
+    }
+}
+
+impl Cpu {
+    #[inline(always)]
+    fn r32(&self, r: u8) -> u32 {
+        self.s.regs[r as usize] as u32
+    }
+
+    #[inline(always)]
+    fn w32(&mut self, r: u8, v: u32) {
+        self.s.regs[r as usize] = u64::from(v);
+    }
+
+    #[inline(always)]
+    fn uop_ea(&self, u: &Uop) -> u64 {
+        let mut a = u.disp;
+        if u.base != NONE {
+            a = a.wrapping_add(self.r32(u.base));
+        }
+        if u.index != NONE {
+            a = a.wrapping_add(self.r32(u.index).wrapping_mul(u32::from(u.scale)));
+        }
+        u64::from(a)
+    }
+
+    #[inline(always)]
+    fn near32(&mut self, target: u64) -> Res<()> {
+        if target > u64::from(self.s.seg[1].limit) {
+            return exc(13, 0);
+        }
+        self.s.rip = target;
+        Ok(())
+    }
+
+    /// Execute a pre-decoded instruction. `self.s.rip` is already the next instruction's EIP and
+    /// `self.cur_eip` this one's. Same contract as the generic `exec`.
+    #[inline(always)]
+    pub(crate) fn exec_fast<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, u: &Uop) -> Res<()> {
+        match u.kind {
+            Kind::Generic | Kind::Nop => {}
+            Kind::MovRR => {
+                let v = self.r32(u.s);
+                self.w32(u.d, v);
+            }
+            Kind::MovRI => self.w32(u.d, u.imm),
+            Kind::MovRM => {
+                let ea = self.uop_ea(u);
+                let v = self.rd(b, u.seg as usize, ea, 4)?;
+                self.w32(u.d, v as u32);
+            }
+            Kind::MovMR => {
+                let ea = self.uop_ea(u);
+                self.wr(b, u.seg as usize, ea, 4, u64::from(self.r32(u.s)))?;
+            }
+            Kind::MovMI => {
+                let ea = self.uop_ea(u);
+                self.wr(b, u.seg as usize, ea, 4, u64::from(u.imm))?;
+            }
+            Kind::AluRR | Kind::AluRI => {
+                let a = self.r32(u.d);
+                let v = if u.kind == Kind::AluRR { self.r32(u.s) } else { u.imm };
+                let r = self.alu(alu_from(u.op), u64::from(a), u64::from(v), 4);
+                if u.op < 7 {
+                    self.w32(u.d, r as u32);
+                }
+            }
+            Kind::AluRM => {
+                let ea = self.uop_ea(u);
+                let v = self.rd(b, u.seg as usize, ea, 4)?;
+                let a = self.r32(u.d);
+                let r = self.alu(alu_from(u.op), u64::from(a), v, 4);
+                if u.op < 7 {
+                    self.w32(u.d, r as u32);
+                }
+            }
+            Kind::AluMR | Kind::AluMI => {
+                let ea = self.uop_ea(u);
+                let a = self.rd(b, u.seg as usize, ea, 4)?;
+                let v = if u.kind == Kind::AluMR { self.r32(u.s) } else { u.imm };
+                let r = self.alu(alu_from(u.op), a, u64::from(v), 4);
+                if u.op < 7 {
+                    self.wr(b, u.seg as usize, ea, 4, r)?;
+                }
+            }
+            Kind::ShiftRI => {
+                let a = self.r32(u.d);
+                let r = self.shift(shift_from(u.op), u64::from(a), u64::from(u.imm), 4);
+                self.w32(u.d, r as u32);
+            }
+            Kind::IncR | Kind::DecR => {
+                let a = self.r32(u.d);
+                let r = self.incdec(u64::from(a), u.kind == Kind::DecR, 4);
+                self.w32(u.d, r as u32);
+            }
+            Kind::Lea => {
+                let ea = self.uop_ea(u);
+                self.w32(u.d, ea as u32);
+            }
+            Kind::Jcc => {
+                if self.cond(cc_from(u.op)) {
+                    let t = u64::from((self.cur_eip as u32).wrapping_add(u.imm));
+                    self.near32(t)?;
+                }
+            }
+            Kind::Jmp => {
+                let t = u64::from((self.cur_eip as u32).wrapping_add(u.imm));
+                self.near32(t)?;
+            }
+            Kind::CallRel => {
+                let t = u64::from((self.cur_eip as u32).wrapping_add(u.imm));
+                let next = self.s.rip;
+                self.push(b, next, 4)?;
+                self.near32(t)?;
+            }
+            Kind::Ret => {
+                let t = self.peek(b, 0, 4)?;
+                self.near32(t)?;
+                let sp = self.s.regs[4];
+                self.set_sp(sp.wrapping_add(4));
+            }
+            Kind::PushR => {
+                let v = self.r32(u.s);
+                self.push(b, u64::from(v), 4)?;
+            }
+            Kind::PushI => self.push(b, u64::from(u.imm), 4)?,
+            Kind::PopR => {
+                let v = self.peek(b, 0, 4)?;
+                let sp = self.s.regs[4];
+                self.set_sp(sp.wrapping_add(4));
+                self.w32(u.d, v as u32);
+            }
+            Kind::ImulRRI | Kind::ImulRR => {
+                let a = i64::from(self.r32(u.s) as i32);
+                let v = if u.kind == Kind::ImulRRI { i64::from(u.imm as i32) } else { i64::from(self.r32(u.d) as i32) };
+                let full = a * v;
+                let r = full as u32;
+                let ovf = i64::from(r as i32) != full;
+                let f = Self::szp(u64::from(r), 4) | if ovf { crate::CF | crate::OF } else { 0 };
+                self.set_status(f);
+                self.w32(u.d, r);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,283 @@
+//! Flag computation for arithmetic, logic, shift and rotate operations (eager evaluation).
+
+use crate::mem::mask;
+use crate::{Cpu, AF, CF, OF, PF, SF, STATUS, ZF};
+
+#[inline]
+pub(crate) fn parity(v: u64) -> bool {
+    (v as u8).count_ones().is_multiple_of(2)
+}
+
+#[inline]
+fn sign_bit(size: u32) -> u64 {
+    1u64 << (size * 8 - 1)
+}
+
+/// Sign-extend the low `size` bytes of `v`.
+#[inline]
+pub(crate) fn sext(v: u64, size: u32) -> i64 {
+    let sh = 64 - size * 8;
+    ((v << sh) as i64) >> sh
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alu {
+    Add,
+    Or,
+    Adc,
+    Sbb,
+    And,
+    Sub,
+    Xor,
+    Cmp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shift {
+    Rol,
+    Ror,
+    Rcl,
+    Rcr,
+    Shl,
+    Shr,
+    Sar,
+}
+
+impl Cpu {
+    #[inline]
+    pub(crate) fn flag(&self, f: u64) -> bool {
+        self.s.rflags & f != 0
+    }
+
+    #[inline]
+    pub(crate) fn set_flag(&mut self, f: u64, on: bool) {
+        if on {
+            self.s.rflags |= f;
+        } else {
+            self.s.rflags &= !f;
+        }
+    }
+
+    /// Replace the status flags with `new` (only bits in STATUS).
+    #[inline]
+    pub(crate) fn set_status(&mut self, new: u64) {
+        self.s.rflags = (self.s.rflags & !STATUS) | (new & STATUS);
+    }
+
+    /// ZF, SF, PF of a result.
+    #[inline]
+    pub(crate) fn szp(res: u64, size: u32) -> u64 {
+        let mut f = 0;
+        if res & mask(size) == 0 {
+            f |= ZF;
+        }
+        if res & sign_bit(size) != 0 {
+            f |= SF;
+        }
+        if parity(res) {
+            f |= PF;
+        }
+        f
+    }
+
+    /// Two-operand ALU operation with flags; returns the (masked) result. CMP returns the
+    /// difference too (the caller does not store it).
+    pub(crate) fn alu(&mut self, op: Alu, a: u64, b: u64, size: u32) -> u64 {
+        let m = mask(size);
+        let (a, b) = (a & m, b & m);
+        let sb = sign_bit(size);
+        let cin = u64::from(self.flag(CF));
+        let (res, f) = match op {
+            Alu::Add | Alu::Adc => {
+                let c = if op == Alu::Adc { cin } else { 0 };
+                let r = a.wrapping_add(b).wrapping_add(c) & m;
+                let carry = r < a || (c == 1 && r == a);
+                let mut f = Self::szp(r, size) | ((a ^ b ^ r) & AF);
+                if carry {
+                    f |= CF;
+                }
+                if (a ^ r) & (b ^ r) & sb != 0 {
+                    f |= OF;
+                }
+                (r, f)
+            }
+            Alu::Sub | Alu::Sbb | Alu::Cmp => {
+                let c = if op == Alu::Sbb { cin } else { 0 };
+                let r = a.wrapping_sub(b).wrapping_sub(c) & m;
+                let borrow = a < b || (c == 1 && a == b);
+                let mut f = Self::szp(r, size) | ((a ^ b ^ r) & AF);
+                if borrow {
+                    f |= CF;
+                }
+                if (a ^ b) & (a ^ r) & sb != 0 {
+                    f |= OF;
+                }
+                (r, f)
+            }
+            Alu::And => {
+                let r = a & b;
+                (r, Self::szp(r, size))
+            }
+            Alu::Or => {
+                let r = a | b;
+                (r, Self::szp(r, size))
+            }
+            Alu::Xor => {
+                let r = a ^ b;
+                (r, Self::szp(r, size))
+            }
+        };
+        self.set_status(f);
+        res
+    }
+
+    /// INC/DEC: like ADD/SUB 1 but CF is preserved.
+    pub(crate) fn incdec(&mut self, a: u64, dec: bool, size: u32) -> u64 {
+        let cf = self.flag(CF);
+        let r = if dec { self.alu(Alu::Sub, a, 1, size) } else { self.alu(Alu::Add, a, 1, size) };
+        self.set_flag(CF, cf);
+        r
+    }
+
+    /// Shifts and rotates with the count already read from the operand (masked here).
+    pub(crate) fn shift(&mut self, op: Shift, a: u64, count: u64, size: u32) -> u64 {
+        let bits = size * 8;
+        let m = mask(size);
+        let a = a & m;
+        let cnt = (count & if size == 8 { 0x3f } else { 0x1f }) as u32;
+        if cnt == 0 {
+            return a;
+        }
+        let msb = |v: u64| (v >> (bits - 1)) & 1;
+        let fl = self.s.rflags;
+        match op {
+            Shift::Shl => {
+                let wide = (a as u128) << cnt;
+                let r = (wide as u64) & m;
+                let cf = ((wide >> bits) & 1) as u64;
+                let mut f = Self::szp(r, size) | cf;
+                if msb(r) ^ cf != 0 {
+                    f |= OF;
+                }
+                self.set_status(f);
+                r
+            }
+            Shift::Shr => {
+                let r = if cnt >= 64 { 0 } else { a >> cnt };
+                let cf = if cnt > 64 { 0 } else { (a >> (cnt - 1)) & 1 };
+                let mut f = Self::szp(r, size) | cf;
+                if msb(a) != 0 {
+                    f |= OF;
+                }
+                self.set_status(f);
+                r
+            }
+            Shift::Sar => {
+                let sa = sext(a, size);
+                let r = (sa >> cnt.min(63)) as u64 & m;
+                let cf = ((sa >> (cnt - 1).min(63)) & 1) as u64;
+                self.set_status(Self::szp(r, size) | cf);
+                r
+            }
+            Shift::Rol => {
+                let c = cnt % bits;
+                let r = if c == 0 { a } else { ((a << c) | (a >> (bits - c))) & m };
+                let cf = r & 1;
+                let of = msb(r) ^ cf;
+                self.set_status((fl & !(CF | OF)) | cf | if of != 0 { OF } else { 0 });
+                r
+            }
+            Shift::Ror => {
+                let c = cnt % bits;
+                let r = if c == 0 { a } else { ((a >> c) | (a << (bits - c))) & m };
+                let cf = msb(r);
+                let of = msb(r) ^ ((r >> (bits - 2)) & 1);
+                self.set_status((fl & !(CF | OF)) | cf | if of != 0 { OF } else { 0 });
+                r
+            }
+            Shift::Rcl | Shift::Rcr => {
+                let c = cnt % (bits + 1);
+                if c == 0 {
+                    return a;
+                }
+                // Rotate the (bits+1)-wide value CF:a.
+                let w = bits + 1;
+                let wm: u128 = (1u128 << w) - 1;
+                let v: u128 = (a as u128) | (((fl & CF) as u128) << bits);
+                let rot =
+                    if op == Shift::Rcl { ((v << c) | (v >> (w - c))) & wm } else { ((v >> c) | (v << (w - c))) & wm };
+                let r = (rot as u64) & m;
+                let cf = ((rot >> bits) & 1) as u64;
+                let of = if op == Shift::Rcl { msb(r) ^ cf } else { msb(r) ^ ((r >> (bits - 2)) & 1) };
+                self.set_status((fl & !(CF | OF)) | cf | if of != 0 { OF } else { 0 });
+                r
+            }
+        }
+    }
+
+    /// SHLD/SHRD.
+    pub(crate) fn shiftd(&mut self, left: bool, dst: u64, src: u64, count: u64, size: u32) -> u64 {
+        let bits = size * 8;
+        let m = mask(size);
+        let cnt = (count & if size == 8 { 0x3f } else { 0x1f }) as u32;
+        if cnt == 0 {
+            return dst & m;
+        }
+        let (dst, src) = (dst & m, src & m);
+        let (r, cf) = if left {
+            // dst:src:dst (a 16-bit count above 16 takes bits from the repeated dst, like hardware).
+            let wide: u128 = ((dst as u128) << (2 * bits)) | ((src as u128) << bits) | dst as u128;
+            let sh = wide << cnt;
+            (((sh >> (2 * bits)) as u64) & m, ((sh >> (3 * bits)) & 1) as u64)
+        } else {
+            let wide: u128 = ((dst as u128) << (2 * bits)) | ((src as u128) << bits) | dst as u128;
+            let sh = wide >> cnt;
+            let r = ((sh >> bits) as u64) & m;
+            let r = if cnt <= bits { ((((src as u128) << bits) | dst as u128) >> cnt) as u64 & m } else { r };
+            let cf = if cnt <= bits {
+                ((((src as u128) << bits) | dst as u128) >> (cnt - 1)) as u64 & 1
+            } else {
+                (sh >> (bits - 1)) as u64 & 1
+            };
+            (r, cf)
+        };
+        let mut f = Self::szp(r, size) | cf;
+        if ((r ^ dst) >> (bits - 1)) & 1 != 0 {
+            f |= OF;
+        }
+        self.set_status(f);
+        r
+    }
+
+    /// Evaluate a condition code (iced's numbering: o, no, b, ae, e, ne, be, a, s, ns, p, np, l, ge,
+    /// le, g).
+    #[inline]
+    pub(crate) fn cond(&self, cc: iced_x86::ConditionCode) -> bool {
+        use iced_x86::ConditionCode as C;
+        let f = self.s.rflags;
+        let cf = f & CF != 0;
+        let zf = f & ZF != 0;
+        let sf = f & SF != 0;
+        let of = f & OF != 0;
+        let pf = f & PF != 0;
+        match cc {
+            C::None => true,
+            C::o => of,
+            C::no => !of,
+            C::b => cf,
+            C::ae => !cf,
+            C::e => zf,
+            C::ne => !zf,
+            C::be => cf || zf,
+            C::a => !cf && !zf,
+            C::s => sf,
+            C::ns => !sf,
+            C::p => pf,
+            C::np => !pf,
+            C::l => sf != of,
+            C::ge => sf == of,
+            C::le => zf || sf != of,
+            C::g => !zf && sf == of,
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! Memory access: segmentation checks, paging with a software TLB, physical RAM/MMIO access, and the
+//! decoded-instruction cache with its invalidation on writes to code.
+
+use ailuro_bus::{GuestRam, Platform, ProgramPoint};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
+
+use crate::{ex, exc, Cpu, Fault, Res, SegReg, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE};
+
+/// RAM and the platform for the duration of one `run` call.
+pub(crate) struct Bus<'a, P: Platform + ?Sized> {
+    pub ram: &'a mut GuestRam,
+    pub p: &'a mut P,
+    /// A Platform call happened during the current instruction: `run` returns after it.
+    pub touched: bool,
+}
+
+/// Access kind bits; W and U are placed like the #PF error code bits.
+pub(crate) const ACC_W: u8 = 2;
+pub(crate) const ACC_U: u8 = 4;
+
+const TLB_SIZE: usize = 256;
+const TLB_VALID: u64 = 1 << 40;
+const PERM_UR: u8 = 1; // user may read
+const PERM_UW: u8 = 2; // user may write (and D is set)
+const PERM_SW: u8 = 4; // supervisor may write (and D is set)
+const PERM_G: u8 = 8; // global page
+
+#[derive(Clone, Copy, Default)]
+struct TlbEntry {
+    tag: u64,
+    ppage: u64,
+    perm: u8,
+}
+
+/// Direct-mapped software TLB: linear page -> physical page plus permissions already checked.
+pub(crate) struct Tlb {
+    e: Vec<TlbEntry>,
+}
+
+impl Tlb {
+    pub fn new() -> Self {
+        Tlb { e: vec![TlbEntry::default(); TLB_SIZE] }
+    }
+
+    pub fn flush_all(&mut self) {
+        self.e.fill(TlbEntry::default());
+    }
+
+    pub fn flush_non_global(&mut self) {
+        for e in &mut self.e {
+            if e.perm & PERM_G == 0 {
+                *e = TlbEntry::default();
+            }
+        }
+    }
+
+    pub fn flush_page(&mut self, lin: u64) {
+        let vpn = (lin & 0xffff_ffff) >> 12;
+        let e = &mut self.e[vpn as usize % TLB_SIZE];
+        if e.tag == vpn | TLB_VALID {
+            *e = TlbEntry::default();
+        }
+    }
+}
+
+const IC_BITS: u32 = 15;
+const IC_SIZE: usize = 1 << IC_BITS;
+
+#[derive(Clone, Copy)]
+struct IcEntry {
+    tag: u64,
+    gen: u32,
+    ins: Instruction,
+}
+
+/// Decoded instructions keyed by (physical address, code size), validated by a per-RAM-page
+/// generation counter that is bumped whenever a page holding cached code is written.
+pub(crate) struct DecodeCache {
+    e: Vec<IcEntry>,
+    gen: Vec<u32>,
+    mark: Vec<bool>,
+    base: u64,
+}
+
+impl DecodeCache {
+    pub fn new() -> Self {
+        DecodeCache {
+            e: vec![IcEntry { tag: 0, gen: 0, ins: Instruction::default() }; IC_SIZE],
+            gen: Vec::new(),
+            mark: Vec::new(),
+            base: 0,
+        }
+    }
+
+    pub fn flush(&mut self) {
+        for e in &mut self.e {
+            e.tag = 0;
+        }
+        self.mark.fill(false);
+    }
+
+    /// Size the per-page tables for this RAM (a different RAM layout drops everything).
+    pub fn attach(&mut self, ram: &GuestRam) {
+        let pages = (ram.size() >> 12) as usize;
+        if self.gen.len() != pages || self.base != ram.base() {
+            self.gen = vec![0; pages];
+            self.mark = vec![false; pages];
+            self.base = ram.base();
+            self.flush();
+        }
+    }
+
+    #[inline]
+    fn page_written(&mut self, page: usize) {
+        if let Some(m) = self.mark.get_mut(page) {
+            if *m {
+                *m = false;
+                let g = self.gen[page].wrapping_add(1);
+                self.gen[page] = g;
+                if g == 0 {
+                    // A wrapped generation could validate a stale entry: drop them all.
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    /// RAM bytes at offset `off` (from RAM base), `len` long, were written.
+    #[inline]
+    pub fn note_write(&mut self, off: usize, len: usize) {
+        let first = off >> 12;
+        let last = (off + len.max(1) - 1) >> 12;
+        self.page_written(first);
+        if last != first {
+            self.page_written(last);
+        }
+    }
+
+    pub fn invalidate_range(&mut self, paddr: u64, len: u64) {
+        if len == 0 || self.gen.is_empty() {
+            return;
+        }
+        let start = paddr.max(self.base);
+        let end = paddr.saturating_add(len).min(self.base + (self.gen.len() as u64) * 4096);
+        if start >= end {
+            return;
+        }
+        for page in ((start - self.base) >> 12)..=((end - 1 - self.base) >> 12) {
+            self.page_written(page as usize);
+        }
+    }
+
+    #[inline]
+    fn slot(paddr: u64) -> usize {
+        ((paddr ^ (paddr >> IC_BITS)) as usize) & (IC_SIZE - 1)
+    }
+
+    #[inline]
+    fn lookup(&self, tag: u64, paddr: u64) -> Option<&Instruction> {
+        let e = &self.e[Self::slot(paddr)];
+        if e.tag == tag {
+            let page = ((paddr - self.base) >> 12) as usize;
+            if self.gen.get(page) == Some(&e.gen) {
+                return Some(&e.ins);
+            }
+        }
+        None
+    }
+
+    fn insert(&mut self, tag: u64, paddr: u64, ins: Instruction) {
+        let page = ((paddr - self.base) >> 12) as usize;
+        if page >= self.gen.len() {
+            return;
+        }
+        self.mark[page] = true;
+        let gen = self.gen[page];
+        self.e[Self::slot(paddr)] = IcEntry { tag, gen, ins };
+    }
+}
+
+impl Cpu {
+    #[inline]
+    pub(crate) fn at(&self) -> ProgramPoint {
+        ProgramPoint { icount: self.s.icount, pc: self.cur_pc }
+    }
+
+    #[inline]
+    pub(crate) fn pm(&self) -> bool {
+        self.s.cr0 & crate::CR0_PE != 0
+    }
+
+    #[inline]
+    pub(crate) fn user_acc(&self) -> u8 {
+        if self.s.cpl == 3 {
+            ACC_U
+        } else {
+            0
+        }
+    }
+
+    /// Segment checks for `size` bytes at offset `off` of segment `seg`; returns the linear address.
+    #[inline]
+    pub(crate) fn seg_addr(&self, seg: usize, off: u64, size: u32, write: bool) -> Res<u64> {
+        let s = &self.s.seg[seg];
+        let fault = if seg == SegReg::Ss as usize { 12 } else { 13 };
+        let end = off + u64::from(size) - 1;
+        if self.pm() {
+            let a = s.attr;
+            if a & crate::ATTR_P == 0 {
+                return exc(fault, 0);
+            }
+            let code = a & 0x8 != 0;
+            if write && (code || a & 0x2 == 0) {
+                return exc(fault, 0);
+            }
+            if !write && code && a & 0x2 == 0 {
+                return exc(fault, 0);
+            }
+            if !code && a & 0x4 != 0 {
+                // Expand-down data segment: valid offsets are (limit, upper].
+                let upper = if a & crate::ATTR_DB != 0 { 0xffff_ffff } else { 0xffff };
+                if off <= u64::from(s.limit) || end > upper {
+                    return exc(fault, 0);
+                }
+                return Ok(s.base.wrapping_add(off) & 0xffff_ffff);
+            }
+        }
+        if end > u64::from(s.limit) {
+            return exc(fault, 0);
+        }
+        Ok(s.base.wrapping_add(off) & 0xffff_ffff)
+    }
+
+    /// Translate a linear address for an access of kind `acc` (ACC_W/ACC_U bits).
+    #[inline]
+    pub(crate) fn translate<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
+        if self.s.cr0 & CR0_PG == 0 {
+            return Ok(lin);
+        }
+        let vpn = lin >> 12;
+        let e = &self.tlb.e[vpn as usize % TLB_SIZE];
+        if e.tag == vpn | TLB_VALID {
+            let need = match (acc & ACC_W != 0, acc & ACC_U != 0) {
+                (false, false) => 0,
+                (false, true) => PERM_UR,
+                (true, false) => PERM_SW,
+                (true, true) => PERM_UW,
+            };
+            if e.perm & need == need {
+                return Ok(e.ppage | (lin & 0xfff));
+            }
+        }
+        self.walk(b, lin, acc)
+    }
+
+    /// Two-level 32-bit page walk (4 KiB pages, 4 MiB pages with CR4.PSE), setting A/D bits.
+    fn walk<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
+        let write = acc & ACC_W != 0;
+        let user = acc & ACC_U != 0;
+        let pf = |cpu: &mut Cpu, present: bool| -> Res<u64> {
+            cpu.s.cr2 = lin;
+            exc(14, u32::from(present) | u32::from(acc & (ACC_W | ACC_U)))
+        };
+        let pde_addr = (self.s.cr3 & 0xffff_f000) | ((lin >> 20) & 0xffc);
+        let pde = self.phys_read(b, pde_addr, 4);
+        if pde & 1 == 0 {
+            return pf(self, false);
+        }
+        let large = pde & 0x80 != 0 && self.s.cr4 & CR4_PSE != 0;
+        let (pte_addr, pte) = if large {
+            (pde_addr, pde)
+        } else {
+            let a = (pde & 0xffff_f000) | ((lin >> 10) & 0xffc);
+            let pte = self.phys_read(b, a, 4);
+            if pte & 1 == 0 {
+                return pf(self, false);
+            }
+            (a, pte)
+        };
+        let u_ok = pde & pte & 4 != 0;
+        let w_ok = pde & pte & 2 != 0;
+        let wp = self.s.cr0 & CR0_WP != 0;
+        if (user && !u_ok) || (write && !w_ok && (user || wp)) {
+            return pf(self, true);
+        }
+        // Accessed bits (and dirty on write) are set only for successful translations.
+        if pde & 0x20 == 0 {
+            self.phys_write(b, pde_addr, 4, pde | 0x20);
+        }
+        let mut pte_now = if large { pde | 0x20 } else { pte };
+        if !large {
+            let want = pte | 0x20 | if write { 0x40 } else { 0 };
+            if want != pte {
+                self.phys_write(b, pte_addr, 4, want);
+            }
+            pte_now = want;
+        } else if write && pte_now & 0x40 == 0 {
+            pte_now |= 0x40;
+            self.phys_write(b, pde_addr, 4, pte_now);
+        }
+        let dirty = pte_now & 0x40 != 0;
+        let ppage = if large { (pte_now & 0xffc0_0000) | (lin & 0x003f_f000) } else { pte_now & 0xffff_f000 };
+        let mut perm = 0;
+        if u_ok {
+            perm |= PERM_UR;
+        }
+        if dirty {
+            if w_ok && u_ok {
+                perm |= PERM_UW;
+            }
+            if w_ok || !wp {
+                perm |= PERM_SW;
+            }
+        }
+        if pte_now & 0x100 != 0 && self.s.cr4 & CR4_PGE != 0 {
+            perm |= PERM_G;
+        }
+        let vpn = lin >> 12;
+        self.tlb.e[vpn as usize % TLB_SIZE] = TlbEntry { tag: vpn | TLB_VALID, ppage, perm };
+        Ok(ppage | (lin & 0xfff))
+    }
+
+    /// Read `size` (1..=8) bytes at a physical address: RAM directly, anything else via MMIO.
+    pub(crate) fn phys_read<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32) -> u64 {
+        if let Some(off) = b.ram.offset_of(pa, u64::from(size)) {
+            let d = &b.ram.as_slice()[off..off + size as usize];
+            let mut v = [0u8; 8];
+            v[..size as usize].copy_from_slice(d);
+            return u64::from_le_bytes(v);
+        }
+        if !b.ram.contains(pa, 1) && !b.ram.contains(pa + u64::from(size) - 1, 1) {
+            b.touched = true;
+            let at = self.at();
+            return b.p.mmio_read(at, pa, size as u8) & mask(size);
+        }
+        // Straddles RAM and non-RAM: byte by byte.
+        let mut v = 0u64;
+        for k in 0..u64::from(size) {
+            v |= self.phys_read(b, pa + k, 1) << (8 * k);
+        }
+        v
+    }
+
+    /// Write `size` (1..=8) bytes at a physical address, invalidating decoded code there.
+    pub(crate) fn phys_write<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32, v: u64) {
+        if let Some(off) = b.ram.offset_of(pa, u64::from(size)) {
+            b.ram.as_mut_slice()[off..off + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize]);
+            self.icache.note_write(off, size as usize);
+            return;
+        }
+        if !b.ram.contains(pa, 1) && !b.ram.contains(pa + u64::from(size) - 1, 1) {
+            b.touched = true;
+            let at = self.at();
+            b.p.mmio_write(at, pa, size as u8, v & mask(size));
+            return;
+        }
+        for k in 0..u64::from(size) {
+            self.phys_write(b, pa + k, 1, v >> (8 * k));
+        }
+    }
+
+    /// Read at a linear address.
+    pub(crate) fn lin_read<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, size: u32, acc: u8) -> Res<u64> {
+        if (lin & 0xfff) + u64::from(size) <= 0x1000 {
+            let pa = self.translate(b, lin, acc)?;
+            return Ok(self.phys_read(b, pa, size));
+        }
+        // Crosses a page boundary: translate both pages before touching anything.
+        let split = 0x1000 - (lin & 0xfff);
+        let pa0 = self.translate(b, lin, acc)?;
+        let pa1 = self.translate(b, (lin + split) & 0xffff_ffff, acc)?;
+        let lo = self.phys_read(b, pa0, split as u32);
+        let hi = self.phys_read(b, pa1, size - split as u32);
+        Ok(lo | (hi << (8 * split)))
+    }
+
+    /// Write at a linear address.
+    pub(crate) fn lin_write<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        lin: u64,
+        size: u32,
+        v: u64,
+        acc: u8,
+    ) -> Res<()> {
+        let acc = acc | ACC_W;
+        if (lin & 0xfff) + u64::from(size) <= 0x1000 {
+            let pa = self.translate(b, lin, acc)?;
+            self.phys_write(b, pa, size, v);
+            return Ok(());
+        }
+        let split = 0x1000 - (lin & 0xfff);
+        let pa0 = self.translate(b, lin, acc)?;
+        let pa1 = self.translate(b, (lin + split) & 0xffff_ffff, acc)?;
+        self.phys_write(b, pa0, split as u32, v);
+        self.phys_write(b, pa1, size - split as u32, v >> (8 * split));
+        Ok(())
+    }
+
+    /// Read `size` bytes at `seg:off` with the current privilege.
+    #[inline]
+    pub(crate) fn rd<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, seg: usize, off: u64, size: u32) -> Res<u64> {
+        let lin = self.seg_addr(seg, off, size, false)?;
+        let acc = self.user_acc();
+        self.lin_read(b, lin, size, acc)
+    }
+
+    /// Write `size` bytes at `seg:off` with the current privilege.
+    #[inline]
+    pub(crate) fn wr<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        seg: usize,
+        off: u64,
+        size: u32,
+        v: u64,
+    ) -> Res<()> {
+        let lin = self.seg_addr(seg, off, size, true)?;
+        let acc = self.user_acc();
+        self.lin_write(b, lin, size, v, acc)
+    }
+
+    /// Check that `seg:off` is writable (used before multi-part updates).
+    pub(crate) fn probe_write<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        seg: usize,
+        off: u64,
+        size: u32,
+    ) -> Res<()> {
+        let lin = self.seg_addr(seg, off, size, true)?;
+        let acc = self.user_acc() | ACC_W;
+        self.translate(b, lin, acc)?;
+        if (lin & 0xfff) + u64::from(size) > 0x1000 {
+            self.translate(b, (lin | 0xfff) + 1, acc)?;
+        }
+        Ok(())
+    }
+
+    /// Fetch and decode the instruction at CS:EIP (through the decode cache).
+    pub(crate) fn fetch<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<Instruction> {
+        let eip = self.s.rip;
+        let cs = self.s.seg[SegReg::Cs as usize];
+        let lin = cs.base.wrapping_add(eip) & 0xffff_ffff;
+        self.cur_pc = lin;
+        if eip > u64::from(cs.limit) {
+            return exc(13, 0);
+        }
+        let acc = self.user_acc();
+        let pa = self.translate(b, lin, acc)?;
+        let bits: u32 = if cs.attr & crate::ATTR_DB != 0 && self.pm() { 32 } else { 16 };
+        let tag = pa | (u64::from(bits) << 56);
+        let ins = if let Some(i) = self.icache.lookup(tag, pa) { *i } else { self.decode_at(b, lin, pa, tag, bits)? };
+        if eip + ins.len() as u64 - 1 > u64::from(cs.limit) {
+            return exc(13, 0);
+        }
+        Ok(ins)
+    }
+
+    #[cold]
+    fn decode_at<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        lin: u64,
+        pa: u64,
+        tag: u64,
+        bits: u32,
+    ) -> Res<Instruction> {
+        let Some(off) = b.ram.offset_of(pa, 1) else {
+            return Err(Fault::Shutdown(format!(
+                "instruction fetch from non-RAM physical address {pa:#x} (linear {lin:#x}); executing from MMIO is not supported"
+            )));
+        };
+        let in_page = (0x1000 - (pa & 0xfff)) as usize;
+        let avail = in_page.min(15).min(b.ram.as_slice().len() - off);
+        let mut dec = Decoder::with_ip(bits, &b.ram.as_slice()[off..off + avail], 0, DecoderOptions::NONE);
+        let ins = dec.decode();
+        if !ins.is_invalid() {
+            self.icache.insert(tag, pa, ins);
+            return Ok(ins);
+        }
+        if dec.last_error() != DecoderError::NoMoreBytes || avail >= 15 {
+            return ex(6);
+        }
+        // The instruction continues on the next page (or past the end of RAM).
+        let mut buf = [0u8; 15];
+        buf[..avail].copy_from_slice(&b.ram.as_slice()[off..off + avail]);
+        let lin2 = (lin + avail as u64) & 0xffff_ffff;
+        let acc = self.user_acc();
+        let pa2 = self.translate(b, lin2, acc)?;
+        let need = 15 - avail;
+        let Some(off2) = b.ram.offset_of(pa2, 1) else {
+            return Err(Fault::Shutdown(format!(
+                "instruction fetch from non-RAM physical address {pa2:#x} (linear {lin2:#x})"
+            )));
+        };
+        let n = need.min(b.ram.as_slice().len() - off2).min(0x1000 - (pa2 & 0xfff) as usize);
+        buf[avail..avail + n].copy_from_slice(&b.ram.as_slice()[off2..off2 + n]);
+        let mut dec = Decoder::with_ip(bits, &buf[..avail + n], 0, DecoderOptions::NONE);
+        let ins = dec.decode();
+        if ins.is_invalid() {
+            return ex(6);
+        }
+        // Not cached: its bytes live on two pages and only one generation is tracked per entry.
+        Ok(ins)
+    }
+}
+
+/// All-ones mask for `size` bytes.
+#[inline]
+pub(crate) fn mask(size: u32) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size * 8)) - 1
+    }
+}

@@ -1,0 +1,737 @@
+//! Protected-mode machinery: descriptors, segment loads, far transfers, interrupt and exception
+//! delivery (real-mode IVT and protected-mode IDT with TSS stack switching), IRET, and double/triple
+//! fault escalation.
+
+use ailuro_bus::Platform;
+
+use crate::mem::{Bus, ACC_U};
+use crate::{exc, Cpu, Fault, Res, SegReg, Segment, AC, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, IF, IOPL, NT, RF, TF, VM};
+
+const ES: usize = SegReg::Es as usize;
+const CS: usize = SegReg::Cs as usize;
+const SS: usize = SegReg::Ss as usize;
+const DS: usize = SegReg::Ds as usize;
+const FS: usize = SegReg::Fs as usize;
+const GS: usize = SegReg::Gs as usize;
+
+/// What kind of event is being delivered through the IDT/IVT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// CPU exception (fault or trap detected by the CPU).
+    Exception,
+    /// INT n / INT3 / INTO: gate DPL is checked against CPL.
+    Software,
+    /// External interrupt (INTR): error codes carry EXT=1.
+    External,
+}
+
+/// Contributory exceptions for the double-fault rules.
+fn contributory(v: u8) -> bool {
+    matches!(v, 0 | 10 | 11 | 12 | 13)
+}
+
+/// Decode a segment descriptor into a descriptor cache.
+pub(crate) fn desc_to_seg(sel: u16, d: u64) -> Segment {
+    let base = ((d >> 16) & 0xff_ffff) | (((d >> 56) & 0xff) << 24);
+    let mut limit = ((d & 0xffff) | (((d >> 48) & 0xf) << 16)) as u32;
+    let attr = (((d >> 40) & 0xff) | (((d >> 52) & 0xf) << 12)) as u16;
+    if attr & ATTR_G != 0 {
+        limit = (limit << 12) | 0xfff;
+    }
+    Segment { selector: sel, base, limit, attr }
+}
+
+#[inline]
+fn d_dpl(d: u64) -> u8 {
+    ((d >> 45) & 3) as u8
+}
+#[inline]
+fn d_present(d: u64) -> bool {
+    d & (1 << 47) != 0
+}
+#[inline]
+fn d_is_code_data(d: u64) -> bool {
+    d & (1 << 44) != 0
+}
+#[inline]
+fn d_is_code(d: u64) -> bool {
+    d & (1 << 43) != 0
+}
+#[inline]
+fn d_type(d: u64) -> u8 {
+    ((d >> 40) & 0xf) as u8
+}
+
+impl Cpu {
+    #[inline]
+    pub(crate) fn iopl(&self) -> u8 {
+        ((self.s.rflags & IOPL) >> 12) as u8
+    }
+
+    /// Stack-pointer mask from SS.B.
+    #[inline]
+    pub(crate) fn sp_mask(&self) -> u64 {
+        if self.s.seg[SS].attr & ATTR_DB != 0 {
+            0xffff_ffff
+        } else {
+            0xffff
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_sp(&mut self, v: u64) {
+        let m = self.sp_mask();
+        self.s.regs[4] = (self.s.regs[4] & !m) | (v & m);
+    }
+
+    pub(crate) fn push<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, v: u64, size: u32) -> Res<()> {
+        let m = self.sp_mask();
+        let sp = self.s.regs[4].wrapping_sub(u64::from(size)) & m;
+        self.wr(b, SS, sp, size, v)?;
+        self.set_sp(sp);
+        Ok(())
+    }
+
+    pub(crate) fn pop<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, size: u32) -> Res<u64> {
+        let m = self.sp_mask();
+        let sp = self.s.regs[4] & m;
+        let v = self.rd(b, SS, sp, size)?;
+        self.set_sp(sp + u64::from(size));
+        Ok(v)
+    }
+
+    /// Read the stack at SP + `off` without popping.
+    pub(crate) fn peek<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, off: u64, size: u32) -> Res<u64> {
+        let m = self.sp_mask();
+        let sp = self.s.regs[4].wrapping_add(off) & m;
+        self.rd(b, SS, sp, size)
+    }
+
+    /// Read the 8-byte descriptor for `sel` from the GDT or LDT (#GP(sel) if outside the table).
+    pub(crate) fn read_desc<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<u64> {
+        let (base, limit) = if sel & 4 != 0 {
+            if self.s.ldtr.attr & ATTR_P == 0 {
+                return exc(13, u32::from(sel & 0xfffc));
+            }
+            (self.s.ldtr.base, self.s.ldtr.limit)
+        } else {
+            (self.s.gdtr.base, self.s.gdtr.limit)
+        };
+        let idx = u64::from(sel & 0xfff8);
+        if idx + 7 > u64::from(limit) {
+            return exc(13, u32::from(sel & 0xfffc));
+        }
+        self.lin_read(b, (base + idx) & 0xffff_ffff, 8, 0)
+    }
+
+    /// Set the accessed bit of a code/data descriptor in memory.
+    fn set_accessed<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16, d: u64) -> Res<()> {
+        if d & (1 << 40) == 0 {
+            let base = if sel & 4 != 0 { self.s.ldtr.base } else { self.s.gdtr.base };
+            let lin = (base + u64::from(sel & 0xfff8) + 5) & 0xffff_ffff;
+            self.lin_write(b, lin, 1, (d >> 40) | 1, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Install a code segment and update CPL.
+    pub(crate) fn set_cs(&mut self, seg: Segment, cpl: u8) {
+        self.s.seg[CS] = seg;
+        self.s.cpl = cpl;
+    }
+
+    /// MOV/POP/LxS to a data or stack segment register, with all protected-mode checks.
+    pub(crate) fn load_seg<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, seg: usize, sel: u16) -> Res<()> {
+        if !self.pm() || self.s.rflags & VM != 0 {
+            let s = &mut self.s.seg[seg];
+            s.selector = sel;
+            s.base = u64::from(sel) << 4;
+            if seg == CS {
+                // Real-mode far transfers leave the CS descriptor a 16-bit code segment.
+                s.attr = (s.attr & !0xf) | 0xb | ATTR_P | ATTR_S;
+            }
+            return Ok(());
+        }
+        let cpl = self.s.cpl;
+        let rpl = (sel & 3) as u8;
+        let err = u32::from(sel & 0xfffc);
+        if seg == SS {
+            if sel & 0xfffc == 0 || rpl != cpl {
+                return exc(13, err);
+            }
+            let d = self.read_desc(b, sel)?;
+            if !d_is_code_data(d) || d_is_code(d) || d_type(d) & 2 == 0 || d_dpl(d) != cpl {
+                return exc(13, err);
+            }
+            if !d_present(d) {
+                return exc(12, err);
+            }
+            self.set_accessed(b, sel, d)?;
+            self.s.seg[SS] = desc_to_seg(sel, d | (1 << 40));
+            return Ok(());
+        }
+        if sel & 0xfffc == 0 {
+            self.s.seg[seg] = Segment { selector: sel, base: 0, limit: 0, attr: 0 };
+            return Ok(());
+        }
+        let d = self.read_desc(b, sel)?;
+        if !d_is_code_data(d) || (d_is_code(d) && d_type(d) & 2 == 0) {
+            return exc(13, err);
+        }
+        let conforming_code = d_is_code(d) && d_type(d) & 4 != 0;
+        if !conforming_code && d_dpl(d) < cpl.max(rpl) {
+            return exc(13, err);
+        }
+        if !d_present(d) {
+            return exc(11, err);
+        }
+        self.set_accessed(b, sel, d)?;
+        self.s.seg[seg] = desc_to_seg(sel, d | (1 << 40));
+        Ok(())
+    }
+
+    /// Validate a code-segment selector as a far JMP/CALL target; returns the descriptor.
+    fn check_code_target<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<u64> {
+        let err = u32::from(sel & 0xfffc);
+        if sel & 0xfffc == 0 {
+            return exc(13, 0);
+        }
+        let d = self.read_desc(b, sel)?;
+        if !d_is_code_data(d) {
+            // Call gates, task gates and TSS descriptors: not supported (see crate docs).
+            return exc(13, err);
+        }
+        if !d_is_code(d) {
+            return exc(13, err);
+        }
+        let cpl = self.s.cpl;
+        let rpl = (sel & 3) as u8;
+        if d_type(d) & 4 != 0 {
+            if d_dpl(d) > cpl {
+                return exc(13, err);
+            }
+        } else if rpl > cpl || d_dpl(d) != cpl {
+            return exc(13, err);
+        }
+        if !d_present(d) {
+            return exc(11, err);
+        }
+        Ok(d)
+    }
+
+    /// Far JMP or CALL to `sel:off`. `size` is the operand size (2 or 4), `next` the return EIP.
+    pub(crate) fn far_jump<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        sel: u16,
+        off: u64,
+        call: bool,
+        size: u32,
+        next: u64,
+    ) -> Res<()> {
+        let off = if size == 2 { off & 0xffff } else { off & 0xffff_ffff };
+        if !self.pm() {
+            if call {
+                let m = self.sp_mask();
+                let sp = self.s.regs[4];
+                self.push(b, u64::from(self.s.seg[CS].selector), size)?;
+                if let Err(e) = self.push(b, next, size) {
+                    self.s.regs[4] = (self.s.regs[4] & !m) | (sp & m);
+                    return Err(e);
+                }
+            }
+            self.load_seg(b, CS, sel)?;
+            self.s.rip = off;
+            return Ok(());
+        }
+        let d = self.check_code_target(b, sel)?;
+        let mut seg = desc_to_seg(sel, d | (1 << 40));
+        if off > u64::from(seg.limit) {
+            return exc(13, 0);
+        }
+        if call {
+            let m = self.sp_mask();
+            let sp = self.s.regs[4];
+            self.push(b, u64::from(self.s.seg[CS].selector), size)?;
+            if let Err(e) = self.push(b, next, size) {
+                self.s.regs[4] = (self.s.regs[4] & !m) | (sp & m);
+                return Err(e);
+            }
+        }
+        self.set_accessed(b, sel, d)?;
+        let cpl = self.s.cpl;
+        seg.selector = (sel & 0xfffc) | u16::from(cpl);
+        self.set_cs(seg, cpl);
+        self.s.rip = off;
+        Ok(())
+    }
+
+    /// Null data segment registers that the new (outer) CPL may not use.
+    fn null_inaccessible_segs(&mut self) {
+        let cpl = self.s.cpl;
+        for r in [ES, DS, FS, GS] {
+            let a = self.s.seg[r].attr;
+            let dpl = ((a >> 5) & 3) as u8;
+            let conforming_code = a & 0x8 != 0 && a & 0x4 != 0;
+            if a & ATTR_P != 0 && !conforming_code && dpl < cpl {
+                self.s.seg[r] = Segment { selector: 0, base: 0, limit: 0, attr: 0 };
+            }
+        }
+    }
+
+    /// Validate the CS selector popped by RETF/IRET; returns the descriptor.
+    fn check_return_cs<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<u64> {
+        let err = u32::from(sel & 0xfffc);
+        if sel & 0xfffc == 0 {
+            return exc(13, 0);
+        }
+        let rpl = (sel & 3) as u8;
+        if rpl < self.s.cpl {
+            return exc(13, err);
+        }
+        let d = self.read_desc(b, sel)?;
+        if !d_is_code_data(d) || !d_is_code(d) {
+            return exc(13, err);
+        }
+        if d_type(d) & 4 != 0 {
+            if d_dpl(d) > rpl {
+                return exc(13, err);
+            }
+        } else if d_dpl(d) != rpl {
+            return exc(13, err);
+        }
+        if !d_present(d) {
+            return exc(11, err);
+        }
+        Ok(d)
+    }
+
+    /// Validate a stack selector for privilege level `rpl`; returns the descriptor.
+    fn check_stack_sel<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16, rpl: u8, vec: u8) -> Res<u64> {
+        let err = u32::from(sel & 0xfffc);
+        if sel & 0xfffc == 0 {
+            return exc(vec, 0);
+        }
+        if (sel & 3) as u8 != rpl {
+            return exc(vec, err);
+        }
+        let d = self.read_desc(b, sel)?;
+        if !d_is_code_data(d) || d_is_code(d) || d_type(d) & 2 == 0 || d_dpl(d) != rpl {
+            return exc(vec, err);
+        }
+        if !d_present(d) {
+            return exc(12, err);
+        }
+        Ok(d)
+    }
+
+    /// Far return (RETF [imm16]).
+    pub(crate) fn far_ret<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, size: u32, imm: u64) -> Res<()> {
+        let eip = self.peek(b, 0, size)?;
+        let sel = self.peek(b, u64::from(size), size)? as u16;
+        let sp = self.s.regs[4];
+        if !self.pm() {
+            self.load_seg(b, CS, sel)?;
+            self.s.rip = eip;
+            self.set_sp(sp.wrapping_add(2 * u64::from(size) + imm));
+            return Ok(());
+        }
+        let d = self.check_return_cs(b, sel)?;
+        let rpl = (sel & 3) as u8;
+        let seg = desc_to_seg(sel, d | (1 << 40));
+        if eip > u64::from(seg.limit) {
+            return exc(13, 0);
+        }
+        if rpl == self.s.cpl {
+            self.set_accessed(b, sel, d)?;
+            self.set_cs(seg, rpl);
+            self.s.rip = eip;
+            self.set_sp(sp.wrapping_add(2 * u64::from(size) + imm));
+            return Ok(());
+        }
+        // Return to an outer privilege level: the outer SS:ESP follows the parameters.
+        let new_esp = self.peek(b, 2 * u64::from(size) + imm, size)?;
+        let new_ss = self.peek(b, 3 * u64::from(size) + imm, size)? as u16;
+        let sd = self.check_stack_sel(b, new_ss, rpl, 13)?;
+        self.set_accessed(b, sel, d)?;
+        self.set_cs(seg, rpl);
+        self.s.rip = eip;
+        self.s.seg[SS] = desc_to_seg(new_ss, sd | (1 << 40));
+        self.set_sp(new_esp.wrapping_add(imm));
+        self.null_inaccessible_segs();
+        Ok(())
+    }
+
+    /// IRET/IRETD.
+    pub(crate) fn iret<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, size: u32) -> Res<()> {
+        let s = u64::from(size);
+        let eip = self.peek(b, 0, size)?;
+        let sel = self.peek(b, s, size)? as u16;
+        let fl = self.peek(b, 2 * s, size)?;
+        let sp = self.s.regs[4];
+        if !self.pm() {
+            self.load_seg(b, CS, sel)?;
+            self.s.rip = eip;
+            self.set_sp(sp.wrapping_add(3 * s));
+            self.write_flags(fl, size, true);
+            return Ok(());
+        }
+        if self.s.rflags & NT != 0 {
+            // Task return: hardware task switching is not supported (crate docs).
+            return exc(13, 0);
+        }
+        if size == 4 && fl & VM != 0 && self.s.cpl == 0 {
+            return Err(Fault::Shutdown("IRET to virtual-8086 mode: VM86 is not supported".into()));
+        }
+        let d = self.check_return_cs(b, sel)?;
+        let rpl = (sel & 3) as u8;
+        let seg = desc_to_seg(sel, d | (1 << 40));
+        if eip > u64::from(seg.limit) {
+            return exc(13, 0);
+        }
+        let old_cpl = self.s.cpl;
+        if rpl == old_cpl {
+            self.set_accessed(b, sel, d)?;
+            self.set_cs(seg, rpl);
+            self.s.rip = eip;
+            self.set_sp(sp.wrapping_add(3 * s));
+            self.write_flags_priv(fl, size, old_cpl);
+            return Ok(());
+        }
+        let new_esp = self.peek(b, 3 * s, size)?;
+        let new_ss = self.peek(b, 4 * s, size)? as u16;
+        let sd = self.check_stack_sel(b, new_ss, rpl, 13)?;
+        self.set_accessed(b, sel, d)?;
+        self.write_flags_priv(fl, size, old_cpl);
+        self.set_cs(seg, rpl);
+        self.s.rip = eip;
+        self.s.seg[SS] = desc_to_seg(new_ss, sd | (1 << 40));
+        self.set_sp(new_esp);
+        self.null_inaccessible_segs();
+        Ok(())
+    }
+
+    /// Write EFLAGS from POPF/IRET honouring privilege: IOPL only at CPL 0, IF only at CPL <= IOPL.
+    /// VM and RF are never set this way (VM86 unsupported). `size` 2 keeps the upper half.
+    pub(crate) fn write_flags_priv(&mut self, v: u64, size: u32, cpl: u8) {
+        let mut changeable = crate::STATUS | TF | crate::DF | NT | AC | crate::ID;
+        if cpl == 0 || !self.pm() {
+            changeable |= IOPL;
+        }
+        if !self.pm() || cpl <= self.iopl() {
+            changeable |= IF;
+        }
+        if size == 2 {
+            changeable &= 0xffff;
+        }
+        self.s.rflags = (self.s.rflags & !changeable) | (v & changeable) | 2;
+    }
+
+    /// Unprivileged-context flag write (real mode or CPL 0).
+    pub(crate) fn write_flags(&mut self, v: u64, size: u32, _real: bool) {
+        let cpl = self.s.cpl;
+        self.write_flags_priv(v, size, cpl);
+    }
+
+    /// Deliver `vector`, escalating to #DF and triple fault (shutdown) per the SDM rules.
+    pub(crate) fn deliver_with_escalation<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        vector: u8,
+        code: Option<u32>,
+        ev: Event,
+    ) -> Result<(), String> {
+        let (mut vec, mut code, mut ev) = (vector, code, ev);
+        self.s.halted = false;
+        loop {
+            match self.deliver(b, vec, code, ev) {
+                Ok(()) => return Ok(()),
+                Err(Fault::Shutdown(r)) => {
+                    self.s.shutdown = true;
+                    return Err(r);
+                }
+                Err(Fault::Ex { vector: v2, code: c2 }) => {
+                    if vec == 8 {
+                        self.s.shutdown = true;
+                        return Err(format!(
+                            "triple fault: exception {v2} while delivering a double fault (EIP {:#x})",
+                            self.s.rip
+                        ));
+                    }
+                    let df = (contributory(vec) && contributory(v2)) || (vec == 14 && (v2 == 14 || contributory(v2)));
+                    if df {
+                        vec = 8;
+                        code = Some(0);
+                    } else {
+                        vec = v2;
+                        code = c2;
+                    }
+                    ev = Event::Exception;
+                }
+            }
+        }
+    }
+
+    /// Deliver one interrupt/exception through the IVT (real mode) or IDT (protected mode).
+    /// EIP must already point where the handler returns to. Nothing is committed on failure.
+    pub(crate) fn deliver<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        vec: u8,
+        code: Option<u32>,
+        ev: Event,
+    ) -> Res<()> {
+        if !self.pm() {
+            return self.deliver_real(b, vec);
+        }
+        let ext = u32::from(ev == Event::External);
+        let gate_err = u32::from(vec) * 8 + 2 + ext;
+        if u64::from(vec) * 8 + 7 > u64::from(self.s.idtr.limit) {
+            return exc(13, gate_err);
+        }
+        let gate = self.lin_read(b, (self.s.idtr.base + u64::from(vec) * 8) & 0xffff_ffff, 8, 0)?;
+        let gtype = ((gate >> 40) & 0x1f) as u8;
+        let (gate32, trap) = match gtype {
+            0x06 => (false, false),
+            0x07 => (false, true),
+            0x0e => (true, false),
+            0x0f => (true, true),
+            // 0x05 is a task gate: hardware task switching is not supported (crate docs).
+            _ => return exc(13, gate_err),
+        };
+        let cpl = self.s.cpl;
+        if ev == Event::Software && d_dpl(gate) < cpl {
+            return exc(13, gate_err);
+        }
+        if !d_present(gate) {
+            return exc(11, gate_err);
+        }
+        let tsel = ((gate >> 16) & 0xffff) as u16;
+        let mut off = (gate & 0xffff) | if gate32 { (gate >> 32) & 0xffff_0000 } else { 0 };
+        if !gate32 {
+            off &= 0xffff;
+        }
+        if tsel & 0xfffc == 0 {
+            return exc(13, ext);
+        }
+        let terr = u32::from(tsel & 0xfffc) + ext;
+        let d = self.read_desc(b, tsel).map_err(|_| Fault::Ex { vector: 13, code: Some(terr) })?;
+        if !d_is_code_data(d) || !d_is_code(d) || d_dpl(d) > cpl {
+            return exc(13, terr);
+        }
+        if !d_present(d) {
+            return exc(11, terr);
+        }
+        let dpl = d_dpl(d);
+        let conforming = d_type(d) & 4 != 0;
+        let mut cs = desc_to_seg(tsel, d | (1 << 40));
+        if off > u64::from(cs.limit) {
+            return exc(13, ext);
+        }
+        let size: u32 = if gate32 { 4 } else { 2 };
+        let old_cs = u64::from(self.s.seg[CS].selector);
+        let old_eip = self.s.rip;
+        let old_fl = self.s.rflags;
+        if !conforming && dpl < cpl {
+            // Inner privilege: switch to the stack for `dpl` taken from the TSS.
+            let tr = self.s.tr;
+            let tss32 = tr.attr & 0x8 != 0;
+            let (sp_off, ss_off, sw) = if tss32 {
+                (4 + u64::from(dpl) * 8, 8 + u64::from(dpl) * 8, 4)
+            } else {
+                (2 + u64::from(dpl) * 4, 4 + u64::from(dpl) * 4, 2)
+            };
+            let trerr = u32::from(tr.selector & 0xfffc) + ext;
+            if tr.attr & ATTR_P == 0 || ss_off + 1 > u64::from(tr.limit) {
+                return exc(10, trerr);
+            }
+            let new_sp = self.lin_read(b, (tr.base + sp_off) & 0xffff_ffff, sw, 0)?;
+            let new_ss = self.lin_read(b, (tr.base + ss_off) & 0xffff_ffff, 2, 0)? as u16;
+            let sd = match self.check_stack_sel(b, new_ss, dpl, 10) {
+                Ok(sd) => sd,
+                Err(Fault::Ex { vector: 13, code: Some(c) }) => return exc(10, c),
+                Err(e) => return Err(e),
+            };
+            let ss = desc_to_seg(new_ss, sd | (1 << 40));
+            let spm: u64 = if ss.attr & ATTR_DB != 0 { 0xffff_ffff } else { 0xffff };
+            let mut vals =
+                vec![u64::from(self.s.seg[SS].selector), self.s.regs[4] & 0xffff_ffff, old_fl, old_cs, old_eip];
+            if let Some(c) = code {
+                vals.push(u64::from(c));
+            }
+            let acc = if dpl == 3 { ACC_U } else { 0 };
+            let mut sp = new_sp;
+            for v in &vals {
+                sp = sp.wrapping_sub(u64::from(size)) & spm;
+                if sp + u64::from(size) - 1 > u64::from(ss.limit) {
+                    return exc(12, u32::from(new_ss & 0xfffc) + ext);
+                }
+                self.lin_write(b, (ss.base + sp) & 0xffff_ffff, size, *v, acc)?;
+            }
+            cs.selector = (tsel & 0xfffc) | u16::from(dpl);
+            self.set_cs(cs, dpl);
+            self.s.seg[SS] = ss;
+            self.s.regs[4] = (self.s.regs[4] & !spm) | sp;
+            self.null_inaccessible_segs_on_entry();
+        } else {
+            // Same privilege (or conforming code): push on the current stack.
+            let new_cpl = if conforming { cpl } else { dpl };
+            let spm = self.sp_mask();
+            let mut sp = self.s.regs[4];
+            let mut vals = vec![old_fl, old_cs, old_eip];
+            if let Some(c) = code {
+                vals.push(u64::from(c));
+            }
+            for v in &vals {
+                sp = sp.wrapping_sub(u64::from(size)) & spm;
+                self.wr(b, SS, sp, size, *v)?;
+            }
+            cs.selector = (tsel & 0xfffc) | u16::from(new_cpl);
+            self.set_cs(cs, new_cpl);
+            self.set_sp(sp);
+        }
+        self.set_accessed(b, tsel, d)?;
+        self.s.rip = off;
+        self.s.rflags &= !(TF | NT | RF | VM);
+        if !trap {
+            self.s.rflags &= !IF;
+        }
+        Ok(())
+    }
+
+    /// No data segments change on an inward interrupt in protected mode (only VM86 exits would).
+    fn null_inaccessible_segs_on_entry(&mut self) {}
+
+    fn deliver_real<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, vec: u8) -> Res<()> {
+        let idx = u64::from(vec) * 4;
+        if idx + 3 > u64::from(self.s.idtr.limit) {
+            return exc(13, 0);
+        }
+        let ent = self.lin_read(b, (self.s.idtr.base + idx) & 0xffff_ffff, 4, 0)?;
+        let sp0 = self.s.regs[4];
+        let fl = self.s.rflags;
+        let r = (|| {
+            self.push(b, fl & 0xffff, 2)?;
+            self.push(b, u64::from(self.s.seg[CS].selector), 2)?;
+            self.push(b, self.s.rip & 0xffff, 2)
+        })();
+        if let Err(e) = r {
+            self.s.regs[4] = sp0;
+            return Err(e);
+        }
+        self.load_seg(b, CS, (ent >> 16) as u16)?;
+        self.s.rip = ent & 0xffff;
+        self.s.rflags &= !(IF | TF | AC | RF);
+        Ok(())
+    }
+
+    /// LLDT.
+    pub(crate) fn lldt<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<()> {
+        if sel & 0xfffc == 0 {
+            self.s.ldtr = Segment { selector: sel, base: 0, limit: 0, attr: 0 };
+            return Ok(());
+        }
+        let err = u32::from(sel & 0xfffc);
+        if sel & 4 != 0 {
+            return exc(13, err);
+        }
+        let d = self.read_desc(b, sel)?;
+        if d_is_code_data(d) || d_type(d) != 2 {
+            return exc(13, err);
+        }
+        if !d_present(d) {
+            return exc(11, err);
+        }
+        self.s.ldtr = desc_to_seg(sel, d);
+        Ok(())
+    }
+
+    /// LTR: load an available TSS and mark it busy.
+    pub(crate) fn ltr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<()> {
+        let err = u32::from(sel & 0xfffc);
+        if sel & 0xfffc == 0 {
+            return exc(13, 0);
+        }
+        if sel & 4 != 0 {
+            return exc(13, err);
+        }
+        let d = self.read_desc(b, sel)?;
+        let t = d_type(d);
+        if d_is_code_data(d) || (t != 1 && t != 9) {
+            return exc(13, err);
+        }
+        if !d_present(d) {
+            return exc(11, err);
+        }
+        let lin = (self.s.gdtr.base + u64::from(sel & 0xfff8) + 5) & 0xffff_ffff;
+        self.lin_write(b, lin, 1, (d >> 40) | 2, 0)?;
+        self.s.tr = desc_to_seg(sel, d | (2 << 40));
+        Ok(())
+    }
+
+    /// LAR/LSL/VERR/VERW helper: the descriptor if `sel` is visible at the current CPL, else None.
+    pub(crate) fn probe_desc<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<Option<u64>> {
+        if sel & 0xfffc == 0 {
+            return Ok(None);
+        }
+        let d = match self.read_desc(b, sel) {
+            Ok(d) => d,
+            Err(Fault::Ex { vector: 13, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let conforming_code = d_is_code_data(d) && d_is_code(d) && d_type(d) & 4 != 0;
+        if !conforming_code && (d_dpl(d) < self.s.cpl || d_dpl(d) < (sel & 3) as u8) {
+            return Ok(None);
+        }
+        Ok(Some(d))
+    }
+
+    /// SYSENTER.
+    pub(crate) fn sysenter(&mut self) -> Res<()> {
+        let cs = self.s.sysenter_cs as u16;
+        if !self.pm() || cs & 0xfffc == 0 {
+            return exc(13, 0);
+        }
+        self.s.rflags &= !(VM | IF | RF);
+        let code = Segment {
+            selector: cs & 0xfffc,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0xb,
+        };
+        self.set_cs(code, 0);
+        self.s.seg[SS] = Segment {
+            selector: (cs & 0xfffc) + 8,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0x3,
+        };
+        self.s.regs[4] = self.s.sysenter_esp & 0xffff_ffff;
+        self.s.rip = self.s.sysenter_eip & 0xffff_ffff;
+        Ok(())
+    }
+
+    /// SYSEXIT (to ring 3, 32-bit).
+    pub(crate) fn sysexit(&mut self) -> Res<()> {
+        let cs = self.s.sysenter_cs as u16;
+        if !self.pm() || self.s.cpl != 0 || cs & 0xfffc == 0 {
+            return exc(13, 0);
+        }
+        let code = Segment {
+            selector: (cs + 16) | 3,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0xb | (3 << 5),
+        };
+        self.set_cs(code, 3);
+        self.s.seg[SS] = Segment {
+            selector: (cs + 24) | 3,
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0x3 | (3 << 5),
+        };
+        self.s.regs[4] = self.s.regs[1] & 0xffff_ffff;
+        self.s.rip = self.s.regs[2] & 0xffff_ffff;
+        Ok(())
+    }
+}

@@ -1,0 +1,1478 @@
+//! Unit tests: small snippets assembled with iced-x86's CodeAssembler, run against a test Platform.
+//! Expected values come from the Intel SDM's instruction descriptions.
+
+use super::*;
+use iced_x86::code_asm::*;
+use iced_x86::IcedError;
+
+/// Platform that records outward traffic and answers reads with fixed values.
+#[derive(Default)]
+pub(crate) struct TestPlat {
+    pub io_writes: Vec<(u16, u8, u32)>,
+    pub io_read_value: u32,
+    pub mmio_writes: Vec<(u64, u8, u64)>,
+    pub mmio_read_value: u64,
+    pub tsc: u64,
+    pub vector: u32,
+    pub acks: Vec<ProgramPoint>,
+    pub calls: usize,
+}
+
+impl Platform for TestPlat {
+    fn io_read(&mut self, _at: ProgramPoint, _port: u16, _size: u8) -> u32 {
+        self.calls += 1;
+        self.io_read_value
+    }
+    fn io_write(&mut self, _at: ProgramPoint, port: u16, size: u8, value: u32) {
+        self.calls += 1;
+        self.io_writes.push((port, size, value));
+    }
+    fn mmio_read(&mut self, _at: ProgramPoint, _addr: u64, _size: u8) -> u64 {
+        self.calls += 1;
+        self.mmio_read_value
+    }
+    fn mmio_write(&mut self, _at: ProgramPoint, addr: u64, size: u8, value: u64) {
+        self.calls += 1;
+        self.mmio_writes.push((addr, size, value));
+    }
+    fn read_timestamp(&mut self, _at: ProgramPoint) -> u64 {
+        self.calls += 1;
+        self.tsc += 1000;
+        self.tsc
+    }
+    fn interrupt_ack(&mut self, at: ProgramPoint) -> u32 {
+        self.calls += 1;
+        self.acks.push(at);
+        self.vector
+    }
+}
+
+pub(crate) const CODE: u64 = 0x10_0000;
+pub(crate) const USER_CODE: u64 = 0x20_0000;
+const GDT: u64 = 0x1000;
+const IDT: u64 = 0x2000;
+const STUBS: u64 = 0x3000;
+const TSS: u64 = 0x5000;
+const STACK: u64 = 0x8_0000;
+const STACK0: u64 = 0x7_0000;
+
+pub(crate) fn desc(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
+    let (base, limit) = (u64::from(base), u64::from(limit));
+    (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (u64::from(access) << 40)
+        | (((limit >> 16) & 0xf) << 48)
+        | (u64::from(flags & 0xf) << 52)
+        | ((base >> 24) << 56)
+}
+
+pub(crate) fn gate(sel: u16, off: u32, typ: u8) -> u64 {
+    u64::from(off & 0xffff) | (u64::from(sel) << 16) | (u64::from(typ) << 40) | (u64::from(off >> 16) << 48)
+}
+
+pub(crate) fn asm(bits: u32, base: u64, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    let mut a = CodeAssembler::new(bits).unwrap();
+    f(&mut a).unwrap();
+    a.assemble(base).unwrap()
+}
+
+pub(crate) struct Env {
+    pub cpu: Cpu,
+    pub ram: GuestRam,
+    pub p: TestPlat,
+}
+
+impl Env {
+    /// Flat 32-bit protected mode at CODE with a GDT (0x10 code, 0x18 data, 0x23 user code,
+    /// 0x2b user data, 0x30 TSS), an IDT whose every vector v is an interrupt gate to a `hlt` stub
+    /// at STUBS + 16*v, and ESP = STACK.
+    pub fn flat(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
+        let mut ram = GuestRam::new(0, 8 << 20).unwrap();
+        let code = asm(32, CODE, f);
+        ram.write(CODE, &code).unwrap();
+        let gdt = [
+            0,
+            0,
+            desc(0, 0xfffff, 0x9a, 0xc),
+            desc(0, 0xfffff, 0x92, 0xc),
+            desc(0, 0xfffff, 0xfa, 0xc),
+            desc(0, 0xfffff, 0xf2, 0xc),
+            desc(TSS as u32, 0x67, 0x89, 0),
+        ];
+        for (k, d) in gdt.iter().enumerate() {
+            ram.write_u64(GDT + 8 * k as u64, *d).unwrap();
+        }
+        for v in 0..256u64 {
+            let typ = if v == 0x80 { 0xee } else { 0x8e };
+            ram.write_u64(IDT + 8 * v, gate(0x10, (STUBS + 16 * v) as u32, typ)).unwrap();
+            ram.write(STUBS + 16 * v, &[0xf4]).unwrap();
+        }
+        ram.write_u32(TSS + 4, STACK0 as u32).unwrap();
+        ram.write_u32(TSS + 8, 0x18).unwrap();
+        ram.write_u32(TSS + 0x66, 0x68 << 16).unwrap();
+        let mut cpu = Cpu::new(CpuConfig::i386());
+        cpu.enter_flat_protected_mode(CODE as u32);
+        cpu.s.gdtr = DescTable { base: GDT, limit: 8 * gdt.len() as u32 - 1 };
+        cpu.s.idtr = DescTable { base: IDT, limit: 256 * 8 - 1 };
+        cpu.s.tr = prot::desc_to_seg(0x30, desc(TSS as u32, 0x67, 0x8b, 0));
+        cpu.set_gpr(Gpr::Rsp, STACK);
+        Env { cpu, ram, p: TestPlat::default() }
+    }
+
+    /// Run until HLT or shutdown (Platform exits just continue).
+    pub fn run(&mut self) -> RunExit {
+        let limit = self.cpu.icount() + 1_000_000;
+        loop {
+            match self.cpu.run(&mut self.ram, &mut self.p, limit) {
+                RunExit::Platform => continue,
+                e => return e,
+            }
+        }
+    }
+
+    /// Run and expect to stop in the exception stub of `vector`.
+    pub fn run_expect_vector(&mut self, vector: u8) {
+        let e = self.run();
+        assert_eq!(e, RunExit::Halted, "{}", self.cpu.info_registers());
+        assert_eq!(self.stub_vector(), Some(vector), "{}", self.cpu.info_registers());
+    }
+
+    pub fn stub_vector(&self) -> Option<u8> {
+        let pc = self.cpu.pc();
+        if (STUBS..STUBS + 256 * 16).contains(&pc) && (pc - STUBS) % 16 == 1 {
+            Some(((pc - STUBS) / 16) as u8)
+        } else {
+            None
+        }
+    }
+
+    pub fn r(&self, g: Gpr) -> u32 {
+        self.cpu.gpr(g) as u32
+    }
+
+    pub fn stack(&self, k: u64) -> u32 {
+        let top = self.cpu.gpr(Gpr::Rsp);
+        self.ram.read_u32(top + 4 * k).unwrap()
+    }
+
+    pub fn status(&self) -> u64 {
+        self.cpu.rflags() & STATUS
+    }
+}
+
+fn run_flat(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
+    let mut e = Env::flat(f);
+    let x = e.run();
+    assert_eq!(x, RunExit::Halted, "{}", e.cpu.info_registers());
+    e
+}
+
+// ---------------------------------------------------------------- arithmetic flags
+
+#[test]
+fn add_flags_edges() {
+    let e = run_flat(|a| {
+        a.mov(eax, 0x7fff_ffff)?;
+        a.add(eax, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0x8000_0000);
+    assert_eq!(e.status(), OF | SF | AF | PF);
+    let e = run_flat(|a| {
+        a.mov(eax, -1)?;
+        a.add(eax, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0);
+    assert_eq!(e.status(), CF | ZF | AF | PF);
+    let e = run_flat(|a| {
+        a.mov(al, 0x80)?;
+        a.add(al, 0x80)?;
+        a.hlt()
+    });
+    assert_eq!(e.status(), CF | ZF | PF | OF);
+}
+
+#[test]
+fn adc_sbb_use_carry() {
+    let e = run_flat(|a| {
+        a.stc()?;
+        a.mov(eax, -1)?;
+        a.adc(eax, 0)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0);
+    assert_eq!(e.status(), CF | ZF | AF | PF);
+    let e = run_flat(|a| {
+        a.stc()?;
+        a.xor(eax, eax)?;
+        a.stc()?;
+        a.sbb(eax, 0)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0xffff_ffff);
+    assert_eq!(e.status(), CF | SF | AF | PF);
+    // 0x7fffffff - (-1) - 0 overflows.
+    let e = run_flat(|a| {
+        a.clc()?;
+        a.mov(eax, 0x7fff_ffff)?;
+        a.mov(ecx, -1)?;
+        a.sbb(eax, ecx)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0x8000_0000);
+    assert_eq!(e.status() & (OF | CF | SF), OF | CF | SF);
+}
+
+#[test]
+fn sub_cmp_neg_inc_dec_flags() {
+    let e = run_flat(|a| {
+        a.mov(eax, 0x8000_0000u32 as i32)?;
+        a.sub(eax, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0x7fff_ffff);
+    assert_eq!(e.status(), OF | AF | PF);
+    let e = run_flat(|a| {
+        a.xor(eax, eax)?;
+        a.cmp(eax, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.status(), CF | SF | AF | PF);
+    let e = run_flat(|a| {
+        a.mov(eax, 0x8000_0000u32 as i32)?;
+        a.neg(eax)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0x8000_0000);
+    assert_eq!(e.status(), OF | CF | SF | PF);
+    let e = run_flat(|a| {
+        a.xor(eax, eax)?;
+        a.neg(eax)?;
+        a.hlt()
+    });
+    assert_eq!(e.status(), ZF | PF);
+    // INC/DEC keep CF.
+    let e = run_flat(|a| {
+        a.stc()?;
+        a.mov(eax, 0x7fff_ffff)?;
+        a.inc(eax)?;
+        a.hlt()
+    });
+    assert_eq!(e.status(), CF | OF | SF | AF | PF);
+    let e = run_flat(|a| {
+        a.clc()?;
+        a.mov(ecx, 0x8000_0000u32 as i32)?;
+        a.dec(ecx)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rcx), 0x7fff_ffff);
+    assert_eq!(e.status(), OF | AF | PF);
+}
+
+#[test]
+fn logic_clears_cf_of() {
+    let e = run_flat(|a| {
+        a.stc()?;
+        a.mov(eax, 0xf0)?;
+        a.and(eax, 0x0f)?;
+        a.hlt()
+    });
+    assert_eq!(e.status(), ZF | PF);
+    let e = run_flat(|a| {
+        a.mov(ax, 0x8001u16 as i32)?;
+        a.test(ax, ax)?;
+        a.not(ax)?;
+        a.hlt()
+    });
+    assert_eq!(e.status(), SF);
+    assert_eq!(e.r(Gpr::Rax) & 0xffff, 0x7ffe);
+}
+
+// ---------------------------------------------------------------- shifts and rotates
+
+#[test]
+fn shifts_by_zero_one_n_and_width() {
+    // Count 0: flags untouched.
+    let e = run_flat(|a| {
+        a.stc()?;
+        a.mov(eax, 0)?;
+        a.mov(cl, 32)?;
+        a.shl(eax, cl)?;
+        a.hlt()
+    });
+    assert_eq!(e.status() & CF, CF);
+    let e = run_flat(|a| {
+        a.mov(al, 0x80)?;
+        a.shl(al, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0);
+    assert_eq!(e.status() & (CF | OF | ZF), CF | OF | ZF);
+    let e = run_flat(|a| {
+        a.mov(al, 0x81)?;
+        a.shr(al, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x40);
+    assert_eq!(e.status() & (CF | OF), CF | OF);
+    let e = run_flat(|a| {
+        a.mov(al, 0x80)?;
+        a.sar(al, 7)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0xff);
+    assert_eq!(e.status() & (CF | OF), 0);
+    // 16-bit shift by 16: result 0, CF = last bit out = original bit 0.
+    let e = run_flat(|a| {
+        a.mov(ax, 1)?;
+        a.mov(cl, 16)?;
+        a.shl(ax, cl)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xffff, 0);
+    assert_eq!(e.status() & (CF | ZF), CF | ZF);
+    let e = run_flat(|a| {
+        a.mov(eax, 0x1234_5678)?;
+        a.shr(eax, 4)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0x0123_4567);
+    assert_eq!(e.status() & CF, CF);
+}
+
+#[test]
+fn rotates() {
+    let e = run_flat(|a| {
+        a.clc()?;
+        a.mov(al, 0x81)?;
+        a.rol(al, 8)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x81);
+    assert_eq!(e.status() & CF, CF);
+    let e = run_flat(|a| {
+        a.mov(eax, 0x8000_0001u32 as i32)?;
+        a.ror(eax, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0xc000_0000);
+    assert_eq!(e.status() & (CF | OF), CF);
+    let e = run_flat(|a| {
+        a.stc()?;
+        a.mov(al, 0x01)?;
+        a.rcr(al, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x80);
+    assert_eq!(e.status() & (CF | OF), CF | OF);
+    let e = run_flat(|a| {
+        a.stc()?;
+        a.mov(al, 0x80)?;
+        a.rcl(al, 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x01);
+    assert_eq!(e.status() & (CF | OF), CF | OF);
+    // RCL 8-bit by 9 is a no-op (count mod 9 == 0).
+    let e = run_flat(|a| {
+        a.clc()?;
+        a.mov(al, 0x5a)?;
+        a.rcl(al, 9)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x5a);
+    assert_eq!(e.status() & CF, 0);
+}
+
+#[test]
+fn shld_shrd() {
+    let e = run_flat(|a| {
+        a.mov(eax, 0x1234_5678)?;
+        a.mov(edx, 0x9abc_def0u32 as i32)?;
+        a.shld(eax, edx, 8)?;
+        a.mov(ecx, 0x1234_5678)?;
+        a.shrd(ecx, edx, 8)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0x3456_789a);
+    assert_eq!(e.r(Gpr::Rcx), 0xf012_3456);
+    assert_eq!(e.status() & CF, 0); // last bit out of SHRD: bit 7 of 0x12345678 = 0
+}
+
+// ---------------------------------------------------------------- multiply and divide
+
+#[test]
+fn mul_imul_forms() {
+    let e = run_flat(|a| {
+        a.mov(eax, 0x8000_0000u32 as i32)?;
+        a.mov(ecx, 4)?;
+        a.mul(ecx)?;
+        a.hlt()
+    });
+    assert_eq!((e.r(Gpr::Rdx), e.r(Gpr::Rax)), (2, 0));
+    assert_eq!(e.status() & (CF | OF), CF | OF);
+    let e = run_flat(|a| {
+        a.mov(eax, -3)?;
+        a.mov(ecx, 5)?;
+        a.imul(ecx)?;
+        a.hlt()
+    });
+    assert_eq!((e.r(Gpr::Rdx), e.r(Gpr::Rax)), (0xffff_ffff, (-15i32) as u32));
+    assert_eq!(e.status() & (CF | OF), 0);
+    let e = run_flat(|a| {
+        a.mov(ecx, 0x10000)?;
+        a.imul_3(eax, ecx, 0x10000)?;
+        a.mov(ebx, 7)?;
+        a.imul_2(ebx, ecx)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 0);
+    assert_eq!(e.r(Gpr::Rbx), 0x70000);
+    assert_eq!(e.status() & (CF | OF), 0);
+    let e = run_flat(|a| {
+        a.mov(al, 0x80u8 as i32)?;
+        a.mov(cl, 2)?;
+        a.imul(cl)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xffff, 0xff00);
+    assert_eq!(e.status() & (CF | OF), CF | OF);
+}
+
+#[test]
+fn div_idiv_and_de() {
+    let e = run_flat(|a| {
+        a.mov(edx, 1)?;
+        a.mov(eax, 5)?;
+        a.mov(ecx, 2)?;
+        a.div(ecx)?;
+        a.hlt()
+    });
+    assert_eq!((e.r(Gpr::Rax), e.r(Gpr::Rdx)), (0x8000_0002, 1));
+    let e = run_flat(|a| {
+        a.mov(eax, -7)?;
+        a.cdq()?;
+        a.mov(ecx, 2)?;
+        a.idiv(ecx)?;
+        a.hlt()
+    });
+    assert_eq!((e.r(Gpr::Rax), e.r(Gpr::Rdx)), ((-3i32) as u32, (-1i32) as u32));
+    let mut e = Env::flat(|a| {
+        a.xor(ecx, ecx)?;
+        a.div(ecx)?;
+        a.hlt()
+    });
+    e.run_expect_vector(0);
+    assert_eq!(u64::from(e.stack(0)), CODE + 2, "#DE is a fault: EIP of the div");
+    assert_eq!(e.cpu.icount(), 2, "faulting div does not retire (xor + stub hlt)");
+    // Quotient overflow: INT_MIN / -1.
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x8000_0000u32 as i32)?;
+        a.cdq()?;
+        a.mov(ecx, -1)?;
+        a.idiv(ecx)?;
+        a.hlt()
+    });
+    e.run_expect_vector(0);
+    let mut e = Env::flat(|a| {
+        a.mov(ax, 0x1000)?;
+        a.mov(cl, 0x10)?;
+        a.div(cl)?;
+        a.hlt()
+    });
+    e.run_expect_vector(0);
+}
+
+// ---------------------------------------------------------------- bit operations
+
+#[test]
+fn bit_ops() {
+    let e = run_flat(|a| {
+        a.mov(eax, 0x10)?;
+        a.bt(eax, 4)?;
+        a.setc(bl)?;
+        a.bts(eax, 0)?;
+        a.btr(eax, 4)?;
+        a.btc(eax, 31)?;
+        a.mov(ecx, 0x0100_0000)?;
+        a.bsf(edx, ecx)?;
+        a.bsr(esi, eax)?;
+        a.mov(edi, 0x1122_3344)?;
+        a.bswap(edi)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rbx) & 0xff, 1);
+    assert_eq!(e.r(Gpr::Rax), 0x8000_0001);
+    assert_eq!(e.r(Gpr::Rdx), 24);
+    assert_eq!(e.r(Gpr::Rsi), 31);
+    assert_eq!(e.r(Gpr::Rdi), 0x4433_2211);
+    // BSF of zero: ZF=1, destination unchanged.
+    let e = run_flat(|a| {
+        a.mov(edx, 77)?;
+        a.xor(ecx, ecx)?;
+        a.bsf(edx, ecx)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rdx), 77);
+    assert_eq!(e.status() & ZF, ZF);
+    // BTS with a register bit offset reaches beyond the operand (and backwards when negative).
+    let mut e = Env::flat(|a| {
+        a.mov(ebx, 0x40_0000)?;
+        a.mov(ecx, 35)?;
+        a.bts(dword_ptr(ebx), ecx)?;
+        a.mov(ecx, -1)?;
+        a.bts(dword_ptr(ebx), ecx)?;
+        a.hlt()
+    });
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.ram.read_u32(0x40_0004).unwrap(), 8);
+    assert_eq!(e.ram.read_u32(0x3f_fffc).unwrap(), 0x8000_0000);
+}
+
+// ---------------------------------------------------------------- data movement, conditionals
+
+#[test]
+fn movzx_movsx_lea_xchg_cmov_setcc() {
+    let e = run_flat(|a| {
+        a.mov(ecx, 0xff80)?;
+        a.movzx(eax, cl)?;
+        a.movsx(ebx, cl)?;
+        a.movsx(edx, cx)?;
+        a.lea(esi, ptr(ebx + ecx * 4 + 0x10))?;
+        a.mov(edi, 1)?;
+        a.xchg(edi, ecx)?;
+        a.cmp(edi, ecx)?;
+        a.cmovb(ebp, ecx)?;
+        a.setl(ah)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x80);
+    assert_eq!((e.r(Gpr::Rax) >> 8) & 0xff, 0);
+    assert_eq!(e.r(Gpr::Rbx), 0xffff_ff80);
+    assert_eq!(e.r(Gpr::Rdx), 0xffff_ff80);
+    assert_eq!(e.r(Gpr::Rsi), 0xffff_ff80u32.wrapping_add(0xff80 * 4 + 0x10));
+    assert_eq!(e.r(Gpr::Rbp), 0);
+    let e = run_flat(|a| {
+        a.mov(eax, 5)?;
+        a.mov(ecx, 9)?;
+        a.cmp(eax, ecx)?;
+        a.cmovl(edx, ecx)?;
+        a.setg(bl)?;
+        a.setle(bh)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rdx), 9);
+    assert_eq!(e.r(Gpr::Rbx) & 0xffff, 0x0100);
+}
+
+#[test]
+fn xadd_cmpxchg_cmpxchg8b() {
+    let e = run_flat(|a| {
+        a.mov(dword_ptr(0x40_0000), 10)?;
+        a.mov(ecx, 5)?;
+        a.xadd(dword_ptr(0x40_0000), ecx)?;
+        a.mov(eax, 15)?;
+        a.mov(edx, 99)?;
+        a.cmpxchg(dword_ptr(0x40_0000), edx)?;
+        a.setz(bl)?;
+        a.mov(eax, 1)?;
+        a.cmpxchg(dword_ptr(0x40_0000), edx)?;
+        a.setz(bh)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rcx), 10);
+    assert_eq!(e.ram.read_u32(0x40_0000).unwrap(), 99);
+    assert_eq!(e.r(Gpr::Rbx) & 0xffff, 0x0001);
+    assert_eq!(e.r(Gpr::Rax), 99);
+    let e = run_flat(|a| {
+        a.mov(dword_ptr(0x40_0000), 1)?;
+        a.mov(dword_ptr(0x40_0004), 2)?;
+        a.mov(eax, 1)?;
+        a.mov(edx, 2)?;
+        a.mov(ebx, 3)?;
+        a.mov(ecx, 4)?;
+        a.cmpxchg8b(qword_ptr(0x40_0000))?;
+        a.hlt()
+    });
+    assert_eq!(e.ram.read_u64(0x40_0000).unwrap(), 0x4_0000_0003);
+    assert_eq!(e.status() & ZF, ZF);
+}
+
+#[test]
+fn conversions_and_flag_ops() {
+    let e = run_flat(|a| {
+        a.mov(eax, 0x80)?;
+        a.cbw()?;
+        a.cwde()?;
+        a.cdq()?;
+        a.mov(ecx, eax)?;
+        a.mov(eax, 0)?;
+        a.stc()?;
+        a.lahf()?;
+        a.cmc()?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rcx), 0xffff_ff80);
+    assert_eq!(e.r(Gpr::Rdx), 0xffff_ffff);
+    assert_eq!((e.r(Gpr::Rax) >> 8) & 0xff, 0x03);
+    assert_eq!(e.status() & CF, 0);
+}
+
+// ---------------------------------------------------------------- BCD
+
+#[test]
+fn bcd_adjusts() {
+    // SDM examples: 79 + 35 = 114 (DAA), 35 - 47 = -12 -> 88 borrow (DAS).
+    let e = run_flat(|a| {
+        a.mov(al, 0x79)?;
+        a.add(al, 0x35)?;
+        a.daa()?;
+        a.mov(bl, al)?;
+        a.mov(al, 0x35)?;
+        a.sub(al, 0x47)?;
+        a.das()?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rbx) & 0xff, 0x14);
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x88);
+    assert_eq!(e.status() & CF, CF);
+    let e = run_flat(|a| {
+        a.mov(ax, 6)?;
+        a.add(al, 5)?;
+        a.aaa()?;
+        a.mov(bx, ax)?;
+        a.mov(al, 63)?;
+        a.aam(10)?;
+        a.mov(cx, ax)?;
+        a.aad(10)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rbx) & 0xffff, 0x0101);
+    assert_eq!(e.r(Gpr::Rcx) & 0xffff, 0x0603);
+    assert_eq!(e.r(Gpr::Rax) & 0xffff, 63);
+    let mut e = Env::flat(|a| {
+        a.aam(0)?;
+        a.hlt()
+    });
+    e.run_expect_vector(0);
+}
+
+// ---------------------------------------------------------------- control flow and stack
+
+#[test]
+fn call_ret_loop_jecxz() {
+    let e = run_flat(|a| {
+        let mut f = a.create_label();
+        let mut top = a.create_label();
+        let mut done = a.create_label();
+        a.xor(eax, eax)?;
+        a.mov(ecx, 10)?;
+        a.set_label(&mut top)?;
+        a.add(eax, ecx)?;
+        a.loop_(top)?;
+        a.jecxz(done)?;
+        a.hlt()?;
+        a.set_label(&mut done)?;
+        a.call(f)?;
+        a.hlt()?;
+        a.set_label(&mut f)?;
+        a.mov(ebx, dword_ptr(esp))?;
+        a.ret_1(4)?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 55);
+    assert_eq!(e.r(Gpr::Rsp) as u64, STACK + 4);
+    // 2 + 10*2 + jecxz + call + mov + ret + hlt
+    assert_eq!(e.cpu.icount(), 2 + 20 + 1 + 1 + 2 + 1);
+}
+
+#[test]
+fn push_pop_pusha_enter_leave() {
+    let e = run_flat(|a| {
+        a.mov(eax, 1)?;
+        a.mov(ecx, 2)?;
+        a.mov(edx, 3)?;
+        a.mov(ebx, 4)?;
+        a.mov(ebp, 6)?;
+        a.mov(esi, 7)?;
+        a.mov(edi, 8)?;
+        a.pushad()?;
+        a.mov(esi, dword_ptr(esp + 12))?; // saved ESP
+        a.xor(eax, eax)?;
+        a.mov(edi, 0)?;
+        a.popad()?;
+        a.push(0x1234)?;
+        a.pop(word_ptr(0x40_0000))?;
+        a.pop(word_ptr(0x40_0002))?;
+        a.pushfd()?;
+        a.pop(ecx)?;
+        a.enter(8, 0)?;
+        a.mov(edx, ebp)?;
+        a.leave()?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 1);
+    assert_eq!(e.r(Gpr::Rdi), 8);
+    assert_eq!(e.r(Gpr::Rsi), 7);
+    assert_eq!(e.ram.read_u32(0x40_0000).unwrap(), 0x1234);
+    assert_eq!(e.r(Gpr::Rcx) & 2, 2);
+    assert_eq!(u64::from(e.r(Gpr::Rdx)), STACK - 4);
+    assert_eq!(u64::from(e.r(Gpr::Rsp)), STACK);
+    assert_eq!(e.r(Gpr::Rbp), 6);
+}
+
+#[test]
+fn indirect_jmp_and_call() {
+    let e = run_flat(|a| {
+        a.mov(eax, (CODE + 0x30) as i32)?;
+        a.call(eax)?;
+        a.hlt()?;
+        a.db(&[0x90; 0x30])?;
+        a.hlt()
+    });
+    // call eax lands in the nop sled at CODE+0x30 and runs to the hlt at CODE+0x38.
+    assert_eq!(e.cpu.pc(), CODE + 0x39);
+    assert_eq!(u64::from(e.stack(0)), CODE + 7);
+    assert_eq!(e.cpu.icount(), 2 + 8 + 1);
+    let mut e = Env::flat(|a| {
+        a.mov(dword_ptr(0x40_0000), (CODE + 0x20) as i32)?;
+        a.jmp(dword_ptr(0x40_0000))?;
+        a.db(&[0x90; 0x30])?;
+        a.hlt()
+    });
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.cpu.icount(), 2 + 0x20 + 1);
+}
+
+// ---------------------------------------------------------------- strings
+
+#[test]
+fn rep_movs_counts_each_iteration() {
+    let mut e = Env::flat(|a| {
+        a.mov(esi, 0x40_0000)?;
+        a.mov(edi, 0x40_1000)?;
+        a.mov(ecx, 5)?;
+        a.cld()?;
+        a.rep().movsb()?;
+        a.hlt()
+    });
+    e.ram.write(0x40_0000, b"hello").unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    let mut buf = [0u8; 5];
+    e.ram.read(0x40_1000, &mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    assert_eq!(e.cpu.icount(), 4 + 5 + 1);
+    assert_eq!(e.r(Gpr::Rcx), 0);
+    // Zero count retires once.
+    let e = run_flat(|a| {
+        a.xor(ecx, ecx)?;
+        a.rep().stosd()?;
+        a.hlt()
+    });
+    assert_eq!(e.cpu.icount(), 3);
+}
+
+#[test]
+fn rep_stops_at_limit_between_iterations() {
+    let mut e = Env::flat(|a| {
+        a.mov(edi, 0x40_0000)?;
+        a.mov(ecx, 100)?;
+        a.mov(eax, 0x5a)?;
+        a.rep().stosb()?;
+        a.hlt()
+    });
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, 10), RunExit::Limit);
+    assert_eq!(e.cpu.icount(), 10);
+    assert_eq!(e.r(Gpr::Rcx), 93);
+    assert_eq!(e.cpu.pc(), CODE + 15, "EIP stays on the rep instruction");
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.cpu.icount(), 3 + 100 + 1);
+}
+
+#[test]
+fn repe_cmps_and_repne_scas() {
+    let mut e = Env::flat(|a| {
+        a.mov(esi, 0x40_0000)?;
+        a.mov(edi, 0x40_1000)?;
+        a.mov(ecx, 8)?;
+        a.repe().cmpsb()?;
+        a.mov(ebx, ecx)?;
+        a.mov(edi, 0x40_0000)?;
+        a.mov(ecx, 8)?;
+        a.mov(al, b'c' as i32)?;
+        a.repne().scasb()?;
+        a.hlt()
+    });
+    e.ram.write(0x40_0000, b"abcdefgh").unwrap();
+    e.ram.write(0x40_1000, b"abcxefgh").unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rbx), 4, "stopped after the 4th compare");
+    assert_eq!(e.r(Gpr::Rcx), 5);
+    assert_eq!(e.r(Gpr::Rdi), 0x40_0003);
+    assert_eq!(e.status() & ZF, ZF);
+}
+
+#[test]
+fn lods_std_and_outs_ins() {
+    let mut e = Env::flat(|a| {
+        a.mov(esi, 0x40_0003)?;
+        a.std()?;
+        a.lodsb()?;
+        a.cld()?;
+        a.mov(esi, 0x40_0000)?;
+        a.mov(dx, 0x3f8)?;
+        a.mov(ecx, 3)?;
+        a.rep().outsb()?;
+        a.mov(edi, 0x40_0100)?;
+        a.mov(ecx, 2)?;
+        a.rep().insw()?;
+        a.hlt()
+    });
+    e.ram.write(0x40_0000, b"xyzw").unwrap();
+    e.p.io_read_value = 0xbeef;
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rax) & 0xff, u32::from(b'w'));
+    assert_eq!(e.r(Gpr::Rsi), 0x40_0003);
+    assert_eq!(
+        e.p.io_writes,
+        vec![(0x3f8, 1, u32::from(b'x')), (0x3f8, 1, u32::from(b'y')), (0x3f8, 1, u32::from(b'z'))]
+    );
+    assert_eq!(e.ram.read_u32(0x40_0100).unwrap(), 0xbeef_beef);
+}
+
+// ---------------------------------------------------------------- platform, exits
+
+#[test]
+fn io_returns_platform_exit_after_instruction() {
+    let mut e = Env::flat(|a| {
+        a.mov(al, 0x41)?;
+        a.out(0xe9, al)?;
+        a.mov(dx, 0x60)?;
+        a.in_(eax, dx)?;
+        a.hlt()
+    });
+    e.p.io_read_value = 0x1234_5678;
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Platform);
+    assert_eq!(e.cpu.icount(), 2);
+    assert_eq!(e.p.io_writes, vec![(0xe9, 1, 0x41)]);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Platform);
+    assert_eq!(e.r(Gpr::Rax), 0x1234_5678);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Halted);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Halted, "still halted, nothing executed");
+    assert_eq!(e.cpu.icount(), 5);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, 5), RunExit::Limit);
+}
+
+#[test]
+fn mmio_and_rdtsc_cpuid_msr() {
+    let mut e = Env::flat(|a| {
+        a.mov(dword_ptr(0xfee0_0080u32 as i32), 0x55)?;
+        a.mov(ebx, dword_ptr(0xfee0_0030u32 as i32))?;
+        a.rdtsc()?;
+        a.mov(esi, eax)?;
+        a.mov(ecx, 0x174)?;
+        a.mov(eax, 0x10)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
+        a.rdmsr()?;
+        a.mov(edi, eax)?;
+        a.mov(eax, 1)?;
+        a.cpuid()?;
+        a.hlt()
+    });
+    e.p.mmio_read_value = 0x0005_0014;
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.p.mmio_writes, vec![(0xfee0_0080, 4, 0x55)]);
+    assert_eq!(e.r(Gpr::Rbx), 0);
+    assert_eq!(e.r(Gpr::Rsi), 1000);
+    assert_eq!(e.r(Gpr::Rdi), 0x10);
+    assert_eq!(e.r(Gpr::Rax), CPUID_SIGNATURE);
+    let feat = e.r(Gpr::Rdx);
+    assert_eq!(feat & 1, 0, "no FPU advertised");
+    assert_ne!(feat & (1 << 11), 0, "SEP");
+    assert_eq!(feat & (1 << 6), 0, "no PAE");
+    assert_eq!(feat & (1 << 23), 0, "no MMX");
+}
+
+#[test]
+fn fetch_from_non_ram_is_shutdown() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0xf000_0000u32 as i32)?;
+        a.jmp(eax)
+    });
+    match e.run() {
+        RunExit::Shutdown { reason } => assert!(reason.contains("non-RAM"), "{reason}"),
+        x => panic!("{x:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- interrupts
+
+#[test]
+fn hlt_wakes_on_intr_with_if() {
+    let mut e = Env::flat(|a| {
+        a.sti()?;
+        a.hlt()?;
+        a.hlt()
+    });
+    e.p.vector = 0x20;
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Halted);
+    assert!(e.cpu.is_halted());
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Halted);
+    e.cpu.set_intr(true);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Platform);
+    assert_eq!(e.p.acks, vec![ProgramPoint { icount: 2, pc: CODE + 2 }]);
+    assert!(!e.cpu.is_halted());
+    assert_eq!(e.cpu.pc(), STUBS + 16 * 0x20);
+    assert_eq!(u64::from(e.stack(0)), CODE + 2, "return address after the hlt");
+    assert_eq!(e.cpu.rflags() & IF, 0, "interrupt gate clears IF");
+    e.cpu.set_intr(false);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Halted);
+}
+
+#[test]
+fn sti_shadow_delays_interrupt_by_one_instruction() {
+    let mut e = Env::flat(|a| {
+        a.sti()?;
+        a.nop()?;
+        a.nop()?;
+        a.hlt()
+    });
+    e.p.vector = 0x21;
+    e.cpu.set_intr(true);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Platform);
+    assert_eq!(e.p.acks[0].icount, 2, "taken after sti and the following nop");
+}
+
+#[test]
+fn int_n_retires_then_delivers() {
+    let mut e = Env::flat(|a| {
+        a.nop()?;
+        a.int(0x40)?;
+        a.hlt()
+    });
+    e.run_expect_vector(0x40);
+    assert_eq!(e.cpu.icount(), 3, "nop + int + stub hlt");
+    assert_eq!(u64::from(e.stack(0)), CODE + 3);
+    assert_eq!(e.stack(1), 0x10);
+}
+
+#[test]
+fn ud2_and_gp_error_code() {
+    let mut e = Env::flat(|a| a.ud2());
+    e.run_expect_vector(6);
+    assert_eq!(u64::from(e.stack(0)), CODE);
+    assert_eq!(e.cpu.icount(), 1);
+    // Loading a selector beyond the GDT limit: #GP(selector).
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x80)?;
+        a.mov(ds, ax)?;
+        a.hlt()
+    });
+    e.run_expect_vector(13);
+    assert_eq!(e.stack(0), 0x80);
+    assert_eq!(u64::from(e.stack(1)), CODE + 5);
+    // Loading a code selector into SS: #GP(sel).
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x10)?;
+        a.mov(ss, ax)?;
+        a.hlt()
+    });
+    e.run_expect_vector(13);
+    assert_eq!(e.stack(0), 0x10);
+    // Null DS is fine to load but faults on use.
+    let mut e = Env::flat(|a| {
+        a.xor(eax, eax)?;
+        a.mov(ds, ax)?;
+        a.mov(ebx, dword_ptr(0x1000))?;
+        a.hlt()
+    });
+    e.run_expect_vector(13);
+    assert_eq!(e.stack(0), 0);
+}
+
+#[test]
+fn segment_limit_checks() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x38)?;
+        a.mov(es, ax)?;
+        a.mov(dword_ptr(0xffc).es(), 1)?;
+        a.mov(dword_ptr(0xffd).es(), 1)?;
+        a.hlt()
+    });
+    // 0x38: data segment base 0x40_0000 limit 0xfff, byte granular.
+    e.ram.write_u64(GDT + 0x38, desc(0x40_0000, 0xfff, 0x92, 0x4)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    e.run_expect_vector(13);
+    assert_eq!(e.ram.read_u32(0x40_0ffc).unwrap(), 1);
+    assert_eq!(e.cpu.icount(), 4);
+}
+
+#[test]
+fn double_fault_and_triple_fault() {
+    // #GP whose gate is not present -> #NP while delivering a contributory exception -> #DF.
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x80)?;
+        a.mov(ds, ax)?;
+        a.hlt()
+    });
+    let g = e.ram.read_u64(IDT + 13 * 8).unwrap();
+    e.ram.write_u64(IDT + 13 * 8, g & !(1 << 47)).unwrap();
+    e.run_expect_vector(8);
+    assert_eq!(e.stack(0), 0, "#DF error code is 0");
+    // No usable IDT at all: #GP -> #DF -> triple fault.
+    let mut e = Env::flat(|a| a.ud2());
+    e.cpu.s.idtr.limit = 0;
+    match e.run() {
+        RunExit::Shutdown { reason } => assert!(reason.contains("triple"), "{reason}"),
+        x => panic!("{x:?}"),
+    }
+    assert!(matches!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Shutdown { .. }));
+}
+
+#[test]
+fn ring3_int_switches_to_tss_stack_and_iret_returns() {
+    let user = asm(32, USER_CODE, |a| {
+        a.mov(eax, 0x77)?;
+        a.int(0x80)?;
+        a.mov(ebx, 0x88)?;
+        a.int(0x80)
+    });
+    let mut e = Env::flat(|a| {
+        a.push(0x2b)?;
+        a.push(0x9_0000)?;
+        a.push(0x202)?;
+        a.push(0x23)?;
+        a.push(USER_CODE as i32)?;
+        a.iretd()
+    });
+    e.ram.write(USER_CODE, &user).unwrap();
+    // Handler for 0x80: iretd straight back.
+    e.ram.write(STUBS + 16 * 0x80, &[0xcf]).unwrap();
+    e.ram.write(STUBS + 16 * 0x81, &[0xf4]).unwrap();
+    let x = e.cpu.run(&mut e.ram, &mut e.p, 8);
+    assert_eq!(x, RunExit::Limit);
+    // 6 setup instructions + mov + int: now in the handler at ring 0.
+    assert_eq!(e.cpu.cpl(), 0);
+    assert_eq!(e.cpu.segment(SegReg::Ss).selector, 0x18);
+    assert_eq!(e.cpu.gpr(Gpr::Rsp), STACK0 - 20);
+    assert_eq!(u64::from(e.stack(0)), USER_CODE + 7);
+    assert_eq!(e.stack(1), 0x23);
+    assert_eq!(e.stack(2) & 0x200, 0x200);
+    assert_eq!(e.stack(3), 0x9_0000);
+    assert_eq!(e.stack(4), 0x2b);
+    // iretd back to ring 3, mov, second int 0x80 (handler iret again) ... stop after the mov.
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, 10), RunExit::Limit);
+    assert_eq!(e.cpu.cpl(), 3);
+    assert_eq!(e.r(Gpr::Rbx), 0x88);
+    assert_eq!(e.cpu.gpr(Gpr::Rsp), 0x9_0000);
+    // HLT at ring 3 is #GP(0).
+    e.ram.write(USER_CODE + 14, &[0xf4]).unwrap();
+    e.cpu.set_rip(USER_CODE + 14);
+    e.run_expect_vector(13);
+    assert_eq!(e.cpu.segment(SegReg::Ss).selector, 0x18);
+}
+
+// ---------------------------------------------------------------- paging
+
+fn paging_env(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
+    let mut e = Env::flat(f);
+    // Page directory at 0x10000: 0-4 MiB through a page table at 0x11000 (supervisor, RW),
+    // 4-8 MiB as one 4 MiB user read-only page.
+    let pd = 0x10000u64;
+    let pt = 0x11000u64;
+    e.ram.write_u32(pd, (pt as u32) | 0x3).unwrap();
+    e.ram.write_u32(pd + 4, 0x40_0000 | 0x80 | 0x5).unwrap();
+    for k in 0..1024u64 {
+        e.ram.write_u32(pt + 4 * k, ((k << 12) as u32) | 0x3).unwrap();
+    }
+    // Page 0x300000 is not present.
+    e.ram.write_u32(pt + 4 * 0x300, 0).unwrap();
+    e.cpu.s.cr3 = pd;
+    e.cpu.s.cr4 = CR4_PSE;
+    e.cpu.s.cr0 |= CR0_PG;
+    e
+}
+
+#[test]
+fn paging_translates_and_sets_accessed_dirty() {
+    let mut e = paging_env(|a| {
+        a.mov(eax, dword_ptr(0x20_1000))?;
+        a.mov(dword_ptr(0x20_2000), 5)?;
+        a.mov(ebx, dword_ptr(0x40_0010))?;
+        a.hlt()
+    });
+    e.ram.write_u32(0x40_0010, 0xabcd).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rbx), 0xabcd);
+    let pte = |e: &Env, a: u64| e.ram.read_u32(0x11000 + 4 * (a >> 12)).unwrap();
+    assert_eq!(pte(&e, 0x20_1000) & 0x60, 0x20, "read: A set, D clear");
+    assert_eq!(pte(&e, 0x20_2000) & 0x60, 0x60, "write: A and D set");
+    assert_eq!(e.ram.read_u32(0x10000).unwrap() & 0x20, 0x20, "PDE accessed");
+    assert_eq!(e.ram.read_u32(0x10004).unwrap() & 0x60, 0x20, "4 MiB page accessed");
+}
+
+#[test]
+fn page_fault_error_codes_and_cr2() {
+    let mut e = paging_env(|a| {
+        a.mov(dword_ptr(0x30_0004), 1)?;
+        a.hlt()
+    });
+    e.run_expect_vector(14);
+    assert_eq!(e.cpu.cr(2), 0x30_0004);
+    assert_eq!(e.stack(0), 0x2, "not present, write, supervisor");
+    assert_eq!(e.cpu.icount(), 1, "only the stub's hlt retired");
+    // Supervisor write to a read-only user page with WP=1 -> protection violation.
+    let mut e = paging_env(|a| {
+        a.mov(eax, cr0)?;
+        a.or(eax, 1 << 16)?;
+        a.mov(cr0, eax)?;
+        a.mov(dword_ptr(0x40_0000), 1)?;
+        a.hlt()
+    });
+    e.run_expect_vector(14);
+    assert_eq!(e.stack(0), 0x3);
+    assert_eq!(e.cpu.cr(2), 0x40_0000);
+    // Without WP the supervisor may write it (and D is set in the PDE).
+    let mut e = paging_env(|a| {
+        a.mov(dword_ptr(0x40_0000), 1)?;
+        a.hlt()
+    });
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.ram.read_u32(0x10004).unwrap() & 0x40, 0x40);
+}
+
+#[test]
+fn user_access_to_supervisor_page_faults() {
+    let user = asm(32, 0x40_0000, |a| {
+        // IRET to ring 3 nulled DS (DPL 0 < CPL 3): load the user data segment.
+        a.mov(ax, 0x2b)?;
+        a.mov(ds, ax)?;
+        a.mov(eax, dword_ptr(0x40_0100))?;
+        a.mov(ebx, dword_ptr(0x20_0000))?;
+        a.hlt()
+    });
+    let mut e = paging_env(|a| {
+        a.push(0x2b)?;
+        a.push(0x40_1000)?;
+        a.push(0x2)?;
+        a.push(0x23)?;
+        a.push(0x40_0000)?;
+        a.iretd()
+    });
+    e.ram.write(0x40_0000, &user).unwrap();
+    e.run_expect_vector(14);
+    assert_eq!(e.stack(0), 0x5, "present, read, user");
+    assert_eq!(e.cpu.cr(2), 0x20_0000);
+    assert_eq!(u64::from(e.stack(1)), 0x40_0000 + 12);
+}
+
+#[test]
+fn tlb_needs_invlpg_and_cr3_reload() {
+    let mut e = paging_env(|a| {
+        a.mov(eax, dword_ptr(0x20_5000))?;
+        // Remap 0x205000 -> 0x206000 without invalidating: the stale TLB entry is still used.
+        a.mov(dword_ptr(0x11000 + 4 * 0x205), 0x20_6003)?;
+        a.mov(ebx, dword_ptr(0x20_5000))?;
+        a.invlpg(ptr(0x20_5000))?;
+        a.mov(ecx, dword_ptr(0x20_5000))?;
+        a.hlt()
+    });
+    e.ram.write_u32(0x20_5000, 1).unwrap();
+    e.ram.write_u32(0x20_6000, 2).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!((e.r(Gpr::Rax), e.r(Gpr::Rbx), e.r(Gpr::Rcx)), (1, 1, 2));
+}
+
+// ---------------------------------------------------------------- self-modifying code
+
+#[test]
+fn self_modifying_code_is_redecoded() {
+    // Loop twice over an instruction that the loop body rewrites: mov eax, imm32 at `patch`.
+    let mut e = Env::flat(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 2)?;
+        a.set_label(&mut top)?;
+        a.mov(eax, 1)?; // CODE+5: b8 01 00 00 00
+        a.mov(dword_ptr((CODE + 6) as i32), 42)?;
+        a.loop_(top)?;
+        // Patch the very next instruction: the write hits the current page.
+        a.mov(byte_ptr((CODE + 29) as i32), 0x43)?; // inc eax -> inc ebx
+        a.inc(eax)?; // CODE+29
+        a.hlt()
+    });
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rax), 42);
+    assert_eq!(e.r(Gpr::Rbx), 1);
+}
+
+#[test]
+fn invalidate_code_from_outside() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 1)?;
+        a.hlt()?;
+        a.jmp(CODE)
+    });
+    assert_eq!(e.run(), RunExit::Halted);
+    e.ram.write(CODE + 1, &[7]).unwrap();
+    e.cpu.invalidate_code(CODE + 1, 1);
+    e.cpu.set_rip(CODE);
+    e.cpu.s.halted = false;
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rax), 7);
+}
+
+// ---------------------------------------------------------------- state
+
+#[test]
+fn save_load_hash_roundtrip() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 3)?;
+        a.hlt()
+    });
+    let h0 = e.cpu.state_hash();
+    let bytes = e.cpu.save_state();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_ne!(e.cpu.state_hash(), h0);
+    let after = e.cpu.state_hash();
+    e.cpu.load_state(&bytes).unwrap();
+    assert_eq!(e.cpu.state_hash(), h0);
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.cpu.state_hash(), after);
+    let mut other = Cpu::new(CpuConfig::default());
+    other.load_state(&bytes).unwrap();
+    assert_eq!(other.state_hash(), h0);
+    assert!(e.cpu.info_registers().contains("EAX=00000003"));
+}
+
+#[test]
+fn load_state_rejects_garbage() {
+    let mut cpu = Cpu::new(CpuConfig::default());
+    assert!(cpu.load_state(&[]).is_err());
+    assert!(cpu.load_state(&[0xff; 7]).is_err());
+    let mut good = cpu.save_state();
+    good.push(0);
+    assert!(matches!(cpu.load_state(&good), Err(CpuStateError::Invalid(_))));
+    let mut bad_version = cpu.save_state();
+    bad_version[0] = 9;
+    assert!(matches!(cpu.load_state(&bad_version), Err(CpuStateError::Version { .. })));
+    for n in 0..cpu.save_state().len() {
+        let _ = cpu.load_state(&cpu.save_state()[..n]);
+    }
+}
+
+// ---------------------------------------------------------------- real mode
+
+#[test]
+fn real_mode_reset_vector_and_ivt() {
+    let mut ram = GuestRam::new(0, 1 << 20).unwrap();
+    // At F000:FFF0 (linear 0xFFFF0 since RAM covers the low MiB and CS.base is 0xFFFF0000 at reset,
+    // we start from a far jump placed by hand instead): use CS=0, IP=0x7c00.
+    let code = asm(16, 0x7c00, |a| {
+        a.mov(ax, 0x1234)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x10), 0xbeef)?; // DS:0x10 = 0x12350
+        a.int(0x21)?;
+        a.hlt()
+    });
+    ram.write(0x7c00, &code).unwrap();
+    // IVT entry 0x21 -> 0000:0x8000, handler: mov bx, [0x10] (DS still 0x1234); iret.
+    ram.write_u32(0x21 * 4, 0x8000).unwrap();
+    let h = asm(16, 0x8000, |a| {
+        a.mov(bx, word_ptr(0x10))?;
+        a.iret()
+    });
+    ram.write(0x8000, &h).unwrap();
+    let mut cpu = Cpu::new(CpuConfig::default());
+    cpu.load_seg_real_for_test(0, 0x7c00);
+    cpu.set_gpr(Gpr::Rsp, 0x7000);
+    let mut p = TestPlat::default();
+    assert_eq!(cpu.run(&mut ram, &mut p, 1000), RunExit::Halted);
+    assert_eq!(ram.read_u32(0x12350).unwrap() & 0xffff, 0xbeef);
+    assert_eq!(cpu.gpr(Gpr::Rbx) & 0xffff, 0xbeef);
+    assert_eq!(cpu.gpr(Gpr::Rsp), 0x7000);
+    assert_eq!(cpu.icount(), 7);
+}
+
+#[test]
+fn real_to_protected_mode_switch() {
+    let mut ram = GuestRam::new(0, 1 << 20).unwrap();
+    let gdt = [0u64, 0, desc(0, 0xfffff, 0x9a, 0xc), desc(0, 0xfffff, 0x92, 0xc)];
+    for (k, d) in gdt.iter().enumerate() {
+        ram.write_u64(0x500 + 8 * k as u64, *d).unwrap();
+    }
+    // GDTR image at 0x600.
+    ram.write(0x600, &[0x1f, 0, 0x00, 0x05, 0, 0]).unwrap();
+    let code = asm(16, 0x7c00, |a| {
+        a.cli()?;
+        a.lgdt(ptr(0x600))?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 1)?;
+        a.mov(cr0, eax)?;
+        a.jmp_far(0x10, 0x7c20)
+    });
+    ram.write(0x7c00, &code).unwrap();
+    let pm = asm(32, 0x7c20, |a| {
+        a.mov(ax, 0x18)?;
+        a.mov(ds, ax)?;
+        a.mov(ss, ax)?;
+        a.mov(esp, 0x9000)?;
+        a.mov(dword_ptr(0x10_0000), 0x1234_5678)?;
+        a.hlt()
+    });
+    ram.write(0x7c20, &pm).unwrap();
+    let mut cpu = Cpu::new(CpuConfig::default());
+    cpu.load_seg_real_for_test(0, 0x7c00);
+    let mut p = TestPlat::default();
+    // 1 MiB RAM: 0x100000 is outside RAM -> MMIO write.
+    assert_eq!(cpu.run(&mut ram, &mut p, 1000), RunExit::Platform);
+    assert_eq!(p.mmio_writes, vec![(0x10_0000, 4, 0x1234_5678)]);
+    assert_eq!(cpu.segment(SegReg::Cs).selector, 0x10);
+    assert_eq!(cpu.segment(SegReg::Cs).attr & ATTR_DB, ATTR_DB);
+}
+
+impl Cpu {
+    /// Test helper: real-mode CS:IP.
+    fn load_seg_real_for_test(&mut self, sel: u16, ip: u16) {
+        self.s.seg[SegReg::Cs as usize].selector = sel;
+        self.s.seg[SegReg::Cs as usize].base = u64::from(sel) << 4;
+        self.s.rip = u64::from(ip);
+    }
+}
+
+#[test]
+fn deterministic_hash_across_two_cpus() {
+    let prog = |a: &mut CodeAssembler| {
+        let mut top = a.create_label();
+        a.mov(ecx, 1000)?;
+        a.set_label(&mut top)?;
+        a.imul_3(eax, ecx, 3)?;
+        a.add(ebx, eax)?;
+        a.rdtsc()?;
+        a.loop_(top)?;
+        a.hlt()
+    };
+    let mut a = Env::flat(prog);
+    let mut b = Env::flat(prog);
+    assert_eq!(a.run(), RunExit::Halted);
+    assert_eq!(b.run(), RunExit::Halted);
+    assert_eq!(a.cpu.state_hash(), b.cpu.state_hash());
+    assert_eq!(a.cpu.icount(), 2 + 4 * 1000);
+}
+
+/// Throughput check (run with `cargo test --release -p ailuro-x86 -- --ignored bench --nocapture`).
+#[test]
+#[ignore]
+fn bench_integer_loop() {
+    let mut e = Env::flat(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 50_000_000)?;
+        a.xor(eax, eax)?;
+        a.mov(esi, 0x40_0000)?;
+        a.set_label(&mut top)?;
+        a.add(eax, ecx)?;
+        a.mov(dword_ptr(esi), eax)?;
+        a.xor(edx, eax)?;
+        a.shl(edx, 1)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()
+    });
+    let t = std::time::Instant::now();
+    let x = e.cpu.run(&mut e.ram, &mut e.p, u64::MAX);
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(x, RunExit::Halted);
+    let n = e.cpu.icount();
+    eprintln!("{n} instructions in {dt:.3} s: {:.1} MIPS", n as f64 / dt / 1e6);
+}
+
+/// Platform for running the bundled multiboot guests without a board: COM1 output is collected,
+/// the line status register says "transmitter empty", port 0xf4 (isa-debug-exit) stops the run.
+#[derive(Default)]
+struct GuestPlat {
+    out: Vec<u8>,
+    exit: Option<u32>,
+    tsc: u64,
+}
+
+impl Platform for GuestPlat {
+    fn io_read(&mut self, _at: ProgramPoint, port: u16, _size: u8) -> u32 {
+        match port {
+            0x3fd => 0x60,
+            _ => 0xffff_ffff,
+        }
+    }
+    fn io_write(&mut self, _at: ProgramPoint, port: u16, _size: u8, value: u32) {
+        match port {
+            0x3f8 => self.out.push(value as u8),
+            0xf4 => self.exit = Some(value),
+            _ => {}
+        }
+    }
+    fn mmio_read(&mut self, _at: ProgramPoint, _addr: u64, _size: u8) -> u64 {
+        u64::MAX
+    }
+    fn mmio_write(&mut self, _at: ProgramPoint, _addr: u64, _size: u8, _value: u64) {}
+    fn read_timestamp(&mut self, at: ProgramPoint) -> u64 {
+        self.tsc = at.icount;
+        self.tsc
+    }
+    fn interrupt_ack(&mut self, _at: ProgramPoint) -> u32 {
+        0x20
+    }
+}
+
+/// Load a multiboot ELF (program headers only) and run it with a command line.
+fn run_guest_elf(path: &str, cmdline: &str) -> (GuestPlat, Cpu, f64) {
+    let elf = std::fs::read(path).unwrap();
+    let rd32 = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let rd16 = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
+    let mut ram = GuestRam::new(0, 64 << 20).unwrap();
+    let (phoff, phnum, phsz) = (rd32(0x1c) as usize, rd16(0x2c) as usize, rd16(0x2a) as usize);
+    for k in 0..phnum {
+        let ph = phoff + k * phsz;
+        if rd32(ph) != 1 {
+            continue;
+        }
+        let (off, paddr, filesz) = (rd32(ph + 4) as usize, rd32(ph + 12) as u64, rd32(ph + 16) as usize);
+        ram.write(paddr, &elf[off..off + filesz]).unwrap();
+    }
+    // Multiboot info at 0x9000 with a command line at 0x9100.
+    ram.write_u32(0x9000, 1 | (1 << 2)).unwrap();
+    ram.write_u32(0x9004, 639).unwrap();
+    ram.write_u32(0x9008, (63 << 20) / 1024).unwrap();
+    ram.write_u32(0x9000 + 16, 0x9100).unwrap();
+    ram.write(0x9100, cmdline.as_bytes()).unwrap();
+    let mut cpu = Cpu::new(CpuConfig::i386());
+    cpu.enter_flat_protected_mode(rd32(0x18));
+    cpu.set_gpr(Gpr::Rax, 0x2bad_b002);
+    cpu.set_gpr(Gpr::Rbx, 0x9000);
+    let mut p = GuestPlat::default();
+    let t = std::time::Instant::now();
+    loop {
+        match cpu.run(&mut ram, &mut p, 5_000_000_000) {
+            RunExit::Platform if p.exit.is_none() => continue,
+            RunExit::Halted if cpu.s.rflags & IF == 0 => break,
+            RunExit::Halted => {
+                cpu.set_intr(true);
+                continue;
+            }
+            RunExit::Platform => break,
+            x => panic!("{x:?}\n{}\n{}", String::from_utf8_lossy(&p.out), cpu.info_registers()),
+        }
+    }
+    (p, cpu, t.elapsed().as_secs_f64())
+}
+
+/// `AILURO_GUEST=/tmp/g/hello.elf AILURO_CMDLINE=... cargo test -p ailuro-x86 -- --ignored guest --nocapture`
+#[test]
+#[ignore]
+fn guest_from_env() {
+    let path = std::env::var("AILURO_GUEST").expect("AILURO_GUEST=path to a guest ELF");
+    let cmdline = std::env::var("AILURO_CMDLINE").unwrap_or_default();
+    let (p, cpu, dt) = run_guest_elf(&path, &cmdline);
+    eprintln!("{}", String::from_utf8_lossy(&p.out));
+    eprintln!("exit {:?}, {} instructions, {:.1} MIPS", p.exit, cpu.icount(), cpu.icount() as f64 / dt / 1e6);
+    assert_eq!(p.exit, Some(0));
+}
