@@ -291,21 +291,26 @@ fn monitor_controls_recording_of_a_window() {
     };
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
-    let mut ask = |cmd: &str| -> String {
-        writeln!(w, "{cmd}").unwrap();
+    let mut read_reply = move || -> String {
         // Replies end with the next prompt.
         let mut text = String::new();
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            r.read_until(b' ', &mut buf).unwrap();
+            if r.read_until(b' ', &mut buf).unwrap() == 0 {
+                return text;
+            }
             text.push_str(&String::from_utf8_lossy(&buf));
             if text.ends_with("(ailuro) ") {
                 return text;
             }
         }
     };
-    ask("info status"); // consumes the greeting's prompt too
+    assert!(read_reply().contains("Ailuro monitor"), "greeting");
+    let mut ask = |cmd: &str| -> String {
+        writeln!(w, "{cmd}").unwrap();
+        read_reply()
+    };
     assert!(ask("info status").contains("paused"));
     assert!(ask("bogus command").contains("unknown command"));
     assert!(ask("begin_record").contains("usage"));
@@ -315,7 +320,7 @@ fn monitor_controls_recording_of_a_window() {
     let reply = ask("end_record");
     assert!(reply.contains("complete"), "{reply}");
     assert!(ask("info status").contains("paused"));
-    let _ = writeln!(w, "quit");
+    ask("quit");
     let out = wait_with_timeout(child_take(&mut child), Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["-replay", name.to_str().unwrap()], None);

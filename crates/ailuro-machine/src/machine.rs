@@ -86,6 +86,8 @@ pub struct ReplaySummary {
     pub stats: EventStats,
     /// CPU+RAM hash at the end (equal to the recording's).
     pub final_hash: [u8; 32],
+    /// Size of the nondet log file on disk.
+    pub log_bytes: u64,
 }
 
 impl ReplaySummary {
@@ -93,17 +95,20 @@ impl ReplaySummary {
     pub fn report(&self) -> String {
         let mips = if self.seconds > 0.0 { self.instructions as f64 / self.seconds / 1e6 } else { 0.0 };
         let mut s = format!(
-            "replay: {}\ninstructions: {}\nseconds: {:.3}\nMIPS: {:.1}\nfinal state hash: {}\nevents:\n",
+            "replay: {}\ninstructions: {}\nseconds: {:.3}\nMIPS: {:.1}\nfinal state hash: {}\n\
+             nondet log: {} bytes ({:.4} bytes per 1000 instructions)\nevents:\n",
             self.name.display(),
             self.instructions,
             self.seconds,
             mips,
-            hex(&self.final_hash)
+            hex(&self.final_hash),
+            self.log_bytes,
+            self.log_bytes as f64 * 1000.0 / self.instructions.max(1) as f64
         );
         for k in 0..self.stats.count.len() {
             if self.stats.count[k] > 0 {
                 s += &format!(
-                    "  {:<13} {:>12} events {:>14} bytes\n",
+                    "  {:<13} {:>12} events {:>14} bytes (uncompressed)\n",
                     Event::kind_name(k as u8),
                     self.stats.count[k],
                     self.stats.bytes[k]
@@ -441,6 +446,12 @@ impl Machine {
                 live.recorder = None;
                 return Some(Stop::Error(msg));
             }
+            if rec.last_flush.elapsed() >= Duration::from_secs(1) {
+                rec.last_flush = Instant::now();
+                if let Err(e) = rec.writer.flush() {
+                    rec.error = Some(e);
+                }
+            }
             if icount >= rec.next_checkpoint {
                 let mut cpu_hash = [0u8; 16];
                 cpu_hash.copy_from_slice(&self.cpu.state_hash()[..16]);
@@ -709,12 +720,21 @@ impl Machine {
             stats.count[k] += rp.async_stats.count[k];
             stats.bytes[k] += rp.async_stats.bytes[k];
         }
+        // Exact encoded sizes come from the log's own statistics.
+        if let Some(t) = rp.reader.trailer() {
+            for ks in &t.kind_stats {
+                if let Some(b) = stats.bytes.get_mut(ks.kind as usize) {
+                    *b = ks.bytes;
+                }
+            }
+        }
         Stop::ReplayFinished(Box::new(ReplaySummary {
             name: rp.name.clone(),
             instructions: icount - rp.start_icount,
             seconds: rp.started.elapsed().as_secs_f64(),
             stats,
             final_hash: hash,
+            log_bytes: std::fs::metadata(ailuro_rr::recording_paths(&rp.name).1).map(|m| m.len()).unwrap_or(0),
         }))
     }
 

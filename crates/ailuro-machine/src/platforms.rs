@@ -56,6 +56,9 @@ pub struct Recorder {
     pub stats: EventStats,
     /// First error writing the log; the run loop stops the recording when it sees one.
     pub error: Option<ailuro_rr::RecordingError>,
+    /// Host time of the last flush: pending entries reach the file at least every second, so a
+    /// killed recording loses at most that much (host time never reaches the guest from here).
+    pub last_flush: std::time::Instant,
 }
 
 impl Recorder {

@@ -72,6 +72,7 @@ pub(crate) fn create_recording(
         next_checkpoint: icount + checkpoint_interval,
         stats: EventStats::default(),
         error: None,
+        last_flush: std::time::Instant::now(),
     })
 }
 

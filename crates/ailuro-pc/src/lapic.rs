@@ -269,11 +269,9 @@ impl Lapic {
     fn eoi(&mut self) -> Option<u8> {
         let v = highest(&self.isr)?;
         bit_clear(&mut self.isr, v);
-        if bit_test(&self.tmr, v) {
-            bit_clear(&mut self.tmr, v);
-            return Some(v);
-        }
-        None
+        // TMR keeps the trigger mode of the last accepted interrupt (it is only rewritten on the
+        // next acceptance), as on Intel parts and QEMU.
+        bit_test(&self.tmr, v).then_some(v)
     }
 
     /// 32-bit register read at `offset` within the page.

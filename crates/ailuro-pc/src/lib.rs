@@ -248,6 +248,12 @@ impl PcBoard {
             0x92 => self.port92,
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
                 let v = self.com1.read(p - COM1_BASE, now);
+                if self.com1.rx_room() > 0 && !self.com1_input.is_empty() {
+                    // Let IRQ4 fall before more host input arrives, so the next byte raises a new
+                    // edge (QEMU delivers it later from its main loop; a guest that reads one byte
+                    // per interrupt must not hang on an edge-triggered 8259).
+                    self.update_irqs();
+                }
                 self.feed_com1();
                 v
             }

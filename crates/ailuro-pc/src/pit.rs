@@ -44,7 +44,7 @@ pub struct Channel {
     write_latch: u8,
     /// Counting mode 0..=5.
     mode: u8,
-    /// BCD counting (recorded; counting is binary).
+    /// BCD counting: counts are four decimal digits (0 means 10000).
     bcd: bool,
     /// GATE input.
     gate: bool,
@@ -74,18 +74,25 @@ impl Channel {
 
     /// Current value of the counting element.
     pub fn count_at(&self, now: u64) -> u16 {
-        if !self.counting() {
-            return self.count as u16;
-        }
-        let d = self.elapsed(now);
-        let c = self.count as u64;
-        let v = match self.mode {
-            0 | 1 | 4 | 5 => c.wrapping_sub(d) & 0xffff,
-            2 | 6 => c - d % c,
-            // Mode 3 decrements by two, twice per period.
-            _ => c.wrapping_sub((2 * d) % c) & 0xfffe,
+        let modulus = if self.bcd { 10_000 } else { 0x10000 };
+        let v = if !self.counting() {
+            self.count as u64 % modulus
+        } else {
+            let d = self.elapsed(now);
+            let c = self.count as u64;
+            match self.mode {
+                0 | 1 | 4 | 5 => (c + modulus - d % modulus) % modulus,
+                2 | 6 => c - d % c,
+                // Mode 3 decrements by two, twice per period.
+                _ => ((c + modulus - (2 * d) % c) % modulus) & !1,
+            }
         };
-        v as u16
+        if self.bcd {
+            let v = v as u16;
+            (v / 1000 % 10) << 12 | (v / 100 % 10) << 8 | (v / 10 % 10) << 4 | (v % 10)
+        } else {
+            v as u16
+        }
     }
 
     /// Level of OUT.
@@ -145,7 +152,20 @@ impl Channel {
     }
 
     fn load_count(&mut self, val: u32, now: u64) {
-        self.count = if val == 0 { 0x10000 } else { val };
+        self.count = if self.bcd {
+            // Four BCD digits; 0 means 10000.
+            let digits = [val >> 12, val >> 8, val >> 4, val].map(|d| (d & 0xf).min(9));
+            let v = digits.iter().fold(0, |acc, d| acc * 10 + d);
+            if v == 0 {
+                10_000
+            } else {
+                v
+            }
+        } else if val == 0 {
+            0x10000
+        } else {
+            val
+        };
         self.load_ns = now;
         self.null_count = false;
         // Modes 1 and 5 wait for a gate trigger; everything else starts counting on load.
@@ -447,6 +467,19 @@ mod tests {
         assert!(p.out0(ticks_to_ns_ceil(49)));
         assert!(!p.out0(ticks_to_ns_ceil(50)));
         assert_eq!(p.next_irq0_ns(1), Some(ticks_to_ns_ceil(100)));
+    }
+
+    #[test]
+    fn bcd_counting() {
+        let mut p = Pit::new();
+        p.write(0x43, 0x31, 0); // channel 0, LSB/MSB, mode 0, BCD
+        p.write(0x40, 0x00, 0);
+        p.write(0x40, 0x10, 0); // 1000 decimal
+        let t = ticks_to_ns_ceil(1);
+        p.write(0x43, 0x00, t);
+        assert_eq!(p.read(0x40, t), 0x99);
+        assert_eq!(p.read(0x40, t), 0x09);
+        assert_eq!(p.next_irq0_ns(0), Some(ticks_to_ns_ceil(1000)));
     }
 
     #[test]

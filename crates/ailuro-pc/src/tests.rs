@@ -608,3 +608,22 @@ fn rtc_twelve_hour_binary_through_ports() {
     assert_eq!(cmos(&mut b, 0x0a) & 0x80, 0);
     assert_eq!(cmos(&mut b, 0x00), 21);
 }
+
+#[test]
+fn one_byte_per_interrupt_guest_sees_an_edge_per_byte() {
+    let mut b = board();
+    init_pic(&mut b);
+    b.io_write(0x43, 1, 0x30);
+    b.io_write(0x3fc, 1, 0x0b);
+    b.io_write(0x3f9, 1, 0x01); // RDI, FIFO off
+    b.serial_input(b"abc");
+    let mut got = vec![];
+    for _ in 0..3 {
+        assert!(b.intr_level());
+        assert_eq!(b.interrupt_ack(), 0x34);
+        got.push(b.io_read(0x3f8, 1) as u8);
+        b.io_write(0x20, 1, 0x20);
+    }
+    assert_eq!(got, b"abc");
+    assert!(!b.intr_level());
+}

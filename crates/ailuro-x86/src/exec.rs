@@ -3,6 +3,7 @@
 use ailuro_bus::Platform;
 use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic as M, OpKind, Register};
 
+use crate::fast::Kind;
 use crate::flags::{sext, Alu, Shift};
 use crate::mem::{mask, Bus};
 use crate::prot::Event;
@@ -210,11 +211,26 @@ impl Cpu {
     /// ESP and EFLAGS are as before the instruction.
     pub(crate) fn step<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<()> {
         self.s.shadow = false;
-        let i = self.fetch(b)?;
+        let idx = self.fetch(b)?;
+        let e = &self.icache.e[idx];
+        let len = e.ins.len() as u64;
         let ipm = if self.s.seg[CS].attr & crate::ATTR_DB != 0 && self.pm() { 0xffff_ffff } else { 0xffff };
-        let next = self.s.rip.wrapping_add(i.len() as u64) & ipm;
+        let next = self.s.rip.wrapping_add(len) & ipm;
         let (sp0, fl0, rip0) = (self.s.regs[4], self.s.rflags, self.s.rip);
         self.cur_eip = rip0;
+        if e.uop.kind != Kind::Generic {
+            let u = e.uop;
+            self.s.rip = next;
+            if let Err(e) = self.exec_fast(b, &u) {
+                self.s.regs[4] = sp0;
+                self.s.rflags = fl0;
+                self.s.rip = rip0;
+                return Err(e);
+            }
+            self.s.icount += 1;
+            return Ok(());
+        }
+        let i = e.ins;
         let mut soft: Option<u8> = None;
         if let Err(e) = self.exec(b, &i, next, &mut soft) {
             self.s.regs[4] = sp0;
@@ -224,7 +240,14 @@ impl Cpu {
         }
         self.s.icount += 1;
         if let Some(v) = soft {
-            self.deliver(b, v, None, Event::Software)?;
+            if let Err(e) = self.deliver(b, v, None, Event::Software) {
+                // The gate could not be used (e.g. DPL < CPL): INT n faults instead of retiring.
+                self.s.icount -= 1;
+                self.s.rip = rip0;
+                self.s.regs[4] = sp0;
+                self.s.rflags = fl0;
+                return Err(e);
+            }
         }
         Ok(())
     }

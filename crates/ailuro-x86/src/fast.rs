@@ -10,7 +10,7 @@
 use ailuro_bus::Platform;
 use iced_x86::{Code, ConditionCode, Instruction, Mnemonic as M, OpKind, Register};
 
-use crate::flags::{Alu, Shift};
+use crate::flags::{self, Alu, Shift};
 use crate::mem::Bus;
 use crate::{exc, Cpu, Res};
 
@@ -346,38 +346,62 @@ impl Cpu {
             Kind::AluRR | Kind::AluRI => {
                 let a = self.r32(u.d);
                 let v = if u.kind == Kind::AluRR { self.r32(u.s) } else { u.imm };
-                let r = self.alu(alu_from(u.op), u64::from(a), u64::from(v), 4);
+                let r = self.alu32(alu_from(u.op), a, v);
                 if u.op < 7 {
-                    self.w32(u.d, r as u32);
+                    self.w32(u.d, r);
                 }
             }
             Kind::AluRM => {
                 let ea = self.uop_ea(u);
                 let v = self.rd(b, u.seg as usize, ea, 4)?;
                 let a = self.r32(u.d);
-                let r = self.alu(alu_from(u.op), u64::from(a), v, 4);
+                let r = self.alu32(alu_from(u.op), a, v as u32);
                 if u.op < 7 {
-                    self.w32(u.d, r as u32);
+                    self.w32(u.d, r);
                 }
             }
             Kind::AluMR | Kind::AluMI => {
                 let ea = self.uop_ea(u);
                 let a = self.rd(b, u.seg as usize, ea, 4)?;
                 let v = if u.kind == Kind::AluMR { self.r32(u.s) } else { u.imm };
-                let r = self.alu(alu_from(u.op), a, u64::from(v), 4);
+                let r = self.alu32(alu_from(u.op), a as u32, v);
                 if u.op < 7 {
-                    self.wr(b, u.seg as usize, ea, 4, r)?;
+                    self.wr(b, u.seg as usize, ea, 4, u64::from(r))?;
                 }
             }
             Kind::ShiftRI => {
                 let a = self.r32(u.d);
-                let r = self.shift(shift_from(u.op), u64::from(a), u64::from(u.imm), 4);
-                self.w32(u.d, r as u32);
+                let c = u.imm & 31;
+                let r = match u.op {
+                    4..=6 if c != 0 => {
+                        // SHL/SHR/SAR r32, imm (count 1..=31) specialised; same flags as `shift`.
+                        let (r, cf, of) = match u.op {
+                            4 => {
+                                let r = a << c;
+                                let cf = (a >> (32 - c)) & 1;
+                                (r, cf, (r >> 31) ^ cf)
+                            }
+                            5 => (a >> c, (a >> (c - 1)) & 1, a >> 31),
+                            _ => (((a as i32) >> c) as u32, ((a as i32) >> (c - 1)) as u32 & 1, 0),
+                        };
+                        let mut f = u64::from(cf) | (u64::from(of) << 11) | flags::pf_bit(u64::from(r));
+                        f |= u64::from(r >> 31) << 7;
+                        if r == 0 {
+                            f |= crate::ZF;
+                        }
+                        self.s.rflags = (self.s.rflags & !crate::STATUS) | f;
+                        r
+                    }
+                    _ => self.shift(shift_from(u.op), u64::from(a), u64::from(u.imm), 4) as u32,
+                };
+                self.w32(u.d, r);
             }
             Kind::IncR | Kind::DecR => {
                 let a = self.r32(u.d);
-                let r = self.incdec(u64::from(a), u.kind == Kind::DecR, 4);
-                self.w32(u.d, r as u32);
+                let cf = self.s.rflags & crate::CF;
+                let r = self.alu32(if u.kind == Kind::DecR { Alu::Sub } else { Alu::Add }, a, 1);
+                self.s.rflags = (self.s.rflags & !crate::CF) | cf;
+                self.w32(u.d, r);
             }
             Kind::Lea => {
                 let ea = self.uop_ea(u);

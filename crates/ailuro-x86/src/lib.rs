@@ -25,6 +25,7 @@
 //! * A20 is always enabled; no SMM; no PAE / long mode yet (state is 64-bit wide already).
 
 mod exec;
+mod fast;
 mod flags;
 mod mem;
 mod prot;
@@ -558,7 +559,8 @@ impl Cpu {
             let tf = self.s.rflags & TF != 0;
             match self.step(&mut b) {
                 Ok(()) => {
-                    if tf {
+                    // INT n clears TF on delivery and is not followed by a single-step trap.
+                    if tf && self.s.rflags & TF != 0 {
                         // Single-step trap after the instruction retired.
                         self.s.dr[6] |= 1 << 14;
                         if let Err(reason) = self.deliver_with_escalation(&mut b, 1, None, prot::Event::Exception) {

@@ -4,6 +4,7 @@
 use ailuro_bus::{GuestRam, Platform, ProgramPoint};
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
 
+use crate::fast::Uop;
 use crate::{ex, exc, Cpu, Fault, Res, SegReg, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE};
 
 /// RAM and the platform for the duration of one `run` call.
@@ -67,16 +68,18 @@ const IC_BITS: u32 = 15;
 const IC_SIZE: usize = 1 << IC_BITS;
 
 #[derive(Clone, Copy)]
-struct IcEntry {
+pub(crate) struct IcEntry {
     tag: u64,
     gen: u32,
-    ins: Instruction,
+    pub uop: Uop,
+    pub ins: Instruction,
 }
 
 /// Decoded instructions keyed by (physical address, code size), validated by a per-RAM-page
 /// generation counter that is bumped whenever a page holding cached code is written.
 pub(crate) struct DecodeCache {
-    e: Vec<IcEntry>,
+    /// IC_SIZE direct-mapped entries plus one scratch entry for uncacheable instructions.
+    pub e: Vec<IcEntry>,
     gen: Vec<u32>,
     mark: Vec<bool>,
     base: u64,
@@ -85,7 +88,7 @@ pub(crate) struct DecodeCache {
 impl DecodeCache {
     pub fn new() -> Self {
         DecodeCache {
-            e: vec![IcEntry { tag: 0, gen: 0, ins: Instruction::default() }; IC_SIZE],
+            e: vec![IcEntry { tag: 0, gen: 0, uop: Uop::default(), ins: Instruction::default() }; IC_SIZE + 1],
             gen: Vec::new(),
             mark: Vec::new(),
             base: 0,
@@ -155,26 +158,38 @@ impl DecodeCache {
         ((paddr ^ (paddr >> IC_BITS)) as usize) & (IC_SIZE - 1)
     }
 
-    #[inline]
-    fn lookup(&self, tag: u64, paddr: u64) -> Option<&Instruction> {
-        let e = &self.e[Self::slot(paddr)];
+    #[inline(always)]
+    fn lookup(&self, tag: u64, paddr: u64) -> Option<usize> {
+        let slot = Self::slot(paddr);
+        let e = &self.e[slot];
         if e.tag == tag {
-            let page = ((paddr - self.base) >> 12) as usize;
+            let page = (paddr.wrapping_sub(self.base) >> 12) as usize;
             if self.gen.get(page) == Some(&e.gen) {
-                return Some(&e.ins);
+                return Some(slot);
             }
         }
         None
     }
 
-    fn insert(&mut self, tag: u64, paddr: u64, ins: Instruction) {
-        let page = ((paddr - self.base) >> 12) as usize;
+    /// Store a decoded instruction; returns the entry index.
+    fn insert(&mut self, tag: u64, paddr: u64, ins: Instruction, code32: bool) -> usize {
+        let uop = Uop::build(&ins, code32);
+        let page = (paddr.wrapping_sub(self.base) >> 12) as usize;
         if page >= self.gen.len() {
-            return;
+            return self.scratch(ins, code32);
         }
         self.mark[page] = true;
         let gen = self.gen[page];
-        self.e[Self::slot(paddr)] = IcEntry { tag, gen, ins };
+        let slot = Self::slot(paddr);
+        self.e[slot] = IcEntry { tag, gen, uop, ins };
+        slot
+    }
+
+    /// Park an instruction that must not be cached in the scratch entry.
+    fn scratch(&mut self, ins: Instruction, code32: bool) -> usize {
+        let uop = Uop::build(&ins, code32);
+        self.e[IC_SIZE] = IcEntry { tag: 0, gen: 0, uop, ins };
+        IC_SIZE
     }
 }
 
@@ -232,7 +247,7 @@ impl Cpu {
     }
 
     /// Translate a linear address for an access of kind `acc` (ACC_W/ACC_U bits).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn translate<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
         if self.s.cr0 & CR0_PG == 0 {
             return Ok(lin);
@@ -254,6 +269,7 @@ impl Cpu {
     }
 
     /// Two-level 32-bit page walk (4 KiB pages, 4 MiB pages with CR4.PSE), setting A/D bits.
+    #[inline(never)]
     fn walk<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
         let write = acc & ACC_W != 0;
         let user = acc & ACC_U != 0;
@@ -321,13 +337,22 @@ impl Cpu {
     }
 
     /// Read `size` (1..=8) bytes at a physical address: RAM directly, anything else via MMIO.
+    #[inline(always)]
     pub(crate) fn phys_read<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32) -> u64 {
         if let Some(off) = b.ram.offset_of(pa, u64::from(size)) {
-            let d = &b.ram.as_slice()[off..off + size as usize];
-            let mut v = [0u8; 8];
-            v[..size as usize].copy_from_slice(d);
-            return u64::from_le_bytes(v);
+            let d = b.ram.as_slice();
+            return match size {
+                1 => u64::from(d[off]),
+                2 => u64::from(u16::from_le_bytes([d[off], d[off + 1]])),
+                4 => u64::from(u32::from_le_bytes(d[off..off + 4].try_into().expect("4 bytes"))),
+                _ => u64::from_le_bytes(d[off..off + 8].try_into().expect("8 bytes")),
+            };
         }
+        self.phys_read_slow(b, pa, size)
+    }
+
+    #[inline(never)]
+    fn phys_read_slow<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32) -> u64 {
         if !b.ram.contains(pa, 1) && !b.ram.contains(pa + u64::from(size) - 1, 1) {
             b.touched = true;
             let at = self.at();
@@ -342,12 +367,24 @@ impl Cpu {
     }
 
     /// Write `size` (1..=8) bytes at a physical address, invalidating decoded code there.
+    #[inline(always)]
     pub(crate) fn phys_write<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32, v: u64) {
         if let Some(off) = b.ram.offset_of(pa, u64::from(size)) {
-            b.ram.as_mut_slice()[off..off + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize]);
+            let d = b.ram.as_mut_slice();
+            match size {
+                1 => d[off] = v as u8,
+                2 => d[off..off + 2].copy_from_slice(&(v as u16).to_le_bytes()),
+                4 => d[off..off + 4].copy_from_slice(&(v as u32).to_le_bytes()),
+                _ => d[off..off + 8].copy_from_slice(&v.to_le_bytes()),
+            }
             self.icache.note_write(off, size as usize);
             return;
         }
+        self.phys_write_slow(b, pa, size, v);
+    }
+
+    #[inline(never)]
+    fn phys_write_slow<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32, v: u64) {
         if !b.ram.contains(pa, 1) && !b.ram.contains(pa + u64::from(size) - 1, 1) {
             b.touched = true;
             let at = self.at();
@@ -437,8 +474,10 @@ impl Cpu {
         Ok(())
     }
 
-    /// Fetch and decode the instruction at CS:EIP (through the decode cache).
-    pub(crate) fn fetch<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<Instruction> {
+    /// Fetch and decode the instruction at CS:EIP (through the decode cache); returns the index of
+    /// its decode-cache entry.
+    #[inline(always)]
+    pub(crate) fn fetch<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<usize> {
         let eip = self.s.rip;
         let cs = self.s.seg[SegReg::Cs as usize];
         let lin = cs.base.wrapping_add(eip) & 0xffff_ffff;
@@ -450,14 +489,15 @@ impl Cpu {
         let pa = self.translate(b, lin, acc)?;
         let bits: u32 = if cs.attr & crate::ATTR_DB != 0 && self.pm() { 32 } else { 16 };
         let tag = pa | (u64::from(bits) << 56);
-        let ins = if let Some(i) = self.icache.lookup(tag, pa) { *i } else { self.decode_at(b, lin, pa, tag, bits)? };
-        if eip + ins.len() as u64 - 1 > u64::from(cs.limit) {
+        let idx = if let Some(i) = self.icache.lookup(tag, pa) { i } else { self.decode_at(b, lin, pa, tag, bits)? };
+        if eip + self.icache.e[idx].ins.len() as u64 - 1 > u64::from(cs.limit) {
             return exc(13, 0);
         }
-        Ok(ins)
+        Ok(idx)
     }
 
     #[cold]
+    #[inline(never)]
     fn decode_at<P: Platform + ?Sized>(
         &mut self,
         b: &mut Bus<P>,
@@ -465,7 +505,7 @@ impl Cpu {
         pa: u64,
         tag: u64,
         bits: u32,
-    ) -> Res<Instruction> {
+    ) -> Res<usize> {
         let Some(off) = b.ram.offset_of(pa, 1) else {
             return Err(Fault::Shutdown(format!(
                 "instruction fetch from non-RAM physical address {pa:#x} (linear {lin:#x}); executing from MMIO is not supported"
@@ -476,8 +516,7 @@ impl Cpu {
         let mut dec = Decoder::with_ip(bits, &b.ram.as_slice()[off..off + avail], 0, DecoderOptions::NONE);
         let ins = dec.decode();
         if !ins.is_invalid() {
-            self.icache.insert(tag, pa, ins);
-            return Ok(ins);
+            return Ok(self.icache.insert(tag, pa, ins, bits == 32));
         }
         if dec.last_error() != DecoderError::NoMoreBytes || avail >= 15 {
             return ex(6);
@@ -502,7 +541,7 @@ impl Cpu {
             return ex(6);
         }
         // Not cached: its bytes live on two pages and only one generation is tracked per entry.
-        Ok(ins)
+        Ok(self.icache.scratch(ins, bits == 32))
     }
 }
 

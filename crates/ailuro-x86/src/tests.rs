@@ -109,7 +109,8 @@ impl Env {
         }
         ram.write_u32(TSS + 4, STACK0 as u32).unwrap();
         ram.write_u32(TSS + 8, 0x18).unwrap();
-        ram.write_u32(TSS + 0x66, 0x68 << 16).unwrap();
+        // I/O map base 0x68 = beyond the TSS limit: no I/O bitmap.
+        ram.write(TSS + 0x66, &[0x68, 0]).unwrap();
         let mut cpu = Cpu::new(CpuConfig::i386());
         cpu.enter_flat_protected_mode(CODE as u32);
         cpu.s.gdtr = DescTable { base: GDT, limit: 8 * gdt.len() as u32 - 1 };
@@ -1475,4 +1476,282 @@ fn guest_from_env() {
     eprintln!("{}", String::from_utf8_lossy(&p.out));
     eprintln!("exit {:?}, {} instructions, {:.1} MIPS", p.exit, cpu.icount(), cpu.icount() as f64 / dt / 1e6);
     assert_eq!(p.exit, Some(0));
+}
+
+// ---------------------------------------------------------------- more instruction groups
+
+#[test]
+fn far_call_retf_and_descriptor_tables() {
+    let e = run_flat(|a| {
+        a.call_far(0x10, (CODE + 0x40) as u32)?;
+        a.sgdt(ptr(0x40_0000))?;
+        a.sidt(ptr(0x40_0010))?;
+        a.str(ax)?;
+        a.hlt()?;
+        a.db(&[0x90; 0x40 - 20])?;
+        // CODE+0x40: far return.
+        a.mov(ebx, dword_ptr(esp + 4))?;
+        a.retf()
+    });
+    assert_eq!(e.r(Gpr::Rbx), 0x10);
+    assert_eq!(u64::from(e.r(Gpr::Rsp)), STACK);
+    assert_eq!(e.ram.read_u32(0x40_0000).unwrap() & 0xffff, 0x37);
+    assert_eq!(u64::from(e.ram.read_u32(0x40_0002).unwrap()), GDT);
+    assert_eq!(e.ram.read_u32(0x40_0010).unwrap() & 0xffff, 0x7ff);
+    assert_eq!(e.r(Gpr::Rax) & 0xffff, 0x30);
+}
+
+#[test]
+fn xlat_bound_lar_lsl_verr() {
+    let mut e = Env::flat(|a| {
+        a.mov(ebx, 0x40_0000)?;
+        a.mov(al, 3)?;
+        a.xlatb()?;
+        a.mov(ecx, 0x18)?;
+        a.lar(edx, ecx)?;
+        a.lsl(esi, ecx)?;
+        a.verw(cx)?;
+        a.setz(bh)?;
+        a.mov(ecx, 0x10)?;
+        a.verw(cx)?;
+        a.setz(bl)?;
+        a.mov(ecx, 0x1000)?;
+        a.lsl(edi, ecx)?; // beyond the GDT: ZF=0, EDI unchanged
+        a.mov(ecx, 5)?;
+        a.bound(ecx, ptr(0x40_0010))?;
+        a.mov(ecx, 11)?;
+        a.bound(ecx, ptr(0x40_0010))?;
+        a.hlt()
+    });
+    e.ram.write(0x40_0000, &[10, 11, 12, 13]).unwrap();
+    e.ram.write_u32(0x40_0010, 0).unwrap();
+    e.ram.write_u32(0x40_0014, 10).unwrap();
+    e.cpu.set_gpr(Gpr::Rdi, 0x1234);
+    e.run_expect_vector(5);
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 13);
+    assert_eq!(e.r(Gpr::Rdx), 0x00c0_9300, "access rights masked with 0x00f0ff00");
+    assert_eq!(e.r(Gpr::Rsi), 0xffff_ffff);
+    assert_eq!(e.r(Gpr::Rbx) & 0xffff, 0x0100, "data writable, code not");
+    assert_eq!(e.r(Gpr::Rdi), 0x1234);
+}
+
+#[test]
+fn privileged_and_invalid_operations_fault() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 1 << 5)?; // CR4.PAE is not supported
+        a.mov(cr4, eax)?;
+        a.hlt()
+    });
+    e.run_expect_vector(13);
+    let mut e = Env::flat(|a| {
+        a.mov(ecx, 0xc000_0080u32 as i32)?; // EFER: no long mode on this model
+        a.rdmsr()?;
+        a.hlt()
+    });
+    e.run_expect_vector(13);
+    // Ring 3: CLI with IOPL 0, I/O without permission, INT to a DPL-0 gate.
+    for (k, insn) in [vec![0xfau8], vec![0xe6, 0x80], vec![0xcd, 0x40]].into_iter().enumerate() {
+        let mut e = Env::flat(|a| {
+            a.push(0x2b)?;
+            a.push(0x9_0000)?;
+            a.push(0x2)?;
+            a.push(0x23)?;
+            a.push(USER_CODE as i32)?;
+            a.iretd()
+        });
+        e.ram.write(USER_CODE, &insn).unwrap();
+        e.run_expect_vector(13);
+        let code = if k == 2 { 0x40 * 8 + 2 } else { 0 };
+        assert_eq!(e.stack(0), code, "case {k}");
+        assert_eq!(u64::from(e.stack(1)), USER_CODE, "case {k}: faulting instruction, not retired");
+        assert_eq!(e.cpu.icount(), 6 + 1, "case {k}");
+    }
+}
+
+#[test]
+fn io_bitmap_allows_ports_at_cpl3() {
+    let mut e = Env::flat(|a| {
+        a.push(0x2b)?;
+        a.push(0x9_0000)?;
+        a.push(0x2)?;
+        a.push(0x23)?;
+        a.push(USER_CODE as i32)?;
+        a.iretd()
+    });
+    // Extend the TSS with an I/O bitmap at 0x68 allowing port 0x80 only (bit clear = allowed).
+    e.ram.write_u64(GDT + 0x30, desc(TSS as u32, 0x68 + 0x2000, 0x8b, 0)).unwrap();
+    e.cpu.s.tr = prot::desc_to_seg(0x30, desc(TSS as u32, 0x68 + 0x2000, 0x8b, 0));
+    e.ram.write(TSS + 0x68, &[0xff; 0x2000]).unwrap();
+    e.ram.write(TSS + 0x66, &[0x68, 0]).unwrap();
+    e.ram.write(TSS + 0x68 + 0x10, &[0xfe]).unwrap();
+    e.ram.write(USER_CODE, &[0xe6, 0x80, 0xe6, 0x81]).unwrap();
+    e.run_expect_vector(13);
+    assert_eq!(e.p.io_writes.len(), 1);
+    assert_eq!(u64::from(e.stack(1)), USER_CODE + 2);
+}
+
+#[test]
+fn sysenter_sysexit_round_trip() {
+    let mut e = Env::flat(|a| {
+        a.mov(ecx, 0x174)?;
+        a.mov(eax, 0x10)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
+        a.mov(ecx, 0x175)?;
+        a.mov(eax, 0x6_0000)?;
+        a.wrmsr()?;
+        a.mov(ecx, 0x176)?;
+        a.mov(eax, (CODE + 0x100) as i32)?;
+        a.wrmsr()?;
+        a.mov(edx, USER_CODE as i32)?;
+        a.mov(ecx, 0x9_0000)?;
+        a.sysexit()?;
+        a.db(&[0; 0x100 - 50])?;
+        // CODE+0x100: kernel entry.
+        a.mov(esi, esp)?;
+        a.hlt()
+    });
+    e.ram.write(USER_CODE, &[0x0f, 0x34]).unwrap(); // sysenter
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!(e.cpu.pc(), CODE + 0x100 + 3);
+    assert_eq!(e.r(Gpr::Rsi), 0x6_0000);
+    assert_eq!(e.cpu.segment(SegReg::Cs).selector, 0x10);
+    assert_eq!(e.cpu.segment(SegReg::Ss).selector, 0x18);
+}
+
+#[test]
+fn single_step_trap_after_each_instruction() {
+    let mut e = Env::flat(|a| {
+        a.pushfd()?;
+        a.or(dword_ptr(esp), 0x100)?;
+        a.popfd()?;
+        a.nop()?;
+        a.hlt()
+    });
+    e.run_expect_vector(1);
+    // TF set by POPF: the trap comes after the following instruction (the nop).
+    assert_eq!(u64::from(e.stack(0)), CODE + 10);
+    assert_eq!(e.cpu.icount(), 4 + 1);
+}
+
+#[test]
+fn operand_and_address_size_prefixes() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x1234_ffff)?;
+        a.add(ax, 1)?; // 66 prefix: 16-bit add, carry out of bit 15
+        a.setc(cl)?;
+        a.mov(edi, eax)?;
+        a.mov(ecx, 0x1_0003)?;
+        a.imul_3(dx, cx, 0x100)?;
+        a.push(word_ptr(0x40_0000))?;
+        a.pop(si)?;
+        a.mov(ebx, 0xff_1010)?;
+        a.db(&[0x67, 0x8b, 0x07])?; // mov eax, [bx]: 16-bit address 0x1010
+        a.hlt()
+    });
+    e.ram.write_u32(0x40_0000, 0xabcd).unwrap();
+    e.cpu.set_gpr(Gpr::Rsi, 0x5555_0000);
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rdi), 0x1234_0000);
+    assert_eq!(e.status() & CF, CF);
+    assert_eq!(e.r(Gpr::Rdx) & 0xffff, 0x0300);
+    assert_eq!(e.r(Gpr::Rsi), 0x5555_abcd);
+    assert_eq!(e.r(Gpr::Rax), 0xffff, "low dword of GDT entry 2");
+    assert_eq!(u64::from(e.r(Gpr::Rsp)), STACK);
+}
+
+#[test]
+fn sixteen_bit_protected_mode_code_segment() {
+    let mut e = Env::flat(|a| a.jmp_far(0x38, 0x0000));
+    // 0x38: 16-bit code segment at 0x40_0000, limit 0xffff.
+    e.ram.write_u64(GDT + 0x38, desc(0x40_0000, 0xffff, 0x9a, 0)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    let code = asm(16, 0, |a| {
+        a.mov(ax, 0x1234)?;
+        a.mov(cx, 3)?;
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.add(ax, 1)?;
+        a.loop_(l)?;
+        a.hlt()
+    });
+    e.ram.write(0x40_0000, &code).unwrap();
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!(e.r(Gpr::Rax) & 0xffff, 0x1237);
+    assert_eq!(e.cpu.rip(), code.len() as u64);
+}
+
+#[test]
+fn global_pages_survive_cr3_reload() {
+    let mut e = paging_env(|a| {
+        a.mov(eax, dword_ptr(0x20_5000))?;
+        a.mov(ebx, dword_ptr(0x20_6000))?;
+        // Remap both, reload CR3: only the global one (0x205000) stays cached.
+        a.mov(dword_ptr(0x11000 + 4 * 0x205), 0x20_7103)?;
+        a.mov(dword_ptr(0x11000 + 4 * 0x206), 0x20_7003)?;
+        a.mov(ecx, cr3)?;
+        a.mov(cr3, ecx)?;
+        a.mov(esi, dword_ptr(0x20_5000))?;
+        a.mov(edi, dword_ptr(0x20_6000))?;
+        a.hlt()
+    });
+    e.ram.write_u32(0x11000 + 4 * 0x205, 0x20_5103).unwrap();
+    e.cpu.s.cr4 |= CR4_PGE;
+    e.ram.write_u32(0x20_5000, 5).unwrap();
+    e.ram.write_u32(0x20_6000, 6).unwrap();
+    e.ram.write_u32(0x20_7000, 7).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!((e.r(Gpr::Rsi), e.r(Gpr::Rdi)), (5, 7));
+}
+
+#[test]
+fn enter_with_nesting_level() {
+    let e = run_flat(|a| {
+        a.mov(ebp, 0x7_f000)?;
+        a.mov(dword_ptr(0x7_effc), 0xaaaa)?;
+        a.enter(16, 2)?;
+        a.hlt()
+    });
+    // push ebp; copy one outer frame pointer; push the new frame pointer; allocate 16.
+    let frame = STACK - 4;
+    assert_eq!(u64::from(e.r(Gpr::Rbp)), frame);
+    assert_eq!(u64::from(e.r(Gpr::Rsp)), frame - 8 - 16);
+    assert_eq!(e.ram.read_u32(frame).unwrap(), 0x7_f000);
+    assert_eq!(e.ram.read_u32(frame - 4).unwrap(), 0xaaaa);
+    assert_eq!(u64::from(e.ram.read_u32(frame - 8).unwrap()), frame);
+}
+
+#[test]
+fn mov_ss_shadow_and_pop_ss() {
+    let mut e = Env::flat(|a| {
+        a.sti()?;
+        a.nop()?;
+        a.mov(eax, 0x18)?;
+        a.mov(ss, ax)?;
+        a.nop()?;
+        a.hlt()
+    });
+    e.p.vector = 0x30;
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, 4), RunExit::Limit);
+    e.cpu.set_intr(true);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Platform);
+    assert_eq!(e.p.acks[0].icount, 5, "not between mov ss and the next instruction");
+}
+
+#[test]
+fn cpuid_vendor_and_unknown_leaf() {
+    let e = run_flat(|a| {
+        a.xor(eax, eax)?;
+        a.cpuid()?;
+        a.mov(dword_ptr(0x40_0000), ebx)?;
+        a.mov(dword_ptr(0x40_0004), edx)?;
+        a.mov(dword_ptr(0x40_0008), ecx)?;
+        a.mov(eax, 0x8000_0000u32 as i32)?;
+        a.cpuid()?;
+        a.hlt()
+    });
+    let mut v = [0u8; 12];
+    e.ram.read(0x40_0000, &mut v).unwrap();
+    assert_eq!(&v, b"GenuineIntel");
+    assert_eq!(e.r(Gpr::Rax), 0x8000_0000);
 }
