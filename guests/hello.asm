@@ -1,7 +1,8 @@
 ; hello - print a banner and the multiboot information the loader passed, then exit.
 ;
 ; Checks: EAX held the multiboot magic (common entry), the information structure has memory
-; information with mem_upper > 0, a memory map whose available entries include RAM at 1 MiB.
+; information with mem_upper > 0, modules (if any) are page aligned, and a memory map whose
+; available entries include RAM at 1 MiB.
 ; Exit: PASS -> debug-exit 0 (QEMU status 1); FAIL -> debug-exit 1 (QEMU status 3).
 
 %define NAME "hello"
@@ -62,6 +63,42 @@ main:
     mov eax, [ebx + 20]
     call putdec
     call newline
+    mov ecx, [ebx + 20]
+    mov esi, [ebx + 24]                   ; module list
+    xor edx, edx
+.mod_loop:
+    cmp edx, ecx
+    jae .no_mods
+    PUTS "module "
+    mov eax, edx
+    call putdec
+    PUTS ": start "
+    mov eax, [esi]
+    call puthex
+    PUTS " end "
+    mov eax, [esi + 4]
+    call puthex
+    PUTS " string '"
+    push esi
+    mov esi, [esi + 8]
+    test esi, esi
+    jz .mod_nostr
+    call puts
+.mod_nostr:
+    pop esi
+    PUTLN "'"
+    test dword [esi], 0xfff
+    jz .mod_aligned
+    FAIL "module not page aligned (header flag bit 0)"
+.mod_aligned:
+    mov eax, [esi + 4]
+    cmp eax, [esi]
+    jae .mod_ordered
+    FAIL "module end below its start"
+.mod_ordered:
+    add esi, 16
+    inc edx
+    jmp .mod_loop
 .no_mods:
 
     ; Memory map: print every entry, require available RAM at 1 MiB.

@@ -330,3 +330,56 @@ fn monitor_controls_recording_of_a_window() {
 fn child_take(c: &mut std::process::Child) -> std::process::Child {
     std::mem::replace(c, Command::new("true").spawn().unwrap())
 }
+
+fn sibling_tool(name: &str) -> PathBuf {
+    let p = Path::new(EMU).with_file_name(name);
+    assert!(p.is_file(), "{name} is built next to the emulator ({})", p.display());
+    p
+}
+
+#[test]
+fn rrpack_and_rrunpack_round_trip_and_refuse_corruption() {
+    let dir = tmpdir("pack");
+    let rec = record(&dir, "timer", &[], None);
+    let out = Command::new(sibling_tool("rrpack")).arg(&rec.name).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rr = dir.join("timer.rr");
+    let bytes = std::fs::read(&rr).unwrap();
+    assert_eq!(&bytes[..8], b"PANDA_RR");
+    assert_eq!(u64::from_le_bytes(bytes[8..16].try_into().unwrap()), rec.instructions, "real instruction count");
+
+    // Unpack into a fresh directory and replay from there.
+    let dest = dir.join("unpacked");
+    std::fs::create_dir_all(&dest).unwrap();
+    let out = Command::new(sibling_tool("rrunpack")).arg("-C").arg(&dest).arg(&rr).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let unpacked = Recorded {
+        name: dest.join("timer"),
+        console: rec.console.clone(),
+        status: rec.status,
+        instructions: rec.instructions,
+    };
+    replay_ok(&unpacked);
+    // Unpacking again must not overwrite.
+    let out = Command::new(sibling_tool("rrunpack")).arg("-C").arg(&dest).arg(&rr).output().unwrap();
+    assert!(!out.status.success());
+
+    // Corrupted and truncated archives are refused with a clear message.
+    for (tag, data) in [("corrupt", {
+        let mut b = bytes.clone();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x55;
+        b
+    }), ("truncated", bytes[..bytes.len() - 100].to_vec())]
+    {
+        let bad = dir.join(format!("{tag}.rr"));
+        std::fs::write(&bad, data).unwrap();
+        let d = dir.join(format!("out-{tag}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let out = Command::new(sibling_tool("rrunpack")).arg("-C").arg(&d).arg(&bad).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
+        assert!(err.contains("rrunpack: error:") && !err.contains("panicked"), "{tag}: {err}");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "{tag}: nothing unpacked");
+    }
+}
