@@ -365,13 +365,15 @@ fn rrpack_and_rrunpack_round_trip_and_refuse_corruption() {
     assert!(!out.status.success());
 
     // Corrupted and truncated archives are refused with a clear message.
-    for (tag, data) in [("corrupt", {
-        let mut b = bytes.clone();
-        let mid = b.len() / 2;
-        b[mid] ^= 0x55;
-        b
-    }), ("truncated", bytes[..bytes.len() - 100].to_vec())]
-    {
+    for (tag, data) in [
+        ("corrupt", {
+            let mut b = bytes.clone();
+            let mid = b.len() / 2;
+            b[mid] ^= 0x55;
+            b
+        }),
+        ("truncated", bytes[..bytes.len() - 100].to_vec()),
+    ] {
         let bad = dir.join(format!("{tag}.rr"));
         std::fs::write(&bad, data).unwrap();
         let d = dir.join(format!("out-{tag}"));

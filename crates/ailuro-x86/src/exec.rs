@@ -382,13 +382,15 @@ impl Cpu {
                 }
             }
             M::Bt | M::Bts | M::Btr | M::Btc => self.exec_bt(b, i, m)?,
-            M::Bsf | M::Bsr => {
+            // TZCNT/LZCNT encodings (F3 0F BC/BD) execute as BSF/BSR on a CPU without BMI1/LZCNT,
+            // which compilers rely on ("rep bsf").
+            M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt => {
                 let size = Self::op_size(i, 0);
                 let v = self.rd_op(b, i, 1, size)? & mask(size);
                 if v == 0 {
                     self.set_flag(ZF, true);
                 } else {
-                    let r = if m == M::Bsf { v.trailing_zeros() } else { 63 - v.leading_zeros() };
+                    let r = if matches!(m, M::Bsf | M::Tzcnt) { v.trailing_zeros() } else { 63 - v.leading_zeros() };
                     self.set_flag(ZF, false);
                     self.reg_set(i.op0_register(), u64::from(r));
                 }
@@ -462,7 +464,10 @@ impl Cpu {
                 }
                 self.set_flag(IF, true);
             }
+            // ENDBR32/64 are NOPs on CPUs without CET.
             M::Nop
+            | M::Endbr32
+            | M::Endbr64
             | M::Pause
             | M::Lfence
             | M::Sfence
