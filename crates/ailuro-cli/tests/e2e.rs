@@ -385,3 +385,38 @@ fn rrpack_and_rrunpack_round_trip_and_refuse_corruption() {
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "{tag}: nothing unpacked");
     }
 }
+
+#[test]
+fn stdio_monitor_records_a_window_in_the_middle_of_a_run() {
+    let dir = tmpdir("midwindow");
+    let name = dir.join("mid");
+    let console = dir.join("console.txt");
+    let kernel = guest("timer");
+    let mut child = Command::new(EMU)
+        .args(["-m", "32", "-kernel", kernel.to_str().unwrap(), "-display", "none", "-no-reboot"])
+        .args(["-serial", &format!("file:{}", console.display()), "-monitor", "stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The timer guest takes 100 ms of (paced) guest time: record a window in its middle.
+    std::thread::sleep(Duration::from_millis(30));
+    writeln!(stdin, "begin_record {}", name.display()).unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    writeln!(stdin, "end_record").unwrap();
+    writeln!(stdin, "info status").unwrap();
+    writeln!(stdin, "quit").unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("recording to"), "{stdout}");
+    assert!(stdout.contains("complete:"), "{stdout}");
+    assert!(stdout.contains("VM status: paused"), "{stdout}");
+    let out = run(&["-replay", name.to_str().unwrap(), "-serial", "null"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("InterruptAck"), "the window contains timer interrupts: {stderr}");
+}

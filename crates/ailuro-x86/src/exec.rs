@@ -213,7 +213,7 @@ impl Cpu {
         self.s.shadow = false;
         let idx = self.fetch(b)?;
         let e = &self.icache.e[idx];
-        let len = e.ins.len() as u64;
+        let len = u64::from(e.len);
         let ipm = if self.s.seg[CS].attr & crate::ATTR_DB != 0 && self.pm() { 0xffff_ffff } else { 0xffff };
         let next = self.s.rip.wrapping_add(len) & ipm;
         let (sp0, fl0, rip0) = (self.s.regs[4], self.s.rflags, self.s.rip);
@@ -230,7 +230,7 @@ impl Cpu {
             self.s.icount += 1;
             return Ok(());
         }
-        let i = e.ins;
+        let i = self.icache.ins[idx];
         let mut soft: Option<u8> = None;
         if let Err(e) = self.exec(b, &i, next, &mut soft) {
             self.s.regs[4] = sp0;

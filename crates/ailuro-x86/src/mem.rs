@@ -71,8 +71,9 @@ const IC_SIZE: usize = 1 << IC_BITS;
 pub(crate) struct IcEntry {
     tag: u64,
     gen: u32,
+    /// Instruction length in bytes.
+    pub len: u8,
     pub uop: Uop,
-    pub ins: Instruction,
 }
 
 /// Decoded instructions keyed by (physical address, code size), validated by a per-RAM-page
@@ -80,6 +81,9 @@ pub(crate) struct IcEntry {
 pub(crate) struct DecodeCache {
     /// IC_SIZE direct-mapped entries plus one scratch entry for uncacheable instructions.
     pub e: Vec<IcEntry>,
+    /// The full decoded instructions, parallel to `e` (only the generic path reads them, so the
+    /// hot metadata stays dense).
+    pub ins: Vec<Instruction>,
     gen: Vec<u32>,
     mark: Vec<bool>,
     base: u64,
@@ -88,7 +92,8 @@ pub(crate) struct DecodeCache {
 impl DecodeCache {
     pub fn new() -> Self {
         DecodeCache {
-            e: vec![IcEntry { tag: 0, gen: 0, uop: Uop::default(), ins: Instruction::default() }; IC_SIZE + 1],
+            e: vec![IcEntry { tag: 0, gen: 0, len: 0, uop: Uop::default() }; IC_SIZE + 1],
+            ins: vec![Instruction::default(); IC_SIZE + 1],
             gen: Vec::new(),
             mark: Vec::new(),
             base: 0,
@@ -181,14 +186,16 @@ impl DecodeCache {
         self.mark[page] = true;
         let gen = self.gen[page];
         let slot = Self::slot(paddr);
-        self.e[slot] = IcEntry { tag, gen, uop, ins };
+        self.e[slot] = IcEntry { tag, gen, len: ins.len() as u8, uop };
+        self.ins[slot] = ins;
         slot
     }
 
     /// Park an instruction that must not be cached in the scratch entry.
     fn scratch(&mut self, ins: Instruction, code32: bool) -> usize {
         let uop = Uop::build(&ins, code32);
-        self.e[IC_SIZE] = IcEntry { tag: 0, gen: 0, uop, ins };
+        self.e[IC_SIZE] = IcEntry { tag: 0, gen: 0, len: ins.len() as u8, uop };
+        self.ins[IC_SIZE] = ins;
         IC_SIZE
     }
 }
@@ -490,7 +497,7 @@ impl Cpu {
         let bits: u32 = if cs.attr & crate::ATTR_DB != 0 && self.pm() { 32 } else { 16 };
         let tag = pa | (u64::from(bits) << 56);
         let idx = if let Some(i) = self.icache.lookup(tag, pa) { i } else { self.decode_at(b, lin, pa, tag, bits)? };
-        if eip + self.icache.e[idx].ins.len() as u64 - 1 > u64::from(cs.limit) {
+        if eip + u64::from(self.icache.e[idx].len) - 1 > u64::from(cs.limit) {
             return exc(13, 0);
         }
         Ok(idx)
