@@ -11,7 +11,7 @@
 # checks their sha256 against that file (and fails if the archive serves anything else), extracts
 # them with dpkg-deb and runs scripts/build-initramfs.sh ARCH. Everything goes to
 #   ${AILURO_CACHE:-$HOME/.cache/ailuro}/linux/ARCH/
-#     vmlinuz  config  System.map  busybox  initramfs.cpio.gz  debs/*.deb
+#     vmlinuz  config  busybox  initramfs.cpio.gz  debs/*.deb
 # and the paths are printed on stdout as NAME=PATH lines. Idempotent: cached .deb files whose
 # checksums match are not downloaded again, and extraction and the initramfs build are skipped when
 # their inputs are unchanged.
@@ -54,7 +54,9 @@ pinned() {
 }
 
 have_arch() {
-    [ "$(dpkg --print-architecture)" = "$arch" ] || dpkg --print-foreign-architectures | grep -qx "$arch"
+    local foreign
+    foreign=$(dpkg --print-foreign-architectures)
+    [ "$(dpkg --print-architecture)" = "$arch" ] || grep -qx "$arch" <<< "$foreign"
 }
 
 updated=0
@@ -77,10 +79,11 @@ apt_update() {
 apt_opts=()
 [ "$(id -u)" != 0 ] || apt_opts=(-o APT::Sandbox::User=root)
 
-# fetch $1 (package name) at the pinned version into $debs; prints the .deb path
+# fetch $1 (package name) at the pinned version into $debs; sets $fetched to the .deb path
+# (not run in a subshell, so that apt-get update runs at most once)
 fetch() {
     local pkg=$1 line sha file ver deb got tmp
-    line=$(pinned "$pkg")
+    line=$(pinned "$pkg") || exit 1
     sha=${line%% *}
     file=${line##* }
     ver=${file#"${pkg}_"}
@@ -89,7 +92,7 @@ fetch() {
     deb=$debs/$file
     if [ -f "$deb" ] && [ "$(sha256sum < "$deb" | cut -d' ' -f1)" = "$sha" ]; then
         log "cached: $file (sha256 ok)"
-        echo "$deb"
+        fetched=$deb
         return
     fi
     if ! have_arch || ! apt-cache show "$pkg:$arch=$ver" >/dev/null 2>&1; then
@@ -119,11 +122,13 @@ fetch() {
     mv "$tmp/$file" "$deb"
     rm -rf "$tmp"
     log "fetched: $file (sha256 ok)"
-    echo "$deb"
+    fetched=$deb
 }
 
-kdeb=$(fetch "$kpkg")
-bdeb=$(fetch busybox-static)
+fetch "$kpkg"
+kdeb=$fetched
+fetch busybox-static
+bdeb=$fetched
 
 # extract (skipped when the same .debs were extracted before)
 stamp=$cache/extract.stamp
@@ -140,7 +145,6 @@ else
     [ -f "$x/b/bin/busybox" ] || die "$bdeb has no bin/busybox"
     cp "$x/k/boot/vmlinuz-$kver" "$cache/vmlinuz"
     cp "$x/k/boot/config-$kver" "$cache/config"
-    cp "$x/k/boot/System.map-$kver" "$cache/System.map"
     cp "$x/b/bin/busybox" "$cache/busybox"
     chmod 755 "$cache/busybox"
     rm -rf "$x"
@@ -155,4 +159,3 @@ echo "kernel=$cache/vmlinuz"
 echo "initramfs=$initramfs"
 echo "busybox=$cache/busybox"
 echo "config=$cache/config"
-echo "system_map=$cache/System.map"

@@ -7,11 +7,19 @@
 //! entry).
 //!
 //! Implemented: multiboot v1 ([`load_multiboot`]), both ELF32 kernels and the "a.out kludge"
-//! (header flag bit 16), modelled on QEMU's `-kernel` multiboot loader.
+//! (header flag bit 16), modelled on QEMU's `-kernel` multiboot loader; the Linux x86 boot protocol
+//! ([`load_linux`], bzImage entered at its 32-bit entry point, see [`linux`]); and minimal ACPI
+//! tables for a firmware-less PC ([`build_acpi_tables`], see [`acpi`] for what the board must
+//! implement for them to be true).
 
 #![warn(missing_docs)]
 
+pub mod acpi;
+pub mod linux;
 mod multiboot;
+
+pub use acpi::{build_acpi_tables, AcpiConfig, AcpiError};
+pub use linux::{load_linux, parse_setup_header, set_boot_params_rsdp, LinuxBootEntry, LinuxBootError, SetupHeader};
 
 pub use multiboot::{
     find_multiboot_header, is_elf, load_multiboot, BootEntry, BootError, Module, MultibootHeader, BOOTLOADER_NAME,

@@ -54,6 +54,10 @@ pub struct Channel {
     armed: bool,
     /// The "null count" status bit: a count was written but not yet loaded into the counter.
     null_count: bool,
+    /// Modes 0 and 4 stop counting while GATE is low: nanoseconds lost that way since the load.
+    gate_low_ns: u64,
+    /// When GATE last fell.
+    gate_fell_ns: u64,
 }
 
 impl Channel {
@@ -63,8 +67,22 @@ impl Channel {
         Channel { count: 0x10000, rw_mode: 3, gate, mode: 3, armed: true, ..Channel::default() }
     }
 
+    /// Does a low GATE pause this counter (rather than stop and later restart it)?
+    fn gate_pauses(&self) -> bool {
+        matches!(self.mode, 0 | 4)
+    }
+
+    /// Nanoseconds the counter has been counting since its load.
+    fn counted_ns(&self, now: u64) -> u64 {
+        let mut ns = now.saturating_sub(self.load_ns).saturating_sub(self.gate_low_ns);
+        if self.gate_pauses() && !self.gate {
+            ns = ns.saturating_sub(now.saturating_sub(self.gate_fell_ns.max(self.load_ns)));
+        }
+        ns
+    }
+
     fn elapsed(&self, now: u64) -> u64 {
-        ns_to_ticks(now.saturating_sub(self.load_ns))
+        ns_to_ticks(self.counted_ns(now))
     }
 
     /// Is the counter counting (a count has been loaded, and triggered for the gate-triggered modes)?
@@ -134,9 +152,12 @@ impl Channel {
 
     /// Virtual time of the next rising edge of OUT strictly after `now`.
     pub fn next_rise_ns(&self, now: u64) -> Option<u64> {
+        if self.gate_pauses() && !self.gate {
+            return None;
+        }
         let d = self.elapsed(now);
         let t = self.next_rise_after(d)?;
-        let ns = self.load_ns.saturating_add(ticks_to_ns_ceil(t));
+        let ns = self.load_ns.saturating_add(self.gate_low_ns).saturating_add(ticks_to_ns_ceil(t));
         Some(ns.max(now.saturating_add(1)))
     }
 
@@ -168,6 +189,7 @@ impl Channel {
         };
         self.load_ns = now;
         self.null_count = false;
+        self.gate_low_ns = 0;
         // Modes 1 and 5 wait for a gate trigger; everything else starts counting on load.
         self.armed = !matches!(self.mode, 1 | 5) || self.armed;
     }
@@ -268,6 +290,13 @@ impl Channel {
 
     fn set_gate(&mut self, gate: bool, now: u64) {
         let rising = gate && !self.gate;
+        if !gate && self.gate {
+            self.gate_fell_ns = now;
+        }
+        if rising && self.gate_pauses() {
+            let lost = now.saturating_sub(self.gate_fell_ns.max(self.load_ns));
+            self.gate_low_ns = self.gate_low_ns.saturating_add(lost);
+        }
         self.gate = gate;
         if rising {
             match self.mode {
@@ -480,6 +509,28 @@ mod tests {
         assert_eq!(p.read(0x40, t), 0x99);
         assert_eq!(p.read(0x40, t), 0x09);
         assert_eq!(p.next_irq0_ns(0), Some(ticks_to_ns_ceil(1000)));
+    }
+
+    #[test]
+    fn mode0_gate_low_pauses_count() {
+        let mut p = Pit::new();
+        p.write_port61(0x01, 0);
+        p.write(0x43, 0xb0, 0);
+        p.write(0x42, 0x00, 0);
+        p.write(0x42, 0x10, 0); // 4096
+        let t1 = ticks_to_ns_ceil(1000);
+        p.write_port61(0x00, t1);
+        let cnt = |p: &mut Pit, t| {
+            p.write(0x43, 0x80, t);
+            p.read(0x42, t) as u16 | (p.read(0x42, t) as u16) << 8
+        };
+        assert_eq!(cnt(&mut p, t1 + 5_000_000), 4096 - 1000);
+        assert_eq!(p.channels[2].next_rise_ns(t1 + 5_000_000), None);
+        p.write_port61(0x01, t1 + 5_000_000);
+        let end = p.channels[2].next_rise_ns(t1 + 5_000_000).unwrap();
+        assert!(end.abs_diff(ticks_to_ns_ceil(4096) + 5_000_000) <= 1);
+        assert_eq!(p.read_port61(end - 2) & 0x20, 0);
+        assert_eq!(p.read_port61(end) & 0x20, 0x20);
     }
 
     #[test]

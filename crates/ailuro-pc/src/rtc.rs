@@ -158,6 +158,16 @@ impl Rtc {
         self.cmos[REG_B] & B_SET != 0
     }
 
+    /// Register A DV2..DV1 = 11: the divider chain is held in reset (no updates, no periodic ticks).
+    fn divider_reset(&self) -> bool {
+        self.cmos[REG_A] & 0x60 == 0x60
+    }
+
+    /// The clock is updating (neither SET nor the divider reset holds it).
+    fn running(&self) -> bool {
+        !self.set_mode() && !self.divider_reset()
+    }
+
     fn binary(&self) -> bool {
         self.cmos[REG_B] & B_DM_BINARY != 0
     }
@@ -282,12 +292,12 @@ impl Rtc {
             return;
         }
         self.synced_ns = now;
-        if let Some(p) = self.period_ticks() {
+        if let Some(p) = self.period_ticks().filter(|_| !self.divider_reset()) {
             if Self::ticks32k(now) / p > Self::ticks32k(from) / p {
                 self.cmos[REG_C] |= C_PF;
             }
         }
-        if !self.set_mode() {
+        if self.running() {
             let (s0, s1) = (self.secs_at(from), self.secs_at(now));
             if s1 > s0 {
                 self.cmos[REG_C] |= C_UF;
@@ -308,13 +318,13 @@ impl Rtc {
             return None; // the line is already up until register C is read
         }
         let mut best: Option<u64> = None;
-        if b & B_PIE != 0 {
+        if b & B_PIE != 0 && !self.divider_reset() {
             if let Some(p) = self.period_ticks() {
                 let k = Self::ticks32k(now) / p + 1;
                 best = Some(Self::ns_of_ticks32k(k * p));
             }
         }
-        if b & (B_UIE | B_AIE) != 0 && !self.set_mode() {
+        if b & (B_UIE | B_AIE) != 0 && self.running() {
             let k = now.saturating_sub(self.epoch_ns) / NS + 1;
             let t = self.epoch_ns.saturating_add(k.saturating_mul(NS));
             best = Some(best.map_or(t, |x| x.min(t)));
@@ -335,13 +345,13 @@ impl Rtc {
         self.advance(now);
         let i = self.index as usize;
         match i {
-            0 | 2 | 4 | 6..=9 if !self.set_mode() => {
+            0 | 2 | 4 | 6..=9 if self.running() => {
                 let regs = self.time_regs(self.secs_at(now));
                 regs.iter().find(|(r, _)| *r == i).map_or(0, |(_, v)| *v)
             }
             REG_A => {
                 let into_sec = now.saturating_sub(self.epoch_ns) % NS;
-                let uip = !self.set_mode() && into_sec >= NS - UIP_NS;
+                let uip = self.running() && into_sec >= NS - UIP_NS;
                 (self.cmos[REG_A] & 0x7f) | if uip { 0x80 } else { 0 }
             }
             REG_C => {
@@ -365,7 +375,7 @@ impl Rtc {
         let i = self.index as usize;
         match i {
             0 | 2 | 4 | 6..=9 => {
-                if self.set_mode() {
+                if !self.running() {
                     self.cmos[i] = val;
                 } else {
                     // Setting one field of a running clock: keep the others and the second phase.
@@ -376,24 +386,26 @@ impl Rtc {
                     self.epoch_ns = now - phase;
                 }
             }
-            REG_A => self.cmos[REG_A] = val & 0x7f,
-            REG_B => {
-                let was_set = self.set_mode();
-                let mut v = val;
-                if v & B_SET != 0 {
-                    v &= !B_UIE;
-                }
-                if !was_set && v & B_SET != 0 {
+            REG_A | REG_B => {
+                let was_running = self.running();
+                let was_reset = self.divider_reset();
+                if was_running {
+                    // Latch the time in the format it is being read in now.
                     self.store_time(now);
                 }
-                // Changing the data format of a running clock re-encodes nothing here: registers
-                // are encoded on every read. While SET is on they were latched in the old format.
-                self.cmos[REG_B] = v;
-                if was_set && v & B_SET == 0 {
-                    self.epoch_secs = self.load_time();
-                    self.epoch_ns = now;
+                if i == REG_A {
+                    self.cmos[REG_A] = val & 0x7f;
+                } else {
+                    // SET clears UIE. Register encodings follow B on every read while running.
+                    self.cmos[REG_B] = if val & B_SET != 0 { val & !B_UIE } else { val };
+                    self.update_irqf();
                 }
-                self.update_irqf();
+                if !was_running && self.running() {
+                    // The clock restarts from the (possibly rewritten) time registers. Releasing the
+                    // divider reset puts the first update 500 ms later, as the datasheet says.
+                    self.epoch_secs = self.load_time();
+                    self.epoch_ns = if was_reset { now.saturating_sub(NS / 2) } else { now };
+                }
             }
             REG_C | REG_D => {}
             _ => self.cmos[i] = val,
@@ -475,6 +487,28 @@ mod tests {
         assert_eq!(read(&mut r, 2, 12 * NS), 0x30);
         assert_eq!(read(&mut r, 0, 12 * NS), 0x02);
         assert_eq!(read(&mut r, 7, 12 * NS), 0x14);
+    }
+
+    #[test]
+    fn linux_set_time_sequence() {
+        // mc146818_set_time: SET, divider reset, write the fields, restore B, then restore A.
+        let mut r = Rtc::new(T0, 128 << 20);
+        write(&mut r, 0x0b, 0x82, 0);
+        write(&mut r, 0x0a, 0x70 | 0x06, 0);
+        for (idx, v) in [(0, 0x58), (2, 0x59), (4, 0x23), (7, 0x31), (8, 0x12), (9, 0x24)] {
+            write(&mut r, idx, v, 0);
+        }
+        write(&mut r, 0x0b, 0x02, 0);
+        // Still held by the divider reset.
+        assert_eq!(read(&mut r, 0, 3 * NS), 0x58);
+        write(&mut r, 0x0a, 0x26, 3 * NS);
+        assert_eq!(read(&mut r, 0, 3 * NS + NS / 2 - 1), 0x58);
+        assert_eq!(read(&mut r, 0, 3 * NS + NS / 2), 0x59);
+        assert_eq!(read(&mut r, 0, 3 * NS + 3 * NS / 2), 0x00);
+        assert_eq!(read(&mut r, 9, 3 * NS + 3 * NS / 2), 0x25);
+        assert_eq!(read(&mut r, 8, 3 * NS + 3 * NS / 2), 0x01);
+        assert_eq!(read(&mut r, 7, 3 * NS + 3 * NS / 2), 0x01);
+        assert_eq!(read(&mut r, 6, 3 * NS + 3 * NS / 2), 0x04, "2025-01-01 is a Wednesday");
     }
 
     #[test]

@@ -30,9 +30,16 @@ fn reg_size(r: Register) -> u32 {
     }
 }
 
+/// Segment register number (ES=0 .. GS=5); anything else (never produced for a memory operand)
+/// maps to DS rather than panicking.
 #[inline]
 fn seg_index(r: Register) -> usize {
-    (r as u32 - Register::ES as u32) as usize
+    let n = (r as u32).wrapping_sub(Register::ES as u32) as usize;
+    if n < 6 {
+        n
+    } else {
+        DS
+    }
 }
 
 fn is_cx16_counter(c: Code) -> bool {
@@ -139,7 +146,8 @@ impl Cpu {
     fn op_size(i: &Instruction, n: u32) -> u32 {
         match i.op_kind(n) {
             OpKind::Register => reg_size(i.op_register(n)),
-            _ => i.memory_size().size() as u32,
+            // Operand sizes are 1..=8; clamp so that no size arithmetic can overflow.
+            _ => (i.memory_size().size() as u32).clamp(1, 8),
         }
     }
 
@@ -220,15 +228,7 @@ impl Cpu {
         self.cur_eip = rip0;
         if e.uop.kind != Kind::Generic {
             let u = e.uop;
-            self.s.rip = next;
-            if let Err(e) = self.exec_fast(b, &u) {
-                self.s.regs[4] = sp0;
-                self.s.rflags = fl0;
-                self.s.rip = rip0;
-                return Err(e);
-            }
-            self.s.icount += 1;
-            return Ok(());
+            return self.run_fast_chain(b, u, next, sp0, fl0, rip0);
         }
         let i = self.icache.ins[idx];
         let mut soft: Option<u8> = None;
@@ -250,6 +250,59 @@ impl Cpu {
             }
         }
         Ok(())
+    }
+
+    /// Execute a pre-decoded instruction, then keep going through following pre-decoded
+    /// instructions on the same code page without returning to the run loop, as long as nothing the
+    /// run loop checks can change: no interrupt deliverable (fast forms never touch IF, the
+    /// interrupt shadow or the pin), no single-step, no Platform call, `stop_at` not reached. Any
+    /// other case (cache miss, generic instruction, page change) falls back to the normal path.
+    #[inline(always)]
+    fn run_fast_chain<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        mut u: crate::fast::Uop,
+        mut next: u64,
+        mut sp0: u64,
+        mut fl0: u64,
+        mut rip0: u64,
+    ) -> Res<()> {
+        let interrupt_possible = self.s.intr && self.flag(IF);
+        let chain = !interrupt_possible && !self.flag(crate::TF);
+        loop {
+            self.s.rip = next;
+            if let Err(e) = self.exec_fast(b, &u) {
+                self.s.regs[4] = sp0;
+                self.s.rflags = fl0;
+                self.s.rip = rip0;
+                return Err(e);
+            }
+            self.s.icount += 1;
+            if !chain || b.touched || self.s.icount >= self.stop_at {
+                return Ok(());
+            }
+            let eip = self.s.rip;
+            let cs = &self.s.seg[CS];
+            let lin = cs.base.wrapping_add(eip) & 0xffff_ffff;
+            let ft = self.tlb.fetch_tag;
+            if ft == 0 || (ft & 0xf_ffff) != lin >> 12 || eip > u64::from(cs.limit) {
+                return Ok(());
+            }
+            let pa = self.tlb.fetch_ppage | (lin & 0xfff);
+            let Some(idx) = self.icache.lookup(pa | (32u64 << 56), pa) else {
+                return Ok(());
+            };
+            let e = &self.icache.e[idx];
+            let len = u64::from(e.len);
+            if e.uop.kind == Kind::Generic || eip + len - 1 > u64::from(cs.limit) {
+                return Ok(());
+            }
+            u = e.uop;
+            self.cur_pc = lin;
+            self.cur_eip = eip;
+            next = (eip + len) & 0xffff_ffff;
+            (sp0, fl0, rip0) = (self.s.regs[4], self.s.rflags, eip);
+        }
     }
 
     fn exec<P: Platform + ?Sized>(
@@ -551,7 +604,7 @@ impl Cpu {
             M::Popf | M::Popfd => {
                 let size = if m == M::Popfd { 4 } else { 2 };
                 let v = self.pop(b, size)?;
-                self.write_flags(v, size, !self.pm());
+                self.write_flags(v, size);
             }
             M::Enter => self.exec_enter(b, i)?,
             M::Leave => {
@@ -618,7 +671,11 @@ impl Cpu {
                 };
                 if taken {
                     let t = self.rel_target(i);
-                    self.jump_near(t)?;
+                    if let Err(e) = self.jump_near(t) {
+                        // A faulting LOOP leaves ECX unchanged.
+                        self.s.regs[1] = (self.s.regs[1] & !am) | cx;
+                        return Err(e);
+                    }
                 }
             }
             M::Int | M::Int3 | M::Into | M::Int1 => {
@@ -864,14 +921,15 @@ impl Cpu {
                 }
             }
             _ => {
-                if let Some(cc) = Self::jcc_like(i) {
-                    return self.exec_cc(b, i, m, cc);
-                }
                 if i.cpuid_features().contains(&CpuidFeature::FPU) {
                     // No x87 yet: behave like a CPU without an FPU (CPUID.1:EDX.FPU = 0).
                     if self.s.cr0 & (CR0_EM | CR0_TS) != 0 {
                         return ex(7);
                     }
+                    return ex(6);
+                }
+                if let Some(cc) = Self::jcc_like(i) {
+                    return self.exec_cc(b, i, cc);
                 }
                 return ex(6);
             }
@@ -893,7 +951,6 @@ impl Cpu {
         &mut self,
         b: &mut Bus<P>,
         i: &Instruction,
-        m: M,
         cc: iced_x86::ConditionCode,
     ) -> Res<()> {
         let t = self.cond(cc);
@@ -904,11 +961,11 @@ impl Cpu {
             }
             return Ok(());
         }
-        let name = format!("{m:?}");
-        if name.starts_with("Set") {
+        // SETcc has one operand; CMOVcc two with a general-purpose destination.
+        if i.op_count() == 1 {
             return self.wr_op(b, i, 0, 1, u64::from(t));
         }
-        if name.starts_with("Cmov") {
+        if i.op_count() == 2 && (1..=68).contains(&(i.op0_register() as u32)) {
             let size = Self::op_size(i, 0);
             // The source is read (and may fault) even if the condition is false.
             let v = self.rd_op(b, i, 1, size)?;
@@ -1070,7 +1127,6 @@ impl Cpu {
         let size: u32 = if i.code() == Code::Enterw_imm16_imm8 { 2 } else { 4 };
         let alloc = u64::from(i.immediate16());
         let level = u64::from(i.immediate8_2nd() & 31);
-        let bp0 = self.s.regs[5];
         let spm = self.sp_mask();
         self.push(b, self.s.regs[5] & mask(size), size)?;
         let frame = self.s.regs[4] & spm;
@@ -1083,7 +1139,6 @@ impl Cpu {
             }
             self.push(b, frame, size)?;
         }
-        let _ = bp0;
         self.gpr_write(5, size, frame);
         let sp = self.s.regs[4];
         self.set_sp(sp.wrapping_sub(alloc));
@@ -1354,6 +1409,45 @@ impl Cpu {
         }
         let size = i.memory_size().size() as u32;
         let delta = if self.flag(DF) { (size as u64).wrapping_neg() } else { u64::from(size) };
+        // Batching: several iterations of REP MOVS/STOS/LODS run inside this one step, each
+        // retiring as its own instruction, as long as nothing could observe the difference: no
+        // interrupt deliverable (INTR only changes between `run` calls), no single-step, no
+        // Platform call, no write to cached code, and the run's `stop_at` not reached. These forms
+        // do not touch EFLAGS, so a fault in a later iteration leaves the state exactly as if the
+        // iterations had been separate steps.
+        let batch =
+            rep && matches!(
+                m,
+                M::Movsb | M::Movsw | M::Movsd | M::Stosb | M::Stosw | M::Stosd | M::Lodsb | M::Lodsw | M::Lodsd
+            ) && !(self.s.intr && self.flag(IF))
+                && !self.flag(crate::TF);
+        loop {
+            let inval = self.icache.invalidations;
+            let more = self.string_iteration(b, i, m, am, size, delta)?;
+            if !more {
+                return Ok(());
+            }
+            if !batch || b.touched || self.icache.invalidations != inval || self.s.icount + 1 >= self.stop_at {
+                // Stay on this instruction: the next iteration is the next "instruction".
+                self.s.rip = self.cur_eip;
+                return Ok(());
+            }
+            self.s.icount += 1;
+        }
+    }
+
+    /// One iteration; returns whether a REP instruction has more iterations to do.
+    #[inline(always)]
+    fn string_iteration<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        i: &Instruction,
+        m: M,
+        am: u64,
+        size: u32,
+        delta: u64,
+    ) -> Res<bool> {
+        let rep = i.has_rep_prefix() || i.has_repne_prefix();
         let si = self.s.regs[6] & am;
         let di = self.s.regs[7] & am;
         let src_seg = Self::mseg(i);
@@ -1420,11 +1514,8 @@ impl Cpu {
             let stop = cx == 0
                 || (cmp && i.has_repe_prefix() && !self.flag(ZF))
                 || (cmp && i.has_repne_prefix() && self.flag(ZF));
-            if !stop {
-                // Stay on this instruction: the next iteration is the next "instruction".
-                self.s.rip = self.cur_eip;
-            }
+            return Ok(!stop);
         }
-        Ok(())
+        Ok(false)
     }
 }

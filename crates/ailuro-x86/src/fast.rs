@@ -43,6 +43,39 @@ pub(crate) enum Kind {
     PopR,
     ImulRRI,
     ImulRR,
+    /// MOVZX/MOVSX r32, m8/m16 (`op` = source size, `s` = 1 for sign extension).
+    MovxRM,
+    /// MOVZX/MOVSX r32, r8 (AL..BL) / r16 (`op` = source size, `s` = source reg, `imm` = 1 sign).
+    MovxRR,
+    /// MOV r8 (AL..BL), m8.
+    MovR8M,
+    /// MOV m8, r8 (AL..BL).
+    MovM8R,
+    /// MOV m8, imm8.
+    MovM8I,
+    /// ALU m8, imm8.
+    AluM8I,
+    /// ALU r8 (AL..BL), imm8.
+    AluR8I,
+    /// CALL r32 / JMP r32.
+    CallR,
+    JmpR,
+    /// CALL m32 / JMP m32.
+    CallM,
+    JmpM,
+    /// SETcc r8 (AL..BL).
+    SetccR8,
+    /// CMOVcc r32, r32 / r32, m32.
+    CmovRR,
+    CmovRM,
+    /// Shift/rotate r32 by CL.
+    ShiftRCl,
+    /// INC/DEC m32.
+    IncM,
+    DecM,
+    /// NEG/NOT r32.
+    NegR,
+    NotR,
 }
 
 /// A pre-decoded instruction (only meaningful when `kind != Generic`).
@@ -65,6 +98,25 @@ pub(crate) struct Uop {
 
 const NONE: u8 = 0xff;
 const ALU_TEST: u8 = 8;
+
+/// AL, CL, DL, BL (low bytes of the first four GPRs).
+fn gpr8lo(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if (Register::AL as u32..=Register::BL as u32).contains(&n) {
+        Some((n - Register::AL as u32) as u8)
+    } else {
+        None
+    }
+}
+
+fn gpr16(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if (Register::AX as u32..=Register::DI as u32).contains(&n) {
+        Some((n - Register::AX as u32) as u8)
+    } else {
+        None
+    }
+}
 
 fn gpr32(r: Register) -> Option<u8> {
     let n = r as u32;
@@ -135,7 +187,7 @@ impl Uop {
         u.scale = i.memory_index_scale() as u8;
         u.disp = i.memory_displacement64() as u32;
         let seg = i.memory_segment() as u32;
-        u.seg = (seg - Register::ES as u32) as u8;
+        u.seg = seg.wrapping_sub(Register::ES as u32).min(0xff) as u8;
         if u.seg > 5 {
             return None;
         }
@@ -150,6 +202,9 @@ impl Uop {
         let m = i.mnemonic();
         let k0 = if i.op_count() > 0 { i.op0_kind() } else { OpKind::Register };
         let k1 = if i.op_count() > 1 { i.op1_kind() } else { OpKind::Register };
+        if let Some(b) = Self::try_build_byte(i, u, m, k0, k1) {
+            return Some(b);
+        }
         let mem32 = |i: &Instruction| i.memory_size().size() == 4;
         let imm32 = |k: OpKind| matches!(k, OpKind::Immediate32 | OpKind::Immediate8to32);
         match m {
@@ -219,11 +274,15 @@ impl Uop {
                 }
             }
             M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => {
-                if k0 != OpKind::Register || k1 != OpKind::Immediate8 {
+                if k0 != OpKind::Register {
+                    return None;
+                }
+                let by_cl = k1 == OpKind::Register && i.op1_register() == Register::CL;
+                if k1 != OpKind::Immediate8 && !by_cl {
                     return None;
                 }
                 u.d = gpr32(i.op0_register())?;
-                u.imm = u32::from(i.immediate8());
+                u.imm = if by_cl { 0 } else { u32::from(i.immediate8()) };
                 u.op = match m {
                     M::Rol => 0,
                     M::Ror => 1,
@@ -233,7 +292,15 @@ impl Uop {
                     M::Shr => 5,
                     _ => 6,
                 };
-                u.kind = Kind::ShiftRI;
+                u.kind = if by_cl { Kind::ShiftRCl } else { Kind::ShiftRI };
+            }
+            M::Inc | M::Dec if k0 == OpKind::Memory && mem32(i) => {
+                Self::mem(&mut u, i)?;
+                u.kind = if m == M::Inc { Kind::IncM } else { Kind::DecM };
+            }
+            M::Neg | M::Not if k0 == OpKind::Register => {
+                u.d = gpr32(i.op0_register())?;
+                u.kind = if m == M::Neg { Kind::NegR } else { Kind::NotR };
             }
             M::Inc | M::Dec if k0 == OpKind::Register => {
                 u.d = gpr32(i.op0_register())?;
@@ -276,10 +343,100 @@ impl Uop {
                 u.s = gpr32(i.op1_register())?;
                 u.kind = Kind::ImulRR;
             }
+            M::Movzx | M::Movsx => {
+                u.d = gpr32(i.op0_register())?;
+                u.s = u8::from(m == M::Movsx);
+                if k1 == OpKind::Memory {
+                    u.op = i.memory_size().size() as u8;
+                    Self::mem(&mut u, i)?;
+                    u.kind = Kind::MovxRM;
+                } else {
+                    let r = i.op1_register();
+                    let (src, size) = match (gpr8lo(r), gpr16(r)) {
+                        (Some(x), _) => (x, 1),
+                        (_, Some(x)) => (x, 2),
+                        _ => return None,
+                    };
+                    u.imm = u32::from(m == M::Movsx);
+                    u.s = src;
+                    u.op = size;
+                    u.kind = Kind::MovxRR;
+                }
+            }
+            M::Call | M::Jmp if k0 == OpKind::Register => {
+                u.s = gpr32(i.op0_register())?;
+                u.kind = if m == M::Call { Kind::CallR } else { Kind::JmpR };
+            }
+            M::Call | M::Jmp if k0 == OpKind::Memory && mem32(i) => {
+                Self::mem(&mut u, i)?;
+                u.kind = if m == M::Call { Kind::CallM } else { Kind::JmpM };
+            }
             _ if i.is_jcc_short_or_near() && k0 == OpKind::NearBranch32 => {
                 u.op = i.condition_code() as u8;
                 u.imm = i.near_branch_target() as u32;
                 u.kind = Kind::Jcc;
+            }
+            _ => return None,
+        }
+        Some(u)
+    }
+
+    /// Byte-sized forms and conditional moves/sets.
+    fn try_build_byte(i: &Instruction, mut u: Uop, m: M, k0: OpKind, k1: OpKind) -> Option<Uop> {
+        let byte_mem = |i: &Instruction| i.memory_size().size() == 1;
+        match m {
+            M::Mov if i.op_count() == 2 => match (k0, k1) {
+                (OpKind::Register, OpKind::Memory) => {
+                    u.d = gpr8lo(i.op0_register())?;
+                    Self::mem(&mut u, i)?;
+                    u.kind = Kind::MovR8M;
+                }
+                (OpKind::Memory, OpKind::Register) => {
+                    u.s = gpr8lo(i.op1_register())?;
+                    Self::mem(&mut u, i)?;
+                    u.kind = Kind::MovM8R;
+                }
+                (OpKind::Memory, OpKind::Immediate8) if byte_mem(i) => {
+                    Self::mem(&mut u, i)?;
+                    u.imm = u32::from(i.immediate8());
+                    u.kind = Kind::MovM8I;
+                }
+                _ => return None,
+            },
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
+                if k1 == OpKind::Immediate8 =>
+            {
+                u.op = alu_op(m)?;
+                u.imm = u32::from(i.immediate8());
+                if k0 == OpKind::Memory && byte_mem(i) {
+                    Self::mem(&mut u, i)?;
+                    u.kind = Kind::AluM8I;
+                } else if k0 == OpKind::Register {
+                    u.d = gpr8lo(i.op0_register())?;
+                    u.kind = Kind::AluR8I;
+                } else {
+                    return None;
+                }
+            }
+            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && i.op_count() == 1 => {
+                // SETcc r8
+                u.d = gpr8lo(i.op0_register())?;
+                u.op = i.condition_code() as u8;
+                u.kind = Kind::SetccR8;
+            }
+            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && i.op_count() == 2 => {
+                // CMOVcc r32, r32/m32
+                u.d = gpr32(i.op0_register())?;
+                u.op = i.condition_code() as u8;
+                if k1 == OpKind::Register {
+                    u.s = gpr32(i.op1_register())?;
+                    u.kind = Kind::CmovRR;
+                } else if k1 == OpKind::Memory {
+                    Self::mem(&mut u, i)?;
+                    u.kind = Kind::CmovRM;
+                } else {
+                    return None;
+                }
             }
             _ => return None,
         }
@@ -392,9 +549,46 @@ impl Cpu {
                         self.s.rflags = (self.s.rflags & !crate::STATUS) | f;
                         r
                     }
+                    0 | 1 if c != 0 => {
+                        // ROL/ROR r32, imm: only CF and OF change.
+                        let (r, cf, of) = if u.op == 0 {
+                            let r = a.rotate_left(c);
+                            (r, r & 1, (r >> 31) ^ (r & 1))
+                        } else {
+                            let r = a.rotate_right(c);
+                            (r, r >> 31, (r >> 31) ^ ((r >> 30) & 1))
+                        };
+                        let fl = self.s.rflags & !(crate::CF | crate::OF);
+                        self.s.rflags = fl | u64::from(cf) | (u64::from(of) << 11);
+                        r
+                    }
                     _ => self.shift(shift_from(u.op), u64::from(a), u64::from(u.imm), 4) as u32,
                 };
                 self.w32(u.d, r);
+            }
+            Kind::ShiftRCl => {
+                let a = self.r32(u.d);
+                let c = self.s.regs[1] & 0xff;
+                let r = self.shift(shift_from(u.op), u64::from(a), c, 4) as u32;
+                self.w32(u.d, r);
+            }
+            Kind::IncM | Kind::DecM => {
+                let ea = self.uop_ea(u);
+                let a = self.rd(b, u.seg as usize, ea, 4)?;
+                let cf = self.s.rflags & crate::CF;
+                let r = self.alu32(if u.kind == Kind::DecM { Alu::Sub } else { Alu::Add }, a as u32, 1);
+                self.s.rflags = (self.s.rflags & !crate::CF) | cf;
+                // A faulting write: the step restores EFLAGS.
+                self.wr(b, u.seg as usize, ea, 4, u64::from(r))?;
+            }
+            Kind::NegR => {
+                let a = self.r32(u.d);
+                let r = self.alu32(Alu::Sub, 0, a);
+                self.w32(u.d, r);
+            }
+            Kind::NotR => {
+                let a = self.r32(u.d);
+                self.w32(u.d, !a);
             }
             Kind::IncR | Kind::DecR => {
                 let a = self.r32(u.d);
@@ -439,6 +633,82 @@ impl Cpu {
                 let sp = self.s.regs[4];
                 self.set_sp(sp.wrapping_add(4));
                 self.w32(u.d, v as u32);
+            }
+            Kind::MovxRM => {
+                let ea = self.uop_ea(u);
+                let size = u32::from(u.op);
+                let v = self.rd(b, u.seg as usize, ea, size)?;
+                let v = if u.s != 0 { flags::sext(v, size) as u32 } else { v as u32 };
+                self.w32(u.d, v);
+            }
+            Kind::MovxRR => {
+                let size = u32::from(u.op);
+                let v = self.s.regs[u.s as usize] & crate::mem::mask(size);
+                let v = if u.imm != 0 { flags::sext(v, size) as u32 } else { v as u32 };
+                self.w32(u.d, v);
+            }
+            Kind::MovR8M => {
+                let ea = self.uop_ea(u);
+                let v = self.rd(b, u.seg as usize, ea, 1)?;
+                let r = &mut self.s.regs[u.d as usize];
+                *r = (*r & !0xff) | v;
+            }
+            Kind::MovM8R => {
+                let ea = self.uop_ea(u);
+                let v = self.s.regs[u.s as usize] & 0xff;
+                self.wr(b, u.seg as usize, ea, 1, v)?;
+            }
+            Kind::MovM8I => {
+                let ea = self.uop_ea(u);
+                self.wr(b, u.seg as usize, ea, 1, u64::from(u.imm))?;
+            }
+            Kind::AluM8I => {
+                let ea = self.uop_ea(u);
+                let a = self.rd(b, u.seg as usize, ea, 1)?;
+                let r = self.alu(alu_from(u.op), a, u64::from(u.imm), 1);
+                if u.op < 7 {
+                    self.wr(b, u.seg as usize, ea, 1, r)?;
+                }
+            }
+            Kind::AluR8I => {
+                let a = self.s.regs[u.d as usize] & 0xff;
+                let r = self.alu(alu_from(u.op), a, u64::from(u.imm), 1);
+                if u.op < 7 {
+                    let x = &mut self.s.regs[u.d as usize];
+                    *x = (*x & !0xff) | r;
+                }
+            }
+            Kind::CallR | Kind::JmpR | Kind::CallM | Kind::JmpM => {
+                let t = if matches!(u.kind, Kind::CallR | Kind::JmpR) {
+                    u64::from(self.r32(u.s))
+                } else {
+                    let ea = self.uop_ea(u);
+                    self.rd(b, u.seg as usize, ea, 4)?
+                };
+                if matches!(u.kind, Kind::CallR | Kind::CallM) {
+                    let next = self.s.rip;
+                    self.push(b, next, 4)?;
+                }
+                self.near32(t)?;
+            }
+            Kind::SetccR8 => {
+                let v = u64::from(self.cond(cc_from(u.op)));
+                let x = &mut self.s.regs[u.d as usize];
+                *x = (*x & !0xff) | v;
+            }
+            Kind::CmovRR => {
+                if self.cond(cc_from(u.op)) {
+                    let v = self.r32(u.s);
+                    self.w32(u.d, v);
+                }
+            }
+            Kind::CmovRM => {
+                // The source is read (and may fault) whatever the condition.
+                let ea = self.uop_ea(u);
+                let v = self.rd(b, u.seg as usize, ea, 4)?;
+                if self.cond(cc_from(u.op)) {
+                    self.w32(u.d, v as u32);
+                }
             }
             Kind::ImulRRI | Kind::ImulRR => {
                 let a = i64::from(self.r32(u.s) as i32);

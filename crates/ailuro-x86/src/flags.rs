@@ -295,7 +295,7 @@ impl Cpu {
 
     /// Evaluate a condition code (iced's numbering: o, no, b, ae, e, ne, be, a, s, ns, p, np, l, ge,
     /// le, g).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn cond(&self, cc: iced_x86::ConditionCode) -> bool {
         use iced_x86::ConditionCode as C;
         let f = self.s.rflags;

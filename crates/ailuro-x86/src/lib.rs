@@ -1,28 +1,60 @@
 //! Ailuro's x86 CPU core: an interpreter for i386 (and, later, x86_64 in the same core).
 //!
-//! Instructions are decoded once with iced-x86 and cached by guest-physical address; the cache is
-//! invalidated when RAM holding cached code is written (by the CPU itself or, through
-//! [`Cpu::invalidate_code`], by anybody else). Linear addresses are translated through a software
-//! TLB. Everything outside CPU+RAM is reached through [`Platform`] only, so a recorded run and its
-//! replay execute identically.
+//! Everything outside CPU+RAM is reached through [`Platform`] only, so a recorded run and its
+//! replay execute identically; the CPU never consults host time, randomness or hash-map order.
+//!
+//! # Structure
+//! * `mem.rs`: segmentation checks, two-level paging (4 KiB, 4 MiB PSE, PGE global pages, CR0.WP,
+//!   accessed/dirty bits, #PF error codes and CR2) behind a direct-mapped software TLB, RAM/MMIO
+//!   access, and the decode cache. Decoded instructions are cached by guest-physical address (plus
+//!   code size) and validated by a per-RAM-page generation counter; any write to a page that holds
+//!   cached code (by the CPU, including the current instruction's own page, or from outside through
+//!   [`Cpu::invalidate_code`]) bumps the generation, so the next fetch re-decodes.
+//! * `fast.rs`: a small pre-decoded form (`Uop`) of the hottest 32-bit integer instructions,
+//!   executed without iced's operand accessors. Everything else runs through `exec.rs`.
+//! * `exec.rs`: the general interpreter (one `match` on the mnemonic), string instructions,
+//!   CPUID/MSRs/control registers.
+//! * `prot.rs`: descriptors, segment loads with privilege checks, far JMP/CALL (including call
+//!   gates with stack switch and parameter copy), RETF/IRET (also to outer rings), interrupt and
+//!   exception delivery through the real-mode IVT or the protected-mode IDT (interrupt and trap
+//!   gates with TSS stack switch, task gates), hardware task switches with 32-bit TSSs (far
+//!   JMP/CALL to a TSS or task gate, task gates in the IDT, IRET with NT=1; e.g. Linux's double
+//!   fault task), and the double-fault / triple-fault escalation.
+//!
+//! Flags are evaluated eagerly. A fault leaves EIP, ESP and EFLAGS as they were before the
+//! instruction (the step saves and restores them); instructions write memory before registers so
+//! that no partial register update survives a fault.
+//!
+//! Plugins (later issue): the natural place for per-instruction / per-block callbacks is `step`
+//! in `exec.rs` (one flag tested per instruction, or per decode-cache entry), and `phys_read` /
+//! `phys_write` in `mem.rs` for memory callbacks; nothing is there yet, so nothing is paid.
 //!
 //! # Instruction counting
 //!
 //! `icount` counts retired instructions (see `docs/ARCHITECTURE.md`, "Program point"):
 //! * a faulting instruction does not retire; delivering an exception or interrupt is not an
 //!   instruction;
-//! * `int n`, `int3`, `into` (when it traps), `int1` retire, then the event is delivered;
+//! * `int n`, `int3`, `into` (when it traps), `int1` retire, then the event is delivered (if the
+//!   gate check itself fails, e.g. DPL < CPL, the INT faults and does not retire);
 //! * `hlt` retires, then the CPU waits with `icount` unchanged;
 //! * each iteration of a `rep`-prefixed string instruction retires as one instruction, and a `rep`
 //!   instruction whose count register is zero retires once. External interrupts are taken between
-//!   iterations; EIP stays on the instruction until the last iteration.
+//!   iterations; EIP stays on the instruction until the last iteration. (For speed, several
+//!   iterations of REP MOVS/STOS/LODS may run inside one step when no interrupt is deliverable, no
+//!   single-step is active, no Platform call or code write happens and `stop_at` is not reached;
+//!   each still counts as one instruction, so this is invisible.)
+//! * a single-step trap (EFLAGS.TF) is delivered after the instruction retired.
 //!
-//! # Known limitations (documented, checked where possible)
-//! * Hardware task switching (task gates, far jumps/calls to a TSS, IRET with NT=1) raises #GP.
-//! * Virtual-8086 mode is not implemented: IRET/POPF never set VM (IRET to VM=1 raises #GP).
+//! # Known limitations
+//! * Task switches to 16-bit (286) TSSs raise #GP/#TS; the I/O bitmap is read from 32-bit TSSs
+//!   only. The TSS T (debug trap) bit is ignored.
+//! * Virtual-8086 mode is not implemented: POPF/IRET never set VM; IRET to VM=1 shuts down with a
+//!   clear reason.
 //! * No x87/MMX/SSE (CPUID says so); x87 opcodes raise #NM when CR0.EM or CR0.TS is set, else #UD.
-//! * Debug registers are stored but breakpoints are not implemented; TF single-step is.
-//! * A20 is always enabled; no SMM; no PAE / long mode yet (state is 64-bit wide already).
+//! * Debug registers are stored but breakpoints are not implemented; no #AC alignment checks.
+//! * A20 is always enabled; no SMM; no PAE / long mode yet (registers and state are 64-bit wide).
+//! * CPUID leaves other than 0, 1 and 0x8000_0000 return zeros.
+//! * LOCK is accepted on any instruction (single CPU); RDPMC raises #UD.
 
 mod exec;
 mod fast;
@@ -68,7 +100,8 @@ pub enum RunExit {
     Limit,
     /// The last instruction (or interrupt delivery) made a [`Platform`] call.
     Platform,
-    /// The CPU is halted (HLT) and no interrupt can be taken.
+    /// The CPU is halted (HLT) and no interrupt can be taken (INTR low or IF=0). An HLT executed
+    /// while INTR is high and IF=1 does not stop the run: the interrupt is delivered at once.
     Halted,
     /// Triple fault or an unsupported condition (e.g. instruction fetch from non-RAM).
     Shutdown {
@@ -302,6 +335,8 @@ pub struct Cpu {
     pub(crate) cur_pc: u64,
     /// EIP of the instruction being executed.
     pub(crate) cur_eip: u64,
+    /// `stop_at` of the current `run` call.
+    pub(crate) stop_at: u64,
     pub(crate) tlb: mem::Tlb,
     pub(crate) icache: mem::DecodeCache,
 }
@@ -312,6 +347,7 @@ impl Cpu {
         Cpu {
             s: State::reset(config.model),
             cur_pc: 0,
+            stop_at: 0,
             cur_eip: 0,
             tlb: mem::Tlb::new(),
             icache: mem::DecodeCache::new(),
@@ -403,6 +439,16 @@ impl Cpu {
     /// EFLAGS/RFLAGS.
     pub fn rflags(&self) -> u64 {
         self.s.rflags
+    }
+
+    /// Set EFLAGS/RFLAGS (bit 1 always reads as 1).
+    pub fn set_rflags(&mut self, v: u64) {
+        self.s.rflags = v | 2;
+    }
+
+    /// Debug register `n` (0..=7).
+    pub fn dr(&self, n: usize) -> u64 {
+        self.s.dr.get(n).copied().unwrap_or(0)
     }
 
     /// Control register `n` (0, 2, 3, 4); other numbers read as 0.
@@ -535,6 +581,7 @@ impl Cpu {
     /// Execute until `icount == stop_at`, a Platform call, HLT or shutdown (see [`RunExit`]).
     pub fn run<P: Platform + ?Sized>(&mut self, ram: &mut GuestRam, p: &mut P, stop_at: u64) -> RunExit {
         self.icache.attach(ram);
+        self.stop_at = stop_at;
         let mut b = mem::Bus { ram, p, touched: false };
         if self.s.shutdown {
             return RunExit::Shutdown { reason: "CPU is in shutdown state (triple fault); reset required".into() };
@@ -578,7 +625,9 @@ impl Cpu {
             if b.touched {
                 return RunExit::Platform;
             }
-            if self.s.halted {
+            // After HLT, wait only if no interrupt can wake the CPU right away (INTR already high
+            // with IF=1: the loop delivers it at this same boundary).
+            if self.s.halted && !(self.s.intr && self.s.rflags & IF != 0) {
                 return RunExit::Halted;
             }
         }

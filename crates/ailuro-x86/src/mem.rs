@@ -18,8 +18,10 @@ pub(crate) struct Bus<'a, P: Platform + ?Sized> {
 /// Access kind bits; W and U are placed like the #PF error code bits.
 pub(crate) const ACC_W: u8 = 2;
 pub(crate) const ACC_U: u8 = 4;
+/// Instruction fetch (selects the instruction TLB; not an error-code bit without NX).
+pub(crate) const ACC_X: u8 = 16;
 
-const TLB_SIZE: usize = 256;
+const TLB_SIZE: usize = 1024;
 const TLB_VALID: u64 = 1 << 40;
 const PERM_UR: u8 = 1; // user may read
 const PERM_UW: u8 = 2; // user may write (and D is set)
@@ -33,22 +35,42 @@ struct TlbEntry {
     perm: u8,
 }
 
-/// Direct-mapped software TLB: linear page -> physical page plus permissions already checked.
+/// Software TLB: two direct-mapped arrays (instruction fetches and data accesses, so that code and
+/// data pages at the same index do not evict each other), linear page -> physical page plus
+/// permissions already checked.
 pub(crate) struct Tlb {
-    e: Vec<TlbEntry>,
+    d: Vec<TlbEntry>,
+    i: Vec<TlbEntry>,
+    /// Last instruction-fetch translation: (linear page | user << 40 | valid) -> physical page.
+    /// Dropped by every flush, like the TLB entries it was derived from.
+    pub fetch_tag: u64,
+    pub fetch_ppage: u64,
+}
+
+#[inline(always)]
+fn tlb_index(vpn: u64) -> usize {
+    ((vpn ^ (vpn >> 10)) as usize) & (TLB_SIZE - 1)
 }
 
 impl Tlb {
     pub fn new() -> Self {
-        Tlb { e: vec![TlbEntry::default(); TLB_SIZE] }
+        Tlb {
+            d: vec![TlbEntry::default(); TLB_SIZE],
+            i: vec![TlbEntry::default(); TLB_SIZE],
+            fetch_tag: 0,
+            fetch_ppage: 0,
+        }
     }
 
     pub fn flush_all(&mut self) {
-        self.e.fill(TlbEntry::default());
+        self.fetch_tag = 0;
+        self.d.fill(TlbEntry::default());
+        self.i.fill(TlbEntry::default());
     }
 
     pub fn flush_non_global(&mut self) {
-        for e in &mut self.e {
+        self.fetch_tag = 0;
+        for e in self.d.iter_mut().chain(self.i.iter_mut()) {
             if e.perm & PERM_G == 0 {
                 *e = TlbEntry::default();
             }
@@ -56,10 +78,13 @@ impl Tlb {
     }
 
     pub fn flush_page(&mut self, lin: u64) {
+        self.fetch_tag = 0;
         let vpn = (lin & 0xffff_ffff) >> 12;
-        let e = &mut self.e[vpn as usize % TLB_SIZE];
-        if e.tag == vpn | TLB_VALID {
-            *e = TlbEntry::default();
+        for t in [&mut self.d, &mut self.i] {
+            let e = &mut t[tlb_index(vpn)];
+            if e.tag == vpn | TLB_VALID {
+                *e = TlbEntry::default();
+            }
         }
     }
 }
@@ -87,6 +112,10 @@ pub(crate) struct DecodeCache {
     gen: Vec<u32>,
     mark: Vec<bool>,
     base: u64,
+    /// Count of code-page invalidations (lets batched REP string steps notice self-modification).
+    pub invalidations: u64,
+    /// Build pre-decoded fast forms (tests turn this off to compare against the generic path).
+    pub fast: bool,
 }
 
 impl DecodeCache {
@@ -97,6 +126,8 @@ impl DecodeCache {
             gen: Vec::new(),
             mark: Vec::new(),
             base: 0,
+            invalidations: 0,
+            fast: true,
         }
     }
 
@@ -123,6 +154,7 @@ impl DecodeCache {
         if let Some(m) = self.mark.get_mut(page) {
             if *m {
                 *m = false;
+                self.invalidations += 1;
                 let g = self.gen[page].wrapping_add(1);
                 self.gen[page] = g;
                 if g == 0 {
@@ -164,7 +196,7 @@ impl DecodeCache {
     }
 
     #[inline(always)]
-    fn lookup(&self, tag: u64, paddr: u64) -> Option<usize> {
+    pub(crate) fn lookup(&self, tag: u64, paddr: u64) -> Option<usize> {
         let slot = Self::slot(paddr);
         let e = &self.e[slot];
         if e.tag == tag {
@@ -178,7 +210,7 @@ impl DecodeCache {
 
     /// Store a decoded instruction; returns the entry index.
     fn insert(&mut self, tag: u64, paddr: u64, ins: Instruction, code32: bool) -> usize {
-        let uop = Uop::build(&ins, code32);
+        let uop = Uop::build(&ins, code32 && self.fast);
         let page = (paddr.wrapping_sub(self.base) >> 12) as usize;
         if page >= self.gen.len() {
             return self.scratch(ins, code32);
@@ -193,7 +225,7 @@ impl DecodeCache {
 
     /// Park an instruction that must not be cached in the scratch entry.
     fn scratch(&mut self, ins: Instruction, code32: bool) -> usize {
-        let uop = Uop::build(&ins, code32);
+        let uop = Uop::build(&ins, code32 && self.fast);
         self.e[IC_SIZE] = IcEntry { tag: 0, gen: 0, len: ins.len() as u8, uop };
         self.ins[IC_SIZE] = ins;
         IC_SIZE
@@ -260,7 +292,8 @@ impl Cpu {
             return Ok(lin);
         }
         let vpn = lin >> 12;
-        let e = &self.tlb.e[vpn as usize % TLB_SIZE];
+        let t = if acc & ACC_X != 0 { &self.tlb.i } else { &self.tlb.d };
+        let e = &t[tlb_index(vpn)];
         if e.tag == vpn | TLB_VALID {
             let need = match (acc & ACC_W != 0, acc & ACC_U != 0) {
                 (false, false) => 0,
@@ -339,7 +372,8 @@ impl Cpu {
             perm |= PERM_G;
         }
         let vpn = lin >> 12;
-        self.tlb.e[vpn as usize % TLB_SIZE] = TlbEntry { tag: vpn | TLB_VALID, ppage, perm };
+        let t = if acc & ACC_X != 0 { &mut self.tlb.i } else { &mut self.tlb.d };
+        t[tlb_index(vpn)] = TlbEntry { tag: vpn | TLB_VALID, ppage, perm };
         Ok(ppage | (lin & 0xfff))
     }
 
@@ -404,11 +438,17 @@ impl Cpu {
     }
 
     /// Read at a linear address.
+    #[inline(always)]
     pub(crate) fn lin_read<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, size: u32, acc: u8) -> Res<u64> {
         if (lin & 0xfff) + u64::from(size) <= 0x1000 {
             let pa = self.translate(b, lin, acc)?;
             return Ok(self.phys_read(b, pa, size));
         }
+        self.lin_read_split(b, lin, size, acc)
+    }
+
+    #[inline(never)]
+    fn lin_read_split<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, size: u32, acc: u8) -> Res<u64> {
         // Crosses a page boundary: translate both pages before touching anything.
         let split = 0x1000 - (lin & 0xfff);
         let pa0 = self.translate(b, lin, acc)?;
@@ -419,6 +459,7 @@ impl Cpu {
     }
 
     /// Write at a linear address.
+    #[inline(always)]
     pub(crate) fn lin_write<P: Platform + ?Sized>(
         &mut self,
         b: &mut Bus<P>,
@@ -433,6 +474,18 @@ impl Cpu {
             self.phys_write(b, pa, size, v);
             return Ok(());
         }
+        self.lin_write_split(b, lin, size, v, acc)
+    }
+
+    #[inline(never)]
+    fn lin_write_split<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        lin: u64,
+        size: u32,
+        v: u64,
+        acc: u8,
+    ) -> Res<()> {
         let split = 0x1000 - (lin & 0xfff);
         let pa0 = self.translate(b, lin, acc)?;
         let pa1 = self.translate(b, (lin + split) & 0xffff_ffff, acc)?;
@@ -492,8 +545,16 @@ impl Cpu {
         if eip > u64::from(cs.limit) {
             return exc(13, 0);
         }
-        let acc = self.user_acc();
-        let pa = self.translate(b, lin, acc)?;
+        let acc = self.user_acc() | ACC_X;
+        let ftag = (lin >> 12) | (u64::from(acc & ACC_U) << 40) | TLB_VALID << 8;
+        let pa = if self.tlb.fetch_tag == ftag {
+            self.tlb.fetch_ppage | (lin & 0xfff)
+        } else {
+            let pa = self.translate(b, lin, acc)?;
+            self.tlb.fetch_tag = ftag;
+            self.tlb.fetch_ppage = pa & !0xfff;
+            pa
+        };
         let bits: u32 = if cs.attr & crate::ATTR_DB != 0 && self.pm() { 32 } else { 16 };
         let tag = pa | (u64::from(bits) << 56);
         let idx = if let Some(i) = self.icache.lookup(tag, pa) { i } else { self.decode_at(b, lin, pa, tag, bits)? };
@@ -532,7 +593,7 @@ impl Cpu {
         let mut buf = [0u8; 15];
         buf[..avail].copy_from_slice(&b.ram.as_slice()[off..off + avail]);
         let lin2 = (lin + avail as u64) & 0xffff_ffff;
-        let acc = self.user_acc();
+        let acc = self.user_acc() | ACC_X;
         let pa2 = self.translate(b, lin2, acc)?;
         let need = 15 - avail;
         let Some(off2) = b.ram.offset_of(pa2, 1) else {

@@ -25,6 +25,15 @@ pub(crate) enum Event {
     External,
 }
 
+/// Why a hardware task switch happens (decides busy bits, NT and the back link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TaskSwitch {
+    Jmp,
+    /// CALL, INT through a task gate, exception/interrupt through a task gate.
+    Call,
+    Iret,
+}
+
 /// Contributory exceptions for the double-fault rules.
 fn contributory(v: u8) -> bool {
     matches!(v, 0 | 10 | 11 | 12 | 13)
@@ -198,7 +207,7 @@ impl Cpu {
         }
         let d = self.read_desc(b, sel)?;
         if !d_is_code_data(d) {
-            // Call gates, task gates and TSS descriptors: not supported (see crate docs).
+            // System descriptors other than call gates, task gates and TSSs (handled by the caller).
             return exc(13, err);
         }
         if !d_is_code(d) {
@@ -244,6 +253,26 @@ impl Cpu {
             self.s.rip = off;
             return Ok(());
         }
+        if sel & 0xfffc != 0 {
+            let raw = self.read_desc(b, sel)?;
+            if !d_is_code_data(raw) && matches!(d_type(raw), 0x4 | 0xc) {
+                return self.through_call_gate(b, sel, raw, call, next);
+            }
+            if !d_is_code_data(raw) && matches!(d_type(raw), 0x5 | 0x9) {
+                // Task gate or available 32-bit TSS: DPL >= max(CPL, RPL).
+                let err = u32::from(sel & 0xfffc);
+                if d_dpl(raw) < self.s.cpl.max((sel & 3) as u8) {
+                    return exc(13, err);
+                }
+                if !d_present(raw) {
+                    return exc(11, err);
+                }
+                let tss = if d_type(raw) == 0x5 { ((raw >> 16) & 0xffff) as u16 } else { sel };
+                let kind = if call { TaskSwitch::Call } else { TaskSwitch::Jmp };
+                self.s.rip = next;
+                return self.task_switch(b, tss, kind, 0, None);
+            }
+        }
         let d = self.check_code_target(b, sel)?;
         let mut seg = desc_to_seg(sel, d | (1 << 40));
         if off > u64::from(seg.limit) {
@@ -262,6 +291,114 @@ impl Cpu {
         let cpl = self.s.cpl;
         seg.selector = (sel & 0xfffc) | u16::from(cpl);
         self.set_cs(seg, cpl);
+        self.s.rip = off;
+        Ok(())
+    }
+
+    /// SS:ESP for privilege level `dpl` from the current TSS, validated (#TS on a bad TSS or SS).
+    fn tss_stack<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, dpl: u8, ext: u32) -> Res<(u16, u64, Segment)> {
+        let tr = self.s.tr;
+        let tss32 = tr.attr & 0x8 != 0;
+        let (sp_off, ss_off, sw) = if tss32 {
+            (4 + u64::from(dpl) * 8, 8 + u64::from(dpl) * 8, 4)
+        } else {
+            (2 + u64::from(dpl) * 4, 4 + u64::from(dpl) * 4, 2)
+        };
+        let trerr = u32::from(tr.selector & 0xfffc) + ext;
+        if tr.attr & ATTR_P == 0 || ss_off + 1 > u64::from(tr.limit) {
+            return exc(10, trerr);
+        }
+        let new_sp = self.lin_read(b, (tr.base + sp_off) & 0xffff_ffff, sw, 0)?;
+        let new_ss = self.lin_read(b, (tr.base + ss_off) & 0xffff_ffff, 2, 0)? as u16;
+        let sd = match self.check_stack_sel(b, new_ss, dpl, 10) {
+            Ok(sd) => sd,
+            Err(Fault::Ex { vector: 13, code: Some(c) }) => return exc(10, c),
+            Err(e) => return Err(e),
+        };
+        Ok((new_ss, new_sp, desc_to_seg(new_ss, sd | (1 << 40))))
+    }
+
+    /// Far JMP/CALL through a call gate (type 4: 16-bit, type 0xC: 32-bit).
+    fn through_call_gate<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        sel: u16,
+        gate: u64,
+        call: bool,
+        next: u64,
+    ) -> Res<()> {
+        let err = u32::from(sel & 0xfffc);
+        let cpl = self.s.cpl;
+        if d_dpl(gate) < cpl || d_dpl(gate) < (sel & 3) as u8 {
+            return exc(13, err);
+        }
+        if !d_present(gate) {
+            return exc(11, err);
+        }
+        let gate32 = d_type(gate) == 0xc;
+        let tsel = ((gate >> 16) & 0xffff) as u16;
+        let off = (gate & 0xffff) | if gate32 { (gate >> 32) & 0xffff_0000 } else { 0 };
+        let params = ((gate >> 32) & 0x1f) as u32;
+        if tsel & 0xfffc == 0 {
+            return exc(13, 0);
+        }
+        let terr = u32::from(tsel & 0xfffc);
+        let d = self.read_desc(b, tsel)?;
+        if !d_is_code_data(d) || !d_is_code(d) || d_dpl(d) > cpl {
+            return exc(13, terr);
+        }
+        let conforming = d_type(d) & 4 != 0;
+        if !call && !conforming && d_dpl(d) != cpl {
+            return exc(13, terr);
+        }
+        if !d_present(d) {
+            return exc(11, terr);
+        }
+        let mut cs = desc_to_seg(tsel, d | (1 << 40));
+        if off > u64::from(cs.limit) {
+            return exc(13, 0);
+        }
+        let gsize: u32 = if gate32 { 4 } else { 2 };
+        let dpl = d_dpl(d);
+        if call && !conforming && dpl < cpl {
+            let (new_ss, new_sp, ss) = self.tss_stack(b, dpl, 0)?;
+            // Copy the parameters from the caller's stack before switching.
+            let mut vals = vec![u64::from(self.s.seg[SS].selector), self.s.regs[4] & self.sp_mask()];
+            for k in (0..params).rev() {
+                vals.push(self.peek(b, u64::from(k * gsize), gsize)?);
+            }
+            vals.push(u64::from(self.s.seg[CS].selector));
+            vals.push(next);
+            let spm: u64 = if ss.attr & ATTR_DB != 0 { 0xffff_ffff } else { 0xffff };
+            let acc = if dpl == 3 { ACC_U } else { 0 };
+            let mut sp = new_sp;
+            for v in &vals {
+                sp = sp.wrapping_sub(u64::from(gsize)) & spm;
+                if sp + u64::from(gsize) - 1 > u64::from(ss.limit) {
+                    return exc(12, u32::from(new_ss & 0xfffc));
+                }
+                self.lin_write(b, (ss.base + sp) & 0xffff_ffff, gsize, *v, acc)?;
+            }
+            self.set_accessed(b, tsel, d)?;
+            cs.selector = (tsel & 0xfffc) | u16::from(dpl);
+            self.set_cs(cs, dpl);
+            self.s.seg[SS] = ss;
+            self.s.regs[4] = (self.s.regs[4] & !spm) | sp;
+            self.s.rip = off;
+            return Ok(());
+        }
+        if call {
+            let m = self.sp_mask();
+            let sp = self.s.regs[4];
+            self.push(b, u64::from(self.s.seg[CS].selector), gsize)?;
+            if let Err(e) = self.push(b, next, gsize) {
+                self.s.regs[4] = (self.s.regs[4] & !m) | (sp & m);
+                return Err(e);
+            }
+        }
+        self.set_accessed(b, tsel, d)?;
+        cs.selector = (tsel & 0xfffc) | u16::from(cpl);
+        self.set_cs(cs, cpl);
         self.s.rip = off;
         Ok(())
     }
@@ -364,6 +501,11 @@ impl Cpu {
 
     /// IRET/IRETD.
     pub(crate) fn iret<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, size: u32) -> Res<()> {
+        if self.pm() && self.s.rflags & NT != 0 {
+            // Return to the task in the current TSS's back link.
+            let link = self.lin_read(b, self.s.tr.base & 0xffff_ffff, 2, 0)? as u16;
+            return self.task_switch(b, link, TaskSwitch::Iret, 0, None);
+        }
         let s = u64::from(size);
         let eip = self.peek(b, 0, size)?;
         let sel = self.peek(b, s, size)? as u16;
@@ -373,12 +515,8 @@ impl Cpu {
             self.load_seg(b, CS, sel)?;
             self.s.rip = eip;
             self.set_sp(sp.wrapping_add(3 * s));
-            self.write_flags(fl, size, true);
+            self.write_flags(fl, size);
             return Ok(());
-        }
-        if self.s.rflags & NT != 0 {
-            // Task return: hardware task switching is not supported (crate docs).
-            return exc(13, 0);
         }
         if size == 4 && fl & VM != 0 && self.s.cpl == 0 {
             return Err(Fault::Shutdown("IRET to virtual-8086 mode: VM86 is not supported".into()));
@@ -427,8 +565,8 @@ impl Cpu {
         self.s.rflags = (self.s.rflags & !changeable) | (v & changeable) | 2;
     }
 
-    /// Unprivileged-context flag write (real mode or CPL 0).
-    pub(crate) fn write_flags(&mut self, v: u64, size: u32, _real: bool) {
+    /// POPF/IRET flag write at the current privilege level.
+    pub(crate) fn write_flags(&mut self, v: u64, size: u32) {
         let cpl = self.s.cpl;
         self.write_flags_priv(v, size, cpl);
     }
@@ -496,7 +634,17 @@ impl Cpu {
             0x07 => (false, true),
             0x0e => (true, false),
             0x0f => (true, true),
-            // 0x05 is a task gate: hardware task switching is not supported (crate docs).
+            0x05 => {
+                // Task gate: switch to the TSS it names (DPL/present checks as for other gates).
+                if ev == Event::Software && d_dpl(gate) < self.s.cpl {
+                    return exc(13, gate_err);
+                }
+                if !d_present(gate) {
+                    return exc(11, gate_err);
+                }
+                let tss = ((gate >> 16) & 0xffff) as u16;
+                return self.task_switch(b, tss, TaskSwitch::Call, ext, code);
+            }
             _ => return exc(13, gate_err),
         };
         let cpl = self.s.cpl;
@@ -534,25 +682,7 @@ impl Cpu {
         let old_fl = self.s.rflags;
         if !conforming && dpl < cpl {
             // Inner privilege: switch to the stack for `dpl` taken from the TSS.
-            let tr = self.s.tr;
-            let tss32 = tr.attr & 0x8 != 0;
-            let (sp_off, ss_off, sw) = if tss32 {
-                (4 + u64::from(dpl) * 8, 8 + u64::from(dpl) * 8, 4)
-            } else {
-                (2 + u64::from(dpl) * 4, 4 + u64::from(dpl) * 4, 2)
-            };
-            let trerr = u32::from(tr.selector & 0xfffc) + ext;
-            if tr.attr & ATTR_P == 0 || ss_off + 1 > u64::from(tr.limit) {
-                return exc(10, trerr);
-            }
-            let new_sp = self.lin_read(b, (tr.base + sp_off) & 0xffff_ffff, sw, 0)?;
-            let new_ss = self.lin_read(b, (tr.base + ss_off) & 0xffff_ffff, 2, 0)? as u16;
-            let sd = match self.check_stack_sel(b, new_ss, dpl, 10) {
-                Ok(sd) => sd,
-                Err(Fault::Ex { vector: 13, code: Some(c) }) => return exc(10, c),
-                Err(e) => return Err(e),
-            };
-            let ss = desc_to_seg(new_ss, sd | (1 << 40));
+            let (new_ss, new_sp, ss) = self.tss_stack(b, dpl, ext)?;
             let spm: u64 = if ss.attr & ATTR_DB != 0 { 0xffff_ffff } else { 0xffff };
             let mut vals =
                 vec![u64::from(self.s.seg[SS].selector), self.s.regs[4] & 0xffff_ffff, old_fl, old_cs, old_eip];
@@ -572,7 +702,6 @@ impl Cpu {
             self.set_cs(cs, dpl);
             self.s.seg[SS] = ss;
             self.s.regs[4] = (self.s.regs[4] & !spm) | sp;
-            self.null_inaccessible_segs_on_entry();
         } else {
             // Same privilege (or conforming code): push on the current stack.
             let new_cpl = if conforming { cpl } else { dpl };
@@ -599,9 +728,6 @@ impl Cpu {
         Ok(())
     }
 
-    /// No data segments change on an inward interrupt in protected mode (only VM86 exits would).
-    fn null_inaccessible_segs_on_entry(&mut self) {}
-
     fn deliver_real<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, vec: u8) -> Res<()> {
         let idx = u64::from(vec) * 4;
         if idx + 3 > u64::from(self.s.idtr.limit) {
@@ -622,6 +748,124 @@ impl Cpu {
         self.load_seg(b, CS, (ent >> 16) as u16)?;
         self.s.rip = ent & 0xffff;
         self.s.rflags &= !(IF | TF | AC | RF);
+        Ok(())
+    }
+
+    /// Hardware task switch to the 32-bit TSS `sel` (16-bit TSSs are not supported: #GP/#TS).
+    /// EIP must already be the return address of the outgoing task. Saves the outgoing state into
+    /// the current TSS, then loads CR3, EFLAGS, EIP, the GPRs, LDTR and the segment registers from
+    /// the new one (segment faults after the switch are #TS in the new task, as on hardware).
+    pub(crate) fn task_switch<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        sel: u16,
+        kind: TaskSwitch,
+        ext: u32,
+        code: Option<u32>,
+    ) -> Res<()> {
+        let err = u32::from(sel & 0xfffc) + ext;
+        if sel & 4 != 0 || sel & 0xfffc == 0 {
+            return exc(if kind == TaskSwitch::Iret { 10 } else { 13 }, err);
+        }
+        let d = self.read_desc(b, sel)?;
+        let want = if kind == TaskSwitch::Iret { 0xb } else { 0x9 };
+        if d_is_code_data(d) || d_type(d) != want {
+            return exc(if kind == TaskSwitch::Iret { 10 } else { 13 }, err);
+        }
+        if !d_present(d) {
+            return exc(11, err);
+        }
+        let new = desc_to_seg(sel, d);
+        if new.limit < 0x67 {
+            return exc(10, err);
+        }
+        let old = self.s.tr;
+        if old.attr & 0x8 == 0 || old.limit < 0x67 {
+            return exc(10, u32::from(old.selector & 0xfffc) + ext);
+        }
+        // Read the whole incoming TSS first so that a fault leaves the old task untouched.
+        let mut t = [0u32; 26];
+        for (k, v) in t.iter_mut().enumerate() {
+            *v = self.lin_read(b, (new.base + 4 * k as u64) & 0xffff_ffff, 4, 0)? as u32;
+        }
+        // Save the outgoing task.
+        let mut fl = self.s.rflags;
+        if kind == TaskSwitch::Iret {
+            fl &= !NT;
+        }
+        let ob = old.base;
+        let mut w = |cpu: &mut Cpu, off: u64, v: u64, size: u32| cpu.lin_write(b, (ob + off) & 0xffff_ffff, size, v, 0);
+        w(self, 0x20, self.s.rip, 4)?;
+        w(self, 0x24, fl, 4)?;
+        for r in 0..8 {
+            w(self, 0x28 + 4 * r as u64, self.s.regs[r], 4)?;
+        }
+        for r in 0..6 {
+            w(self, 0x48 + 4 * r as u64, u64::from(self.s.seg[r].selector), 2)?;
+        }
+        let gdt = self.s.gdtr.base;
+        let busy = |cpu: &mut Cpu, b: &mut Bus<P>, s: u16, on: bool| -> Res<()> {
+            let lin = (gdt + u64::from(s & 0xfff8) + 5) & 0xffff_ffff;
+            let a = cpu.lin_read(b, lin, 1, 0)?;
+            let a = if on { a | 2 } else { a & !2 };
+            cpu.lin_write(b, lin, 1, a, 0)
+        };
+        if matches!(kind, TaskSwitch::Jmp | TaskSwitch::Iret) {
+            busy(self, b, old.selector, false)?;
+        }
+        if kind != TaskSwitch::Iret {
+            busy(self, b, sel, true)?;
+        }
+        let mut new_fl = u64::from(t[9]);
+        if kind == TaskSwitch::Call {
+            self.lin_write(b, new.base & 0xffff_ffff, 2, u64::from(old.selector), 0)?;
+            new_fl |= NT;
+        }
+        // Load the incoming task.
+        self.s.tr = desc_to_seg(sel, d | (2 << 40));
+        self.s.cr0 |= crate::CR0_TS;
+        if self.s.cr0 & crate::CR0_PG != 0 {
+            self.s.cr3 = u64::from(t[7]);
+            self.tlb.flush_non_global();
+        }
+        self.s.rip = u64::from(t[8]);
+        self.s.rflags = (new_fl & !VM) | 2;
+        for r in 0..8 {
+            self.s.regs[r] = u64::from(t[10 + r]);
+        }
+        let sels: Vec<u16> = (0..6).map(|r| t[18 + r] as u16).collect();
+        let ldt = t[24] as u16;
+        // Selectors first (so that a #TS handler sees them), then the checked descriptor loads.
+        for (r, s) in sels.iter().enumerate() {
+            self.s.seg[r] = Segment { selector: *s, base: 0, limit: 0, attr: 0 };
+        }
+        self.s.ldtr = Segment { selector: ldt, base: 0, limit: 0, attr: 0 };
+        let ts = |e: Fault, s: u16| match e {
+            Fault::Ex { vector: 13, .. } => Fault::Ex { vector: 10, code: Some(u32::from(s & 0xfffc) + ext) },
+            other => other,
+        };
+        self.lldt(b, ldt).map_err(|e| ts(e, ldt))?;
+        let cs_sel = sels[CS];
+        let new_cpl = (cs_sel & 3) as u8;
+        let cd = self.read_desc(b, cs_sel).map_err(|e| ts(e, cs_sel))?;
+        if cs_sel & 0xfffc == 0 || !d_is_code_data(cd) || !d_is_code(cd) {
+            return exc(10, u32::from(cs_sel & 0xfffc) + ext);
+        }
+        if !d_present(cd) {
+            return exc(11, u32::from(cs_sel & 0xfffc) + ext);
+        }
+        self.set_cs(desc_to_seg(cs_sel, cd | (1 << 40)), new_cpl);
+        self.load_seg(b, SS, sels[SS]).map_err(|e| ts(e, sels[SS]))?;
+        for r in [ES, DS, FS, GS] {
+            self.load_seg(b, r, sels[r]).map_err(|e| ts(e, sels[r]))?;
+        }
+        if let Some(c) = code {
+            let size = if self.s.seg[CS].attr & ATTR_DB != 0 { 4 } else { 2 };
+            self.push(b, u64::from(c), size)?;
+        }
+        if self.s.rip > u64::from(self.s.seg[CS].limit) {
+            return exc(13, 0);
+        }
         Ok(())
     }
 

@@ -1770,3 +1770,754 @@ fn rep_bsf_endbr_rep_ret_on_old_cpu() {
     assert_eq!(e.r(Gpr::Rax), 7);
     assert_eq!(e.cpu.icount(), 6);
 }
+
+// ---------------------------------------------------------------- protection faults
+
+#[test]
+fn not_present_segment_and_stack_faults() {
+    // DS load of a not-present data segment: #NP(sel).
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x38)?;
+        a.mov(ds, ax)?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x38, desc(0, 0xfffff, 0x12, 0xc)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    e.run_expect_vector(11);
+    assert_eq!(e.stack(0), 0x38);
+    // SS load of a not-present segment: #SS(sel).
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x38)?;
+        a.mov(ss, ax)?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x38, desc(0, 0xfffff, 0x12, 0xc)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    e.run_expect_vector(12);
+    assert_eq!(e.stack(0), 0x38);
+    // Stack access beyond an SS limit: #SS(0).
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x38)?;
+        a.mov(ss, ax)?;
+        a.mov(esp, 0x1000)?;
+        a.mov(ebx, dword_ptr(esp))?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x38, desc(0, 0xfff, 0x92, 0x4)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    // The #SS frame itself is pushed below ESP, inside the limit.
+    e.run_expect_vector(12);
+    assert_eq!(e.stack(0), 0);
+}
+
+#[test]
+fn interrupt_with_bad_tss_stack_is_ts() {
+    let mut e = Env::flat(|a| {
+        a.push(0x2b)?;
+        a.push(0x9_0000)?;
+        a.push(0x2)?;
+        a.push(0x23)?;
+        a.push(USER_CODE as i32)?;
+        a.iretd()
+    });
+    e.ram.write(USER_CODE, &[0xcd, 0x80]).unwrap();
+    // SS0 in the TSS names the ring-3 data segment: the inward switch raises #TS(0x28). #TS is
+    // delivered through a ring-0 gate from ring 3 and needs the same TSS stack, so it fails the same
+    // way (contributory after contributory) -> #DF, which fails too -> triple fault.
+    e.ram.write_u32(TSS + 8, 0x28).unwrap();
+    match e.run() {
+        RunExit::Shutdown { reason } => assert!(reason.contains("triple"), "{reason}"),
+        x => panic!("{x:?}"),
+    }
+}
+
+#[test]
+fn retf_and_iret_to_outer_ring_null_data_segments() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x18)?;
+        a.mov(es, ax)?;
+        a.mov(eax, 0x2b)?;
+        a.mov(fs, ax)?;
+        a.push(0x2b)?;
+        a.push(0x9_0000)?;
+        a.push(0x23)?;
+        a.push(USER_CODE as i32)?;
+        a.retf()
+    });
+    e.ram.write(USER_CODE, &[0xf4]).unwrap();
+    e.run_expect_vector(13);
+    // Faulted in ring 3 at the HLT; ES (DPL 0) was nulled by the RETF, FS (DPL 3) kept.
+    assert_eq!(u64::from(e.stack(1)), USER_CODE);
+    assert_eq!(e.cpu.segment(SegReg::Es).selector, 0);
+    assert_eq!(e.cpu.segment(SegReg::Fs).selector, 0x2b);
+}
+
+#[test]
+fn lss_lds_les_and_far_pointer_loads() {
+    let e = run_flat(|a| {
+        a.mov(dword_ptr(0x40_0000), 0x7_0000)?;
+        a.mov(word_ptr(0x40_0004), 0x18)?;
+        a.lss(esp, ptr(0x40_0000))?;
+        a.les(edi, ptr(0x40_0000))?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rsp), 0x7_0000);
+    assert_eq!(e.r(Gpr::Rdi), 0x7_0000);
+    assert_eq!(e.cpu.segment(SegReg::Es).selector, 0x18);
+}
+
+#[test]
+fn sixteen_bit_div_and_rotates_through_carry() {
+    let e = run_flat(|a| {
+        a.mov(dx, 1)?;
+        a.mov(ax, 0)?;
+        a.mov(cx, 3)?;
+        a.div(cx)?; // 0x10000 / 3
+        a.mov(si, ax)?;
+        a.mov(di, dx)?;
+        a.stc()?;
+        a.mov(bx, 0x8000u16 as i32)?;
+        a.rcl(bx, 1)?; // bx = 1, CF = 1
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rsi) & 0xffff, 0x5555);
+    assert_eq!(e.r(Gpr::Rdi) & 0xffff, 1);
+    assert_eq!(e.r(Gpr::Rbx) & 0xffff, 1);
+    assert_eq!(e.status() & CF, CF);
+}
+
+#[test]
+fn das_aas_edges() {
+    let e = run_flat(|a| {
+        a.mov(al, 0x00)?;
+        a.sub(al, 0x01)?; // 0xff, CF=1, AF=1
+        a.das()?; // -> 0x99, CF=1
+        a.mov(bl, al)?;
+        a.mov(ax, 0x0200)?;
+        a.sub(al, 0x01)?; // AL = 0xff, AF=1
+        a.aas()?;
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rbx) & 0xff, 0x99);
+    // AAS: AX = AX - 6 = 0x02f9, AH = AH - 1 = 0x01, AL = AL & 0x0f = 0x09 -> 0x0109.
+    assert_eq!(e.r(Gpr::Rax) & 0xffff, 0x0109);
+    assert_eq!(e.status() & (CF | AF), CF | AF);
+}
+
+#[test]
+fn call_gate_to_ring0_with_parameters_and_retf_back() {
+    let user = asm(32, USER_CODE, |a| {
+        a.push(0x1111)?;
+        a.push(0x2222)?;
+        a.call_far(0x3b, 0)?; // gate selector 0x38 | RPL 3
+        a.mov(ebx, 0x77)?;
+        a.int(0x80)
+    });
+    let mut e = Env::flat(|a| {
+        a.push(0x2b)?;
+        a.push(0x9_0000)?;
+        a.push(0x2)?;
+        a.push(0x23)?;
+        a.push(USER_CODE as i32)?;
+        a.iretd()?;
+        a.db(&[0x90; 0x40 - 17])?;
+        // CODE+0x40: ring-0 gate target; check the copied parameters, return popping them.
+        a.mov(esi, dword_ptr(esp + 8))?;
+        a.mov(edi, dword_ptr(esp + 12))?;
+        a.retf_1(8)
+    });
+    e.ram.write(USER_CODE, &user).unwrap();
+    // 32-bit call gate, DPL 3, 2 parameters, to 0x10:CODE+0x40.
+    let g = gate(0x10, (CODE + 0x40) as u32, 0xec) | (2 << 32);
+    e.ram.write_u64(GDT + 0x38, g).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    e.run_expect_vector(0x80);
+    assert_eq!(e.r(Gpr::Rsi), 0x2222);
+    assert_eq!(e.r(Gpr::Rdi), 0x1111);
+    assert_eq!(e.r(Gpr::Rbx), 0x77);
+    // Back in ring 3 the caller's stack has the parameters popped by RETF 8.
+    assert_eq!(e.stack(3), 0x9_0000, "user ESP in the int 0x80 frame");
+}
+
+#[test]
+fn rep_interrupted_between_iterations() {
+    let mut e = Env::flat(|a| {
+        a.mov(edi, 0x40_0000)?;
+        a.mov(ecx, 10)?;
+        a.sti()?;
+        a.rep().stosb()?;
+        a.hlt()
+    });
+    e.p.vector = 0x22;
+    e.cpu.set_intr(true);
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Platform);
+    // sti's shadow lets exactly one iteration run, then the interrupt is taken on the rep.
+    assert_eq!(e.p.acks[0].icount, 4);
+    assert_eq!(e.r(Gpr::Rcx), 9);
+    assert_eq!(u64::from(e.stack(0)), CODE + 11, "return to the rep instruction");
+    assert_eq!(e.cpu.pc(), STUBS + 16 * 0x22);
+}
+
+#[test]
+fn rep_movs_into_following_code_is_seen() {
+    // rep movsb copies "mov al, 0x42" (b0 42) over two nops right after it. The first run copies
+    // nothing (count 0) so the nops get decoded and cached; the second run must see the new code.
+    let mut e = Env::flat(|a| {
+        a.mov(esi, 0x40_0000)?;
+        a.mov(edi, (CODE + 21) as i32)?;
+        a.mov(ecx, dword_ptr(0x40_0010))?;
+        a.mov(al, 1)?;
+        a.rep().movsb()?; // CODE+18
+        a.nop()?; // CODE+20
+        a.nop()?; // CODE+21: overwritten
+        a.nop()?;
+        a.hlt()
+    });
+    e.ram.write(0x40_0000, &[0xb0, 0x42]).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 1);
+    e.cpu.s.halted = false;
+    e.cpu.set_rip(CODE);
+    e.ram.write_u32(0x40_0010, 2).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rax) & 0xff, 0x42);
+}
+
+#[test]
+fn rep_movs_to_mmio_returns_after_each_iteration() {
+    let mut e = Env::flat(|a| {
+        a.mov(esi, 0x40_0000)?;
+        a.mov(edi, 0xfec0_0000u32 as i32)?;
+        a.mov(ecx, 3)?;
+        a.rep().movsd()?;
+        a.hlt()
+    });
+    let mut exits = 0;
+    while e.cpu.run(&mut e.ram, &mut e.p, u64::MAX) == RunExit::Platform {
+        exits += 1;
+    }
+    assert_eq!(exits, 3);
+    assert_eq!(e.p.mmio_writes.len(), 3);
+    assert_eq!(e.cpu.icount(), 3 + 3 + 1);
+}
+
+#[test]
+fn rep_stos_batch_respects_stop_at() {
+    let mut e = Env::flat(|a| {
+        a.mov(edi, 0x40_0000)?;
+        a.mov(ecx, 1000)?;
+        a.rep().stosd()?;
+        a.hlt()
+    });
+    for stop in [3u64, 4, 500, 1002] {
+        assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, stop), RunExit::Limit);
+        assert_eq!(e.cpu.icount(), stop);
+    }
+    assert_eq!(e.r(Gpr::Rcx), 0);
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.cpu.icount(), 1003);
+}
+
+#[test]
+fn byte_and_conditional_fast_forms() {
+    let mut e = Env::flat(|a| {
+        a.mov(ebx, 0x40_0000)?;
+        a.mov(byte_ptr(ebx), 0xf0)?;
+        a.mov(dl, 0x0f)?;
+        a.mov(byte_ptr(ebx + 1), dl)?;
+        a.mov(cl, byte_ptr(ebx))?;
+        a.movzx(esi, byte_ptr(ebx))?;
+        a.movsx(edi, byte_ptr(ebx))?;
+        a.movsx(ebp, word_ptr(ebx))?;
+        a.add(byte_ptr(ebx + 1), 0xf1)?; // 0x0f + 0xf1 = 0x100: CF, ZF
+        a.setz(al)?;
+        a.cmp(cl, 0xf0)?;
+        a.cmove(edx, esi)?;
+        a.cmovne(edx, dword_ptr(ebx))?;
+        a.movzx(ecx, dl)?;
+        a.mov(dword_ptr(ebx + 8), 0x30_0000)?;
+        a.call(dword_ptr(ebx + 8))?; // sets ecx = 0x99
+        a.mov(eax, 0x30_0010)?;
+        a.jmp(eax)
+    });
+    e.ram.write(0x30_0000, &[0xb9, 0x99, 0, 0, 0, 0xc3]).unwrap();
+    e.ram.write(0x30_0010, &[0xf4]).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.ram.read_u32(0x40_0000).unwrap() & 0xffff, 0x00f0);
+    assert_eq!(e.r(Gpr::Rsi), 0xf0);
+    assert_eq!(e.r(Gpr::Rdi), 0xffff_fff0);
+    assert_eq!(e.r(Gpr::Rbp), 0x0ff0, "word [ebx] = f0 0f before the add");
+    assert_eq!(e.r(Gpr::Rdx), 0xf0);
+    assert_eq!(e.r(Gpr::Rcx), 0x99);
+    assert_eq!(e.cpu.pc(), 0x30_0011);
+    assert_eq!(u64::from(e.r(Gpr::Rsp)), STACK);
+}
+
+#[test]
+fn fast_forms_are_recognised() {
+    use crate::fast::{Kind, Uop};
+    let code = asm(32, 0, |a| {
+        a.mov(eax, ebx)?;
+        a.mov(byte_ptr(ebx + 1), dl)?;
+        a.movzx(esi, byte_ptr(ebx))?;
+        a.cmp(cl, 0xf0)?;
+        a.cmove(edx, esi)?;
+        a.call(eax)?;
+        a.setz(al)?;
+        a.add(dword_ptr(edi + edx * 4), eax)?;
+        a.mov(ah, byte_ptr(ebx))?; // high byte register: generic
+        a.rep().movsb() // generic
+    });
+    let mut d = iced_x86::Decoder::new(32, &code, 0);
+    let kinds: Vec<Kind> = std::iter::from_fn(|| d.can_decode().then(|| Uop::build(&d.decode(), true).kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Kind::MovRR,
+            Kind::MovM8R,
+            Kind::MovxRM,
+            Kind::AluR8I,
+            Kind::CmovRR,
+            Kind::CallR,
+            Kind::SetccR8,
+            Kind::AluMR,
+            Kind::Generic,
+            Kind::Generic
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- record/replay properties
+
+#[test]
+fn save_restore_midway_matches_uninterrupted_run() {
+    let prog = |a: &mut CodeAssembler| {
+        let mut top = a.create_label();
+        a.mov(ecx, 300)?;
+        a.mov(edi, 0x40_0000)?;
+        a.set_label(&mut top)?;
+        a.imul_3(eax, ecx, 7)?;
+        a.xor(ebx, eax)?;
+        a.rol(ebx, 5)?;
+        a.push(ebx)?;
+        a.pop(edx)?;
+        a.mov(dword_ptr(edi + ecx * 4), edx)?;
+        a.rdtsc()?;
+        a.loop_(top)?;
+        a.mov(ecx, 40)?;
+        a.rep().stosb()?;
+        a.hlt()
+    };
+    let mut whole = Env::flat(prog);
+    assert_eq!(whole.run(), RunExit::Halted);
+    for cut in [1u64, 17, 1000, 2405, 2420] {
+        let mut first = Env::flat(prog);
+        while first.cpu.icount() < cut {
+            match first.cpu.run(&mut first.ram, &mut first.p, cut) {
+                RunExit::Limit | RunExit::Platform => {}
+                x => panic!("{x:?}"),
+            }
+        }
+        let state = first.cpu.save_state();
+        let mut second = Cpu::new(CpuConfig::default());
+        second.load_state(&state).unwrap();
+        first.cpu = second;
+        assert_eq!(first.run(), RunExit::Halted);
+        assert_eq!(first.cpu.state_hash(), whole.cpu.state_hash(), "cut at {cut}");
+        assert_eq!(first.ram.hash(), whole.ram.hash(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn load_state_never_panics_on_corruption() {
+    let e = Env::flat(|a| a.hlt());
+    let good = e.cpu.save_state();
+    let mut cpu = Cpu::new(CpuConfig::default());
+    // Deterministic xorshift corruption of single bytes and short tails.
+    let mut x = 0x1234_5678u32;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let mut bad = good.clone();
+        let pos = x as usize % bad.len();
+        bad[pos] ^= (x >> 8) as u8 | 1;
+        if x & 0x100 != 0 {
+            bad.truncate(pos + 1);
+        }
+        let _ = cpu.load_state(&bad);
+    }
+    cpu.load_state(&good).unwrap();
+    assert_eq!(cpu.state_hash(), e.cpu.state_hash());
+}
+
+// ---------------------------------------------------------------- more real mode
+
+#[test]
+fn real_mode_strings_far_calls_and_flags() {
+    let mut ram = GuestRam::new(0, 1 << 20).unwrap();
+    let code = asm(16, 0x7c00, |a| {
+        a.mov(ax, 0x2000)?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+        a.mov(si, 0x10)?;
+        a.mov(di, 0x20)?;
+        a.mov(cx, 4)?;
+        a.cld()?;
+        a.rep().movsb()?;
+        a.call_far(0x0800, 0x0000)?; // 0800:0000 = linear 0x8000
+        a.pushf()?;
+        a.pop(dx)?;
+        a.hlt()
+    });
+    ram.write(0x7c00, &code).unwrap();
+    let far = asm(16, 0, |a| {
+        a.mov(bx, 0x1234)?;
+        a.stc()?;
+        a.retf()
+    });
+    ram.write(0x8000, &far).unwrap();
+    ram.write(0x20010, b"abcd").unwrap();
+    let mut cpu = Cpu::new(CpuConfig::default());
+    cpu.load_seg_real_for_test(0, 0x7c00);
+    cpu.set_gpr(Gpr::Rsp, 0x7000);
+    let mut p = TestPlat::default();
+    assert_eq!(cpu.run(&mut ram, &mut p, 1000), RunExit::Halted);
+    let mut v = [0u8; 4];
+    ram.read(0x20020, &mut v).unwrap();
+    assert_eq!(&v, b"abcd");
+    assert_eq!(cpu.gpr(Gpr::Rbx) & 0xffff, 0x1234);
+    assert_eq!(cpu.gpr(Gpr::Rdx) & 1, 1, "CF from the far routine");
+    assert_eq!(cpu.gpr(Gpr::Rsp), 0x7000);
+    assert_eq!(cpu.segment(SegReg::Cs).selector, 0);
+    // 6 setup + cld + 4 rep iterations + call + 3 + pushf + pop + hlt
+    assert_eq!(cpu.icount(), 6 + 1 + 4 + 1 + 3 + 3);
+}
+
+#[test]
+fn real_mode_offset_wraps_at_64k_limit_faults() {
+    // A word access at offset 0xffff exceeds the 64 KiB real-mode limit: #GP (via IVT vector 13).
+    let mut ram = GuestRam::new(0, 1 << 20).unwrap();
+    let code = asm(16, 0x7c00, |a| {
+        a.mov(bx, 0xffff)?;
+        a.mov(ax, word_ptr(bx))?;
+        a.hlt()
+    });
+    ram.write(0x7c00, &code).unwrap();
+    ram.write_u32(13 * 4, 0x9000).unwrap();
+    ram.write(0x9000, &[0xf4]).unwrap();
+    let mut cpu = Cpu::new(CpuConfig::default());
+    cpu.load_seg_real_for_test(0, 0x7c00);
+    cpu.set_gpr(Gpr::Rsp, 0x7000);
+    let mut p = TestPlat::default();
+    assert_eq!(cpu.run(&mut ram, &mut p, 1000), RunExit::Halted);
+    assert_eq!(cpu.pc(), 0x9001);
+    assert_eq!(ram.read_u32(0x7000 - 6).unwrap() & 0xffff, 0x7c03, "IP of the faulting mov");
+}
+
+/// Same loop with paging on (run with `--ignored bench_paging --nocapture` in release).
+#[test]
+#[ignore]
+fn bench_paging_loop() {
+    let mut e = paging_env(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 50_000_000)?;
+        a.xor(eax, eax)?;
+        a.mov(esi, 0x20_0000)?;
+        a.set_label(&mut top)?;
+        a.add(eax, ecx)?;
+        a.mov(dword_ptr(esi), eax)?;
+        a.xor(edx, eax)?;
+        a.shl(edx, 1)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()
+    });
+    let t = std::time::Instant::now();
+    let x = e.cpu.run(&mut e.ram, &mut e.p, u64::MAX);
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(x, RunExit::Halted);
+    let n = e.cpu.icount();
+    eprintln!("paging: {n} instructions in {dt:.3} s: {:.1} MIPS", n as f64 / dt / 1e6);
+}
+
+#[test]
+fn sixteen_bit_interrupt_gate_pushes_words() {
+    let mut e = Env::flat(|a| {
+        a.int(0x41)?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x38, desc(0x40_0000, 0xffff, 0x9a, 0)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    e.ram.write_u64(IDT + 8 * 0x41, gate(0x38, 0x10, 0x86)).unwrap();
+    e.ram.write(0x40_0010, &[0xf4]).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.cpu.pc(), 0x40_0011);
+    let top = e.cpu.gpr(Gpr::Rsp);
+    assert_eq!(top, STACK - 6);
+    let w = |k: u64| e.ram.read_u32(top + 2 * k).unwrap() & 0xffff;
+    assert_eq!(u64::from(w(0)), (CODE + 2) & 0xffff);
+    assert_eq!(w(1), 0x10);
+    assert_eq!(w(2) & 0x2, 0x2);
+}
+
+// ---------------------------------------------------------------- hardware task switching
+
+/// A second 32-bit TSS at 0x6000 (GDT selector 0x38) whose task starts at `eip` with flat ring-0
+/// segments and ESP 0x6_8000.
+fn add_task(e: &mut Env, eip: u32) {
+    let t = 0x6000u64;
+    e.ram.write_u64(GDT + 0x38, desc(t as u32, 0x67, 0x89, 0)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    e.ram.write_u32(t + 0x20, eip).unwrap();
+    e.ram.write_u32(t + 0x24, 0x2).unwrap();
+    e.ram.write_u32(t + 0x38, 0x6_8000).unwrap(); // ESP
+    e.ram.write_u32(t + 0x28, 0xaaaa).unwrap(); // EAX
+    for (r, s) in [0x18u32, 0x10, 0x18, 0x18, 0x18, 0x18].iter().enumerate() {
+        e.ram.write_u32(t + 0x48 + 4 * r as u64, *s).unwrap();
+    }
+}
+
+#[test]
+fn call_to_tss_and_iret_back() {
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x1234)?;
+        a.call_far(0x38, 0)?;
+        a.mov(ebx, eax)?;
+        a.hlt()
+    });
+    // Mark the current TSS busy in the GDT, as LTR would have.
+    e.ram.write_u64(GDT + 0x30, desc(TSS as u32, 0x67, 0x8b, 0)).unwrap();
+    let task = asm(32, 0x30_0000, |a| {
+        a.mov(ecx, eax)?;
+        a.mov(eax, 0x5678)?;
+        a.iretd()
+    });
+    e.ram.write(0x30_0000, &task).unwrap();
+    add_task(&mut e, 0x30_0000);
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!(e.ram.read_u32(0x6000 + 0x2c).unwrap(), 0xaaaa, "new task got its EAX from its TSS (saved ECX)");
+    assert_eq!(e.r(Gpr::Rbx), 0x1234, "old task's EAX restored from the old TSS");
+    assert_eq!(e.cpu.s.tr.selector, 0x30);
+    assert_eq!(e.ram.read_u32(0x6000).unwrap() & 0xffff, 0x30, "back link");
+    assert_eq!(e.ram.read_u32(0x6000 + 0x28).unwrap(), 0x5678, "new task's EAX saved on IRET");
+    assert_eq!((e.ram.read_u64(GDT + 0x38).unwrap() >> 40) & 0xf, 0x9, "callee TSS available again");
+    assert_eq!((e.ram.read_u64(GDT + 0x30).unwrap() >> 40) & 0xf, 0xb, "caller TSS busy");
+    assert_eq!(e.cpu.rflags() & crate::NT, 0);
+}
+
+#[test]
+fn double_fault_through_task_gate() {
+    let mut e = Env::flat(|a| {
+        a.mov(esp, 0x7_0000)?;
+        a.mov(eax, 0x80)?;
+        a.mov(ds, ax)?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x30, desc(TSS as u32, 0x67, 0x8b, 0)).unwrap();
+    let g = e.ram.read_u64(IDT + 13 * 8).unwrap();
+    e.ram.write_u64(IDT + 13 * 8, g & !(1 << 47)).unwrap();
+    e.ram.write_u64(IDT + 8 * 8, gate(0x38, 0, 0x85)).unwrap();
+    e.ram.write(0x30_0000, &[0xf4]).unwrap();
+    add_task(&mut e, 0x30_0000);
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!(e.cpu.pc(), 0x30_0001);
+    assert_eq!(e.cpu.s.tr.selector, 0x38);
+    assert_eq!(e.cpu.gpr(Gpr::Rsp), 0x6_8000 - 4, "#DF error code pushed on the new task's stack");
+    assert_eq!(e.ram.read_u32(0x6_8000 - 4).unwrap(), 0);
+    assert_eq!(e.ram.read_u32(TSS + 0x38).unwrap(), 0x7_0000, "old ESP saved");
+    assert_ne!(e.cpu.rflags() & crate::NT, 0);
+    assert_ne!(e.cpu.cr(0) & CR0_TS, 0);
+}
+
+#[test]
+fn x87_without_fpu() {
+    // CR0.EM=0: x87 opcodes are undefined on this FPU-less model (FCMOVcc included).
+    for bytes in [vec![0xdb, 0xe3], vec![0xda, 0xc1], vec![0xd9, 0xe8]] {
+        let mut e = Env::flat(|a| a.hlt());
+        e.ram.write(CODE, &bytes).unwrap();
+        e.run_expect_vector(6);
+    }
+    // CR0.EM=1: #NM so that an emulator in the guest can take over.
+    let mut e = Env::flat(|a| a.hlt());
+    e.ram.write(CODE, &[0xdb, 0xe3]).unwrap();
+    e.cpu.s.cr0 |= CR0_EM;
+    e.run_expect_vector(7);
+    // WAIT with CR0.TS and CR0.MP: #NM.
+    let mut e = Env::flat(|a| a.hlt());
+    e.ram.write(CODE, &[0x9b]).unwrap();
+    e.cpu.s.cr0 |= CR0_TS | CR0_MP;
+    e.run_expect_vector(7);
+}
+
+#[test]
+fn more_fast_forms_match_generic_semantics() {
+    let e = run_flat(|a| {
+        a.mov(eax, 0x8000_0001u32 as i32)?;
+        a.mov(cl, 33)?; // masked to 1
+        a.shl(eax, cl)?;
+        a.setc(bl)?;
+        a.mov(dword_ptr(0x40_0000), -1)?;
+        a.stc()?;
+        a.inc(dword_ptr(0x40_0000))?; // 0, ZF, CF kept
+        a.setc(bh)?;
+        a.mov(edx, 5)?;
+        a.neg(edx)?;
+        a.mov(esi, 0x0f0f_0f0f)?;
+        a.not(esi)?;
+        a.mov(cl, 0)?;
+        a.sar(edx, cl)?; // count 0: flags unchanged (CF from NEG = 1)
+        a.hlt()
+    });
+    assert_eq!(e.r(Gpr::Rax), 2);
+    assert_eq!(e.r(Gpr::Rbx) & 0xffff, 0x0101);
+    assert_eq!(e.ram.read_u32(0x40_0000).unwrap(), 0);
+    assert_eq!(e.r(Gpr::Rdx), (-5i32) as u32);
+    assert_eq!(e.r(Gpr::Rsi), 0xf0f0_f0f0);
+    assert_eq!(e.status() & (CF | SF), CF | SF);
+}
+
+/// Differential test: random sequences of the instruction forms that have pre-decoded fast paths,
+/// run once with fast paths and once through the generic interpreter only; state and RAM must
+/// agree exactly.
+#[test]
+fn fast_paths_agree_with_generic_interpreter() {
+    let r32 = [eax, ecx, edx, ebx, esi, edi];
+    let r16 = [ax, cx, dx, bx, si, di];
+    let lo8 = [al, cl, dl, bl];
+    let mut seed = 0x9e37_79b9u32;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for round in 0..40 {
+        let mut prog: Vec<u32> = (0..400).map(|_| rnd()).collect();
+        prog.push(0);
+        let build = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+            a.mov(ebp, 0x40_0000)?;
+            for (k, &x) in prog.iter().enumerate() {
+                let y = prog[(k + 1) % prog.len()];
+                let d = r32[(x >> 4) as usize % 6];
+                let s = r32[(x >> 8) as usize % 6];
+                let imm = y as i32;
+                let disp = ((y >> 8) & 0xfc) as i32;
+                let mem = dword_ptr(ebp + disp);
+                match x % 40 {
+                    0 => a.mov(d, s)?,
+                    1 => a.mov(d, imm)?,
+                    2 => a.mov(d, mem)?,
+                    3 => a.mov(mem, s)?,
+                    4 => a.mov(mem, imm)?,
+                    5 => a.add(d, s)?,
+                    6 => a.adc(d, imm)?,
+                    7 => a.sbb(d, mem)?,
+                    8 => a.sub(mem, s)?,
+                    9 => a.xor(mem, imm)?,
+                    10 => a.cmp(d, s)?,
+                    11 => a.test(d, imm)?,
+                    12 => a.and(d, s)?,
+                    13 => a.or(d, imm & 0x7f)?,
+                    14 => a.shl(d, y % 40)?,
+                    15 => a.shr(d, y % 33)?,
+                    16 => a.sar(d, y % 32)?,
+                    17 => a.rol(d, y % 35)?,
+                    18 => a.ror(d, y % 32)?,
+                    19 => a.rcl(d, y % 34)?,
+                    20 => a.rcr(d, y % 33)?,
+                    21 => a.inc(d)?,
+                    22 => a.dec(mem)?,
+                    23 => a.neg(d)?,
+                    24 => a.not(d)?,
+                    25 => a.lea(d, ptr(s + d * 4 + disp))?,
+                    26 => a.imul_3(d, s, imm)?,
+                    27 => a.imul_2(d, s)?,
+                    28 => a.movzx(d, byte_ptr(ebp + disp))?,
+                    29 => a.movsx(d, word_ptr(ebp + disp))?,
+                    30 => a.movsx(d, lo8[(x >> 12) as usize % 4])?,
+                    31 => a.movzx(d, r16[(x >> 12) as usize % 6])?,
+                    32 => a.mov(lo8[(x >> 12) as usize % 4], byte_ptr(ebp + disp))?,
+                    33 => a.mov(byte_ptr(ebp + disp), lo8[(x >> 12) as usize % 4])?,
+                    34 => a.add(byte_ptr(ebp + disp), (y & 0xff) as i32)?,
+                    35 => a.cmp(lo8[(x >> 12) as usize % 4], (y & 0xff) as i32)?,
+                    36 => a.setl(lo8[(x >> 12) as usize % 4])?,
+                    37 => a.cmovbe(d, s)?,
+                    38 => a.cmovg(d, mem)?,
+                    _ => {
+                        a.push(s)?;
+                        a.mov(cl, (y & 0x3f) as i32)?;
+                        a.shl(d, cl)?;
+                        a.pop(d)?;
+                    }
+                }
+            }
+            a.hlt()
+        };
+        let mut fast = Env::flat(build);
+        let mut slow = Env::flat(build);
+        slow.cpu.icache.fast = false;
+        for env in [&mut fast, &mut slow] {
+            for k in 0..64u64 {
+                env.ram.write_u32(0x40_0000 + 4 * k, (k as u32).wrapping_mul(0x9e37_79b9)).unwrap();
+            }
+        }
+        assert_eq!(fast.run(), RunExit::Halted, "round {round}: {}", fast.cpu.info_registers());
+        assert_eq!(slow.run(), RunExit::Halted, "round {round}: {}", slow.cpu.info_registers());
+        assert_eq!(fast.cpu.info_registers(), slow.cpu.info_registers(), "round {round}");
+        assert_eq!(fast.cpu.state_hash(), slow.cpu.state_hash(), "round {round}");
+        assert_eq!(fast.ram.hash(), slow.ram.hash(), "round {round}");
+    }
+}
+
+#[test]
+fn hlt_with_pending_interrupt_does_not_stop() {
+    let mut e = Env::flat(|a| {
+        a.sti()?;
+        a.hlt()?;
+        a.hlt()
+    });
+    e.p.vector = 0x23;
+    e.cpu.set_intr(true);
+    // sti's shadow covers the hlt; right after it the pending interrupt wakes the CPU.
+    assert_eq!(e.cpu.run(&mut e.ram, &mut e.p, u64::MAX), RunExit::Platform);
+    assert_eq!(e.p.acks, vec![ProgramPoint { icount: 2, pc: CODE + 2 }]);
+    assert!(!e.cpu.is_halted());
+    assert_eq!(e.cpu.pc(), STUBS + 16 * 0x23);
+}
+
+#[test]
+fn segment_type_checks_and_expand_down() {
+    // Writing through a code segment (CS override) is #GP(0).
+    let mut e = Env::flat(|a| {
+        a.mov(dword_ptr(0x40_0000).cs(), 1)?;
+        a.hlt()
+    });
+    e.run_expect_vector(13);
+    assert_eq!(e.stack(0), 0);
+    // Expand-down 32-bit data segment with limit 0xfff: offsets 0x1000.. are valid, below are not.
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 0x38)?;
+        a.mov(es, ax)?;
+        a.mov(dword_ptr(0x2000).es(), 7)?;
+        a.mov(dword_ptr(0xffc).es(), 7)?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x38, desc(0, 0xfff, 0x96, 0x4)).unwrap();
+    e.cpu.s.gdtr.limit = 0x3f;
+    e.run_expect_vector(13);
+    assert_eq!(e.ram.read_u32(0x2000).unwrap(), 7);
+    assert_eq!(u64::from(e.stack(1)), CODE + 19, "the second store faults");
+    // Loading a data segment with DPL 0 at CPL 3 is #GP(sel).
+    let mut e = Env::flat(|a| {
+        a.push(0x2b)?;
+        a.push(0x9_0000)?;
+        a.push(0x2)?;
+        a.push(0x23)?;
+        a.push(USER_CODE as i32)?;
+        a.iretd()
+    });
+    e.ram.write(USER_CODE, &[0x66, 0xb8, 0x18, 0x00, 0x8e, 0xd8]).unwrap(); // mov ax, 0x18; mov ds, ax
+    e.run_expect_vector(13);
+    assert_eq!(e.stack(0), 0x18);
+}
