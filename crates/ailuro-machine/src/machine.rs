@@ -197,6 +197,11 @@ pub struct Machine {
     pending_stop: Option<Stop>,
 }
 
+/// Does `image` carry a Linux x86 boot-protocol header ("HdrS" at 0x202)?
+fn is_linux_bzimage(image: &[u8]) -> bool {
+    image.get(0x202..0x206) == Some(&b"HdrS"[..])
+}
+
 fn cpu_config(arch: GuestArch) -> CpuConfig {
     let _ = arch;
     CpuConfig::default()
@@ -244,6 +249,9 @@ impl Machine {
 
     fn load_boot_image(&mut self) -> Result<(), String> {
         let Some(boot) = &self.boot else { return Ok(()) };
+        if is_linux_bzimage(&boot.kernel) {
+            return self.load_linux_image();
+        }
         let modules: Vec<ailuro_boot::Module> = boot
             .modules
             .iter()
@@ -255,6 +263,34 @@ impl Machine {
         self.cpu.set_gpr(ailuro_x86::Gpr::Rax, entry.eax as u64);
         self.cpu.set_gpr(ailuro_x86::Gpr::Rbx, entry.ebx as u64);
         self.cpu.set_gpr(ailuro_x86::Gpr::Rsi, entry.esi as u64);
+        self.cpu.invalidate_code(0, self.ram.size());
+        Ok(())
+    }
+
+    /// Linux boot protocol: bzImage at its 32-bit entry point, initrd, command line, zero page,
+    /// and the ACPI tables the board's devices match (no firmware runs).
+    fn load_linux_image(&mut self) -> Result<(), String> {
+        let Some(boot) = &self.boot else { return Ok(()) };
+        let hdr = ailuro_boot::parse_setup_header(&boot.kernel).map_err(|e| format!("cannot load kernel: {e}"))?;
+        if self.config.arch == GuestArch::I386 && hdr.xloadflags & ailuro_boot::linux::XLF_KERNEL_64 != 0 {
+            return Err("cannot load kernel: this bzImage is an x86_64 kernel (it has the 64-bit entry point); \
+                        ailuro-system-i386 runs 32-bit kernels"
+                .to_string());
+        }
+        let initrd = match boot.modules.as_slice() {
+            [] => None,
+            [(_, data)] => Some(data.as_slice()),
+            _ => return Err("a Linux kernel takes one -initrd file, not a comma-separated list".to_string()),
+        };
+        let entry = ailuro_boot::load_linux(&mut self.ram, &boot.kernel, initrd, &self.config.cmdline)
+            .map_err(|e| format!("cannot load kernel: {e}"))?;
+        let rsdp = ailuro_boot::build_acpi_tables(&mut self.ram, &ailuro_boot::AcpiConfig::default())
+            .map_err(|e| format!("cannot build ACPI tables: {e}"))?;
+        ailuro_boot::set_boot_params_rsdp(&mut self.ram, entry.zero_page, rsdp)
+            .map_err(|e| format!("cannot write the zero page: {e}"))?;
+        self.cpu.enter_flat_protected_mode(entry.entry.eip);
+        self.cpu.set_gdtr(ailuro_x86::DescTable { base: u64::from(entry.gdt_base), limit: u32::from(entry.gdt_limit) });
+        self.cpu.set_gpr(ailuro_x86::Gpr::Rsi, u64::from(entry.zero_page));
         self.cpu.invalidate_code(0, self.ram.size());
         Ok(())
     }

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acpi_pm;
 mod i8042;
 mod ioapic;
 mod lapic;
@@ -22,6 +23,7 @@ mod pit;
 mod rtc;
 mod uart;
 
+use acpi_pm::{AcpiPm, PmAction};
 use i8042::I8042;
 use ioapic::{IoApic, IOAPIC_BASE};
 use lapic::{Lapic, LAPIC_BASE};
@@ -73,10 +75,15 @@ pub enum BoardStateError {
 }
 
 /// Version of the `save_state` layout.
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
 const COM1_BASE: u16 = 0x3f8;
 const COM1_IRQ: u8 = 4;
 const RTC_IRQ: u8 = 8;
+/// ACPI SCI (level triggered; the FADT and MADT say so).
+const SCI_IRQ: u8 = 9;
+/// ACPI PM register block (PM1a_EVT, PM1a_CNT, PM_TMR), as QEMU's PIIX4 PM.
+const PM_BASE: u16 = 0x600;
+const PM_LEN: u16 = 12;
 const KBD_IRQ: u8 = 1;
 const AUX_IRQ: u8 = 12;
 /// isa-debug-exit port (QEMU's default iobase).
@@ -97,6 +104,7 @@ pub struct PcBoard {
     lapic: Lapic,
     ioapic: IoApic,
     pci: PciHost,
+    pm: AcpiPm,
     /// Host input for COM1 not yet taken by the receiver.
     com1_input: VecDeque<u8>,
     /// COM1 output not yet collected.
@@ -143,6 +151,7 @@ impl PcBoard {
             lapic: Lapic::new(),
             ioapic: IoApic::new(),
             pci: PciHost::new(),
+            pm: AcpiPm::new(),
             com1_input: VecDeque::new(),
             serial_out: Vec::new(),
             requests: Vec::new(),
@@ -172,6 +181,7 @@ impl PcBoard {
         self.com1.advance(now_ns);
         self.rtc.advance(now_ns);
         self.lapic.advance(now_ns);
+        self.pm.advance(now_ns);
         self.update_irqs();
     }
 
@@ -180,11 +190,17 @@ impl PcBoard {
     /// timer, the UART character timeout.
     pub fn next_deadline_ns(&self) -> Option<u64> {
         let now = self.now_ns;
-        [self.pit.next_irq0_ns(now), self.com1.next_deadline(), self.rtc.next_deadline(now), self.lapic.next_deadline()]
-            .into_iter()
-            .flatten()
-            .map(|t| t.max(now.saturating_add(1)))
-            .min()
+        [
+            self.pit.next_irq0_ns(now),
+            self.com1.next_deadline(),
+            self.rtc.next_deadline(now),
+            self.lapic.next_deadline(),
+            self.pm.next_deadline(now),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| t.max(now.saturating_add(1)))
+        .min()
     }
 
     /// Port input. Unmapped ports read as all ones of the access size.
@@ -246,6 +262,7 @@ impl PcBoard {
             0x70 | 0x71 => self.rtc.io_read(port, now),
             0x80 => 0xff,
             0x92 => self.port92,
+            p if (PM_BASE..PM_BASE + PM_LEN).contains(&p) => self.pm.read8(p - PM_BASE, now),
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
                 let v = self.com1.read(p - COM1_BASE, now);
                 if self.com1.rx_room() > 0 && !self.com1_input.is_empty() {
@@ -280,6 +297,11 @@ impl PcBoard {
                     self.requests.push(BoardRequest::Reset);
                 }
                 self.port92 = v & 0x02;
+            }
+            p if (PM_BASE..PM_BASE + PM_LEN).contains(&p) => {
+                if self.pm.write8(p - PM_BASE, v, now) == PmAction::PowerOff {
+                    self.requests.push(BoardRequest::PowerOff);
+                }
             }
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
                 self.com1.write(p - COM1_BASE, v, now);
@@ -400,7 +422,7 @@ impl PcBoard {
     }
 
     fn validate(&self) -> Result<(), BoardStateError> {
-        let checks: [(bool, &'static str); 8] = [
+        let checks: [(bool, &'static str); 9] = [
             (self.pic.valid(), "8259 state out of range"),
             (self.pit.valid(), "8254 state out of range"),
             (self.rtc.valid(), "CMOS state out of range"),
@@ -409,6 +431,7 @@ impl PcBoard {
             (self.lapic.valid(), "local APIC state out of range"),
             (self.ioapic.valid(), "IOAPIC redirection table has the wrong size"),
             (self.pci.valid(), "PCI configuration space has the wrong size"),
+            (self.pm.valid(), "ACPI PM state out of range"),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, what)) => Err(BoardStateError::Inconsistent(what)),
@@ -447,6 +470,7 @@ impl PcBoard {
             (COM1_IRQ, self.com1.irq()),
             (RTC_IRQ, self.rtc.irq()),
             (AUX_IRQ, self.kbc.irq12()),
+            (SCI_IRQ, self.pm.sci()),
         ];
         for (irq, level) in lines {
             let cur = self.isa_levels & (1 << irq) != 0;

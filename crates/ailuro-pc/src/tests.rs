@@ -627,3 +627,41 @@ fn one_byte_per_interrupt_guest_sees_an_edge_per_byte() {
     assert_eq!(got, b"abc");
     assert!(!b.intr_level());
 }
+
+#[test]
+fn acpi_pm_block_through_ports() {
+    let mut b = board();
+    // PM1a_CNT: SCI_EN reads as 1; an S5 sleep request (16-bit write as ACPICA does) powers off.
+    assert_eq!(b.io_read(0x604, 2) & 1, 1);
+    b.io_write(0x604, 2, 0);
+    assert!(b.take_requests().is_empty());
+    b.io_write(0x604, 2, 1 << 13);
+    assert_eq!(b.take_requests(), vec![BoardRequest::PowerOff]);
+    // PM timer: 3.579545 MHz from virtual time, read as one 32-bit access.
+    b.advance_to(10_000_000);
+    assert_eq!(b.io_read(0x608, 4), 35_795);
+}
+
+#[test]
+fn acpi_sci_reaches_ioapic_and_pic_as_level_irq9() {
+    let mut b = board();
+    init_pic(&mut b);
+    b.io_write(0x4d1, 1, 0x02); // ELCR: IRQ9 level triggered
+    b.io_write(0x21, 1, 0x01); // mask the PIT's IRQ0
+    b.io_write(0x602, 2, 1); // TMR_EN
+                             // TMR_STS is set when bit 23 of the counter toggles: 2^23 ticks at 3.579545 MHz.
+    let d = ((1u64 << 23) * 1_000_000_000).div_ceil(3_579_545);
+    let mut t = 0;
+    while t < d {
+        t = b.next_deadline_ns().expect("a deadline");
+        assert!(t <= d, "the PM timer must announce its event");
+        assert!(t == d || !b.intr_level());
+        b.advance_to(t);
+    }
+    assert!(b.intr_level(), "SCI raised through the 8259 (cascade IRQ2 -> IRQ9)");
+    assert_eq!(b.interrupt_ack(), 0x39);
+    b.io_write(0x600, 2, 1); // clear TMR_STS: the level falls
+    b.io_write(0xa0, 1, 0x20);
+    b.io_write(0x20, 1, 0x20);
+    assert!(!b.intr_level());
+}

@@ -401,8 +401,15 @@ impl Cpu {
                 let a = self.rd_op(b, i, 0, size)?;
                 let v = self.rd_op(b, i, 1, size)?;
                 let r = self.alu(Alu::Add, a, v, size);
-                self.wr_op(b, i, 0, size, r)?;
-                self.wr_op(b, i, 1, size, a)?;
+                if i.op0_kind() == OpKind::Register {
+                    // SRC <- DEST, then DEST <- sum: `xadd r, r` leaves the sum.
+                    self.wr_op(b, i, 1, size, a)?;
+                    self.wr_op(b, i, 0, size, r)?;
+                } else {
+                    // Memory first so that a fault leaves the register intact.
+                    self.wr_op(b, i, 0, size, r)?;
+                    self.wr_op(b, i, 1, size, a)?;
+                }
             }
             M::Cmpxchg => {
                 let size = Self::op_size(i, 0);

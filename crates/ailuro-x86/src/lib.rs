@@ -416,6 +416,12 @@ impl Cpu {
         self.flush_all_caches();
     }
 
+    /// Set GDTR (loaders that hand over a GDT, e.g. the Linux boot protocol's 0x10/0x18 one).
+    /// The segment registers' hidden parts are not reloaded.
+    pub fn set_gdtr(&mut self, table: DescTable) {
+        self.s.gdtr = table;
+    }
+
     /// Set a general-purpose register.
     pub fn set_gpr(&mut self, reg: Gpr, value: u64) {
         self.s.regs[reg as usize] = value;

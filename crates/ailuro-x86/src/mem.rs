@@ -386,7 +386,9 @@ impl Cpu {
                 1 => u64::from(d[off]),
                 2 => u64::from(u16::from_le_bytes([d[off], d[off + 1]])),
                 4 => u64::from(u32::from_le_bytes(d[off..off + 4].try_into().expect("4 bytes"))),
-                _ => u64::from_le_bytes(d[off..off + 8].try_into().expect("8 bytes")),
+                8 => u64::from_le_bytes(d[off..off + 8].try_into().expect("8 bytes")),
+                // Odd sizes come from accesses split at a page boundary.
+                n => d[off..off + n as usize].iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x)),
             };
         }
         self.phys_read_slow(b, pa, size)
@@ -416,7 +418,9 @@ impl Cpu {
                 1 => d[off] = v as u8,
                 2 => d[off..off + 2].copy_from_slice(&(v as u16).to_le_bytes()),
                 4 => d[off..off + 4].copy_from_slice(&(v as u32).to_le_bytes()),
-                _ => d[off..off + 8].copy_from_slice(&v.to_le_bytes()),
+                8 => d[off..off + 8].copy_from_slice(&v.to_le_bytes()),
+                // Odd sizes come from accesses split at a page boundary.
+                n => d[off..off + n as usize].copy_from_slice(&v.to_le_bytes()[..n as usize]),
             }
             self.icache.note_write(off, size as usize);
             return;
