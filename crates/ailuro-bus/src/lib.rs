@@ -8,6 +8,9 @@
 
 use std::fmt;
 
+pub mod observe;
+pub use observe::{CpuObserver, CpuView, InterruptEvent, MemAccess, NoObserver};
+
 /// Where in the guest's execution something happens: the number of instructions retired so far and
 /// the program counter of the instruction being executed (or about to be executed, between
 /// instructions).
