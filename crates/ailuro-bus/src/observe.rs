@@ -52,6 +52,11 @@ pub trait CpuView {
     /// Translate a virtual address with the guest's current page tables, without touching the
     /// TLB, accessed/dirty bits or anything else (never faults). `None` if unmapped.
     fn virt_to_phys(&self, ram: &GuestRam, vaddr: u64) -> Option<u64>;
+    /// Width of the code being executed in bits (x86: 16, 32 or 64; ARM: 32, or 16 for Thumb),
+    /// e.g. to pick a disassembler mode.
+    fn bits(&self) -> u32 {
+        32
+    }
 }
 
 /// One memory access by the guest.

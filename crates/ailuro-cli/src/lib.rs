@@ -51,6 +51,10 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
         println!("{prog} {} (Ailuro)", env!("CARGO_PKG_VERSION"));
         return Ok(0);
     }
+    if o.plugins.iter().any(|v| v == "help" || v == "?") {
+        print!("{}", plugin_help());
+        return Ok(0);
+    }
     let serial = o.serial.clone().unwrap_or(if o.nographic && o.monitor.is_none() {
         SerialSpec::MonStdio
     } else {
@@ -111,14 +115,66 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
         m
     };
 
+    if !o.plugins.is_empty() {
+        load_plugins(prog, &o, &mut machine)?;
+    } else if o.pandalog.is_some() {
+        return Err("-pandalog needs at least one -panda plugin".into());
+    }
+
     let mut host = CliHost::start(&serial, &monitor, machine.is_replaying())?;
     let stop = machine.run(&mut host);
     host.finish();
     Ok(report(prog, &stop))
 }
 
+/// Every plugin this front end can load.
+fn plugin_registry() -> Vec<ailuro_plugin::PluginInfo> {
+    let mut registry = ailuro_plugins::registry();
+    registry.push(ailuro_machine::scissors::info());
+    registry
+}
+
+/// `-panda help`: the plugins and their arguments.
+fn plugin_help() -> String {
+    let mut s = String::from("available plugins (-panda NAME:KEY=VAL,...):\n");
+    for p in plugin_registry() {
+        s += &format!("  {:<14} {}\n", p.name, p.about);
+        for a in p.args {
+            s += &format!("      {:<12} {}\n", a.key, a.help);
+        }
+    }
+    s
+}
+
+/// `-panda` / `-pandalog`: create the plugins (every argument checked before the run starts).
+fn load_plugins(prog: &str, o: &options::Options, machine: &mut Machine) -> Result<(), String> {
+    let registry = plugin_registry();
+    let mut specs = Vec::new();
+    for v in &o.plugins {
+        specs.extend(ailuro_plugin::parse_plugin_list(v).map_err(|e| format!("-panda {v}: {e}"))?);
+    }
+    let lcx = ailuro_plugin::LoadCx {
+        recording: o.replay.clone(),
+        replay_range: machine.replay_range(),
+        arch: machine.config().arch.name().to_string(),
+    };
+    let mut set = ailuro_plugin::PluginSet::load(&registry, &specs, &lcx)?;
+    if let Some(path) = &o.pandalog {
+        let mut header = ailuro_plog::PlogHeader::new(format!("{prog} {}", env!("CARGO_PKG_VERSION")))
+            .with("plugins", set.names().join(","));
+        if let Some(r) = &o.replay {
+            header = header.with("recording", r.display().to_string());
+        }
+        let w = ailuro_plog::PlogWriter::create(path, &header, false)
+            .map_err(|e| format!("-pandalog {}: {e}", path.display()))?;
+        set.set_plog(w);
+    }
+    machine.set_plugins(set)
+}
+
 fn report(prog: &str, stop: &Stop) -> i32 {
     match stop {
+        Stop::PluginStop(why) => eprintln!("{prog}: stopped by a plugin: {why}"),
         Stop::ReplayFinished(s) => eprintln!("{}", s.report()),
         Stop::Divergence(d) => eprintln!("{prog}: {d}"),
         Stop::Shutdown(why) => eprintln!("{prog}: {why}"),

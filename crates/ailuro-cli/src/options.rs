@@ -55,6 +55,10 @@ pub struct Options {
     pub sleep: Option<bool>,
     /// `-rtc base=...` as Unix seconds.
     pub rtc_base: Option<i64>,
+    /// `-panda NAME:k=v,...` values, in order (each may list several plugins with `;`).
+    pub plugins: Vec<String>,
+    /// `-pandalog FILE`.
+    pub pandalog: Option<PathBuf>,
     /// `-h`/`-help`.
     pub help: bool,
     /// `-version`.
@@ -83,6 +87,9 @@ pub fn usage(prog: &str) -> String {
   -icount sleep=on|off    idle guest time follows host time (on, default) or races ahead (off)
   -rtc base=utc|YYYY-MM-DD[THH:MM:SS]|UNIXSECONDS
                           RTC time at power-on (default: host time, recorded in the snapshot)
+  -panda NAME[:KEY=VAL,...][;NAME2...]
+                          load analysis plugins (repeatable; -panda help lists them)
+  -pandalog FILE          write the plugins' structured output to FILE (ailuro-plog dump FILE)
   -device isa-debug-exit[,iobase=0xf4,iosize=N]
                           accepted for QEMU compatibility (always present at 0xf4)
   -version, -h"
@@ -212,6 +219,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         record: None,
         sleep: None,
         rtc_base: None,
+        plugins: Vec::new(),
+        pandalog: None,
         help: false,
         version: false,
     };
@@ -270,6 +279,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                 }
             }
             "rtc" => o.rtc_base = parse_rtc(&value(name)?)?,
+            "panda" => o.plugins.push(value(name)?),
+            "pandalog" => o.pandalog = Some(PathBuf::from(value(name)?)),
             "device" => {
                 let v = value(name)?;
                 let mut parts = v.split(',');

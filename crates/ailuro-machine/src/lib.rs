@@ -11,7 +11,9 @@ pub mod host;
 pub mod machine;
 pub mod monitor;
 pub mod platforms;
+pub mod plugins;
 mod rrfiles;
+pub mod scissors;
 pub mod tap;
 
 pub use config::{GuestArch, MachineConfig};

@@ -14,6 +14,7 @@ use crate::clock::VirtualClock;
 use crate::config::{GuestArch, MachineConfig};
 use crate::host::{Host, HostEvent};
 use crate::platforms::{describe, Divergence, EventStats, LivePlatform, Recorder, ReplayPlatform, SyncQueue};
+use crate::plugins::Plugins;
 use crate::rrfiles;
 use crate::tap::ConsoleTap;
 
@@ -58,6 +59,8 @@ pub enum Stop {
     Divergence(Divergence),
     /// An error that is not the guest's doing (I/O, corrupt file).
     Error(String),
+    /// An analysis plugin ended the run (e.g. `memsavep` after its dump): the reason.
+    PluginStop(String),
 }
 
 impl Stop {
@@ -65,7 +68,7 @@ impl Stop {
     pub fn exit_status(&self) -> i32 {
         match self {
             Stop::GuestExit(s) => *s,
-            Stop::PowerOff | Stop::Quit | Stop::ReplayFinished(_) => 0,
+            Stop::PowerOff | Stop::Quit | Stop::ReplayFinished(_) | Stop::PluginStop(_) => 0,
             Stop::Shutdown(_) => 2,
             Stop::Divergence(_) => 3,
             Stop::Error(_) => 1,
@@ -144,6 +147,22 @@ struct Replay {
     eof: bool,
     started: Instant,
     async_stats: EventStats,
+    /// The snapshot's device blob (a cut recording carries it: it cannot go live either).
+    devices: Vec<u8>,
+    /// Virtual clock for time-stamp reads (log version 2; restored from the snapshot).
+    clock: Option<VirtualClock>,
+    /// `scissors`: the part of this replay being written into a new recording.
+    cut: Option<Cut>,
+}
+
+/// A recording being cut out of a replay (`scissors`): every log entry the replay consumes in
+/// `[start, end]` is written again, after a snapshot taken at `start`.
+pub(crate) struct Cut {
+    pub start: u64,
+    pub end: u64,
+    pub name: PathBuf,
+    pub overwrite: bool,
+    pub recorder: Option<Recorder>,
 }
 
 impl Replay {
@@ -195,6 +214,8 @@ pub struct Machine {
     pace: (Instant, u64),
     /// Stop requested by a monitor command, returned by `run` at the next slice boundary.
     pending_stop: Option<Stop>,
+    /// Analysis plugins, if any are loaded.
+    plugins: Option<Plugins>,
 }
 
 /// Does `image` carry a Linux x86 boot-protocol header ("HdrS" at 0x202)?
@@ -224,6 +245,7 @@ impl Machine {
             config,
             console: Vec::new(),
             pending_stop: None,
+            plugins: None,
         };
         m.load_boot_image()?;
         Ok(m)
@@ -244,6 +266,7 @@ impl Machine {
             opts,
             console: Vec::new(),
             pending_stop: None,
+            plugins: None,
         })
     }
 
@@ -398,7 +421,68 @@ impl Machine {
 
     /// Run until something ends the run (guest exit, quit, replay end, divergence, error).
     pub fn run(&mut self, host: &mut dyn Host) -> Stop {
+        let stop = self.run_inner(host);
+        self.finish_plugins(stop, host)
+    }
+
+    /// Load analysis plugins (before `run`). Machine-level plugins (`scissors`) are configured
+    /// here; their errors come back before anything runs.
+    pub fn set_plugins(&mut self, set: ailuro_plugin::PluginSet) -> Result<(), String> {
+        if let Some(s) = set.get::<crate::scissors::Scissors>() {
+            let s = s.clone();
+            self.set_cut(s.start, s.end, &s.name, s.overwrite)?;
+        }
+        self.plugins = Some(Plugins::new(set));
+        Ok(())
+    }
+
+    /// First and last instruction count of the recording being replayed.
+    pub fn replay_range(&self) -> Option<(u64, u64)> {
+        match &self.mode {
+            Mode::Replay(rp) => Some((rp.start_icount, rp.end_icount.unwrap_or(u64::MAX))),
+            _ => None,
+        }
+    }
+
+    /// Names of the loaded plugins, in dispatch order.
+    pub fn plugin_names(&self) -> Vec<&'static str> {
+        self.plugins.as_ref().map(|p| p.set.names()).unwrap_or_default()
+    }
+
+    fn finish_plugins(&mut self, stop: Stop, host: &mut dyn Host) -> Stop {
+        let Some(pl) = self.plugins.as_mut() else { return stop };
+        match pl.finish(&self.cpu, &self.ram) {
+            Ok(lines) => {
+                for l in lines {
+                    host.message(&l);
+                }
+                stop
+            }
+            Err(e) => match stop {
+                Stop::Divergence(_) | Stop::Error(_) => {
+                    host.message(&format!("plugin error: {e}"));
+                    stop
+                }
+                _ => Stop::Error(e),
+            },
+        }
+    }
+
+    /// Plugins asked to stop (or failed) during the last slice.
+    fn plugin_stop(&mut self) -> Option<Stop> {
+        match self.plugins.as_mut()?.take_stop()? {
+            Ok(reason) => Some(Stop::PluginStop(format!("{reason} (at instruction {})", self.cpu.icount()))),
+            Err(e) => Some(Stop::Error(e)),
+        }
+    }
+
+    fn run_inner(&mut self, host: &mut dyn Host) -> Stop {
         self.pace = (Instant::now(), self.virtual_now());
+        if let Some(pl) = self.plugins.as_mut() {
+            if let Err(e) = pl.ensure_started(&self.cpu, &self.ram) {
+                return Stop::Error(e);
+            }
+        }
         loop {
             if let Some(stop) = self.pending_stop.take() {
                 return stop;
@@ -425,6 +509,7 @@ impl Machine {
                     None
                 }
             };
+            let step = step.or_else(|| self.plugin_stop());
             if let Some(stop) = step {
                 if matches!(self.mode, Mode::Replay(_)) {
                     host.replay_done();
@@ -518,7 +603,10 @@ impl Machine {
                 recorder: live.recorder.as_mut(),
                 tap: &mut self.tap,
             };
-            self.cpu.run(&mut self.ram, &mut p, stop_at)
+            match self.plugins.as_mut() {
+                Some(pl) => pl.run(&mut self.cpu, &mut self.ram, &mut p, stop_at),
+                None => self.cpu.run(&mut self.ram, &mut p, stop_at),
+            }
         };
         match exit {
             RunExit::Limit | RunExit::Platform => None,
@@ -542,6 +630,9 @@ impl Machine {
                         }
                         let Mode::Live(live) = &mut self.mode else { unreachable!() };
                         live.clock.jump_to(d, icount);
+                        if let Some(rec) = live.recorder.as_mut() {
+                            rec.log(icount, Event::Clock { now_ns: live.clock.now(icount) });
+                        }
                         None
                     }
                     Some(_) => None,
@@ -594,6 +685,10 @@ impl Machine {
         }
         let icount = self.cpu.icount();
         let pc = self.cpu.pc();
+        if let Some(stop) = self.cut_begin_if_due() {
+            return Some(stop);
+        }
+        let Mode::Replay(rp) = &mut self.mode else { unreachable!() };
         // Apply every asynchronous entry due before this instruction.
         // A synchronous entry logged at this same instruction count comes first: it was consumed
         // between two asynchronous entries (e.g. the interrupt acknowledge between the line going
@@ -620,6 +715,9 @@ impl Machine {
                 }));
             }
             rp.async_stats.add(&a.event);
+            if let Some(r) = rp.cut.as_mut().and_then(|c| c.recorder.as_mut()) {
+                r.log(a.icount, a.event.clone());
+            }
             match a.event {
                 Event::IrqLine { line: 0, level } => self.cpu.set_intr(level),
                 Event::IrqLine { line, .. } => {
@@ -630,6 +728,9 @@ impl Machine {
                         return Some(Stop::Error(format!("DMA entry at instruction {}: {e}", a.icount)));
                     }
                     self.cpu.invalidate_code(addr, data.len() as u64);
+                    if let Some(pl) = self.plugins.as_mut() {
+                        pl.dma(&self.cpu, &self.ram, addr, data);
+                    }
                 }
                 Event::Checkpoint { pc: want_pc, cpu_hash } => {
                     let h = self.cpu.state_hash();
@@ -644,6 +745,10 @@ impl Machine {
                 }
                 Event::Reset => self.cpu.reset(),
                 Event::HostEvent { .. } => {}
+                Event::Clock { now_ns } => match rp.clock.as_mut() {
+                    Some(c) => c.jump_to(now_ns, a.icount),
+                    None => return Some(Stop::Error("a version-1 log contains a Clock entry".into())),
+                },
                 _ => unreachable!("synchronous entries are queued"),
             }
             if let Err(e) = rp.fill() {
@@ -651,6 +756,10 @@ impl Machine {
             }
         }
 
+        if let Some(stop) = self.cut_end_if_due() {
+            return Some(stop);
+        }
+        let Mode::Replay(rp) = &mut self.mode else { unreachable!() };
         // The end of the recording?
         let total = rp.end_icount.map(|e| e - rp.start_icount);
         host.replay_progress(icount - rp.start_icount, total);
@@ -674,6 +783,9 @@ impl Machine {
             // Equal only when synchronous entries at this count must be consumed first; the CPU
             // returns right after a delivery, so one more instruction is the most it can run.
             stop_at = stop_at.min(a.icount.max(icount + 1));
+        }
+        if let Some(c) = &rp.cut {
+            stop_at = stop_at.min(if c.recorder.is_none() { c.start } else { c.end }.max(icount + 1));
         }
         if let Some(end) = rp.end_icount {
             stop_at = stop_at.min(end);
@@ -723,10 +835,92 @@ impl Machine {
         }
     }
 
+    /// Cut a recording `[start, end]` out of this replay (the `scissors` plugin).
+    pub fn set_cut(&mut self, start: u64, end: u64, name: &Path, overwrite: bool) -> Result<(), String> {
+        let Mode::Replay(rp) = &mut self.mode else {
+            return Err("scissors: works only on a replay (-replay NAME)".into());
+        };
+        let last = rp.end_icount.unwrap_or(u64::MAX);
+        if start < rp.start_icount || start >= end || end > last {
+            return Err(format!(
+                "scissors: the range [{start}, {end}] is not inside the recording [{}, {}] (start < end)",
+                rp.start_icount, last
+            ));
+        }
+        if !overwrite {
+            let (snp, log) = ailuro_rr::recording_paths(name);
+            if snp.exists() || log.exists() {
+                return Err(format!(
+                    "scissors: recording {} already exists; refusing to overwrite it (add overwrite=true)",
+                    name.display()
+                ));
+            }
+        }
+        rp.cut = Some(Cut { start, end, name: name.to_path_buf(), overwrite, recorder: None });
+        Ok(())
+    }
+
+    /// At the cut's start: write the new recording's snapshot and open its log.
+    fn cut_begin_if_due(&mut self) -> Option<Stop> {
+        let Mode::Replay(rp) = &mut self.mode else { return None };
+        let c = rp.cut.as_mut()?;
+        if c.recorder.is_some() || self.cpu.icount() < c.start {
+            return None;
+        }
+        if self.cpu.icount() > c.start {
+            return Some(Stop::Error(format!("scissors: the replay passed instruction {} unnoticed", c.start)));
+        }
+        match rrfiles::create_recording(
+            &c.name,
+            c.overwrite,
+            &self.config,
+            &self.cpu,
+            &self.ram,
+            &rp.devices,
+            &self.tap,
+            u64::MAX,
+        ) {
+            Ok(r) => {
+                c.recorder = Some(r);
+                None
+            }
+            Err(e) => Some(Stop::Error(format!("scissors: {e}"))),
+        }
+    }
+
+    /// At the cut's end: finish the new recording and end the replay.
+    fn cut_end_if_due(&mut self) -> Option<Stop> {
+        let Mode::Replay(rp) = &self.mode else { return None };
+        let c = rp.cut.as_ref()?;
+        if c.recorder.is_none() || self.cpu.icount() < c.end {
+            return None;
+        }
+        let hash = self.state_hash();
+        let Mode::Replay(rp) = &mut self.mode else { return None };
+        let c = rp.cut.as_mut()?;
+        let rec = c.recorder.take().expect("checked");
+        let (start, end) = (c.start, c.end);
+        rp.cut = None;
+        Some(match rrfiles::finish_recording(rec, end, hash, ailuro_rr::EndReason::EndRecord) {
+            Ok(msg) => Stop::PluginStop(format!("scissors: {msg} (cut [{start}, {end}])")),
+            Err(e) => Stop::Error(format!("scissors: {e}")),
+        })
+    }
+
     fn run_replay_cpu(&mut self, stop_at: u64) -> RunExit {
         let Mode::Replay(rp) = &mut self.mode else { unreachable!() };
-        let mut p = ReplayPlatform { queue: &mut rp.queue, tap: &mut self.tap, console: &mut self.console };
-        self.cpu.run(&mut self.ram, &mut p, stop_at)
+        let relog = rp.cut.as_mut().and_then(|c| c.recorder.as_mut());
+        let mut p = ReplayPlatform {
+            queue: &mut rp.queue,
+            tap: &mut self.tap,
+            console: &mut self.console,
+            relog,
+            clock: rp.clock.as_ref(),
+        };
+        match self.plugins.as_mut() {
+            Some(pl) => pl.run(&mut self.cpu, &mut self.ram, &mut p, stop_at),
+            None => self.cpu.run(&mut self.ram, &mut p, stop_at),
+        }
     }
 
     fn finish_replay(&mut self) -> Stop {
@@ -848,6 +1042,7 @@ impl Machine {
 }
 
 fn replay_state(name: &Path, r: rrfiles::OpenedReplay) -> Result<Replay, String> {
+    let clock = if r.reader.version() >= 2 { Some(device_state_from(&r.devices)?.1) } else { None };
     let mut rp = Replay {
         name: name.to_path_buf(),
         reader: r.reader,
@@ -859,6 +1054,9 @@ fn replay_state(name: &Path, r: rrfiles::OpenedReplay) -> Result<Replay, String>
         eof: false,
         started: Instant::now(),
         async_stats: EventStats::default(),
+        clock,
+        devices: r.devices,
+        cut: None,
     };
     rp.fill()?;
     Ok(rp)

@@ -39,6 +39,7 @@ fn approx_encoded_len(e: &Event) -> u64 {
         Event::Checkpoint { .. } => 21,
         Event::Reset => 0,
         Event::HostEvent { data, .. } => 4 + data.len() as u64,
+        Event::Clock { .. } => 6,
     }
 }
 
@@ -129,10 +130,9 @@ impl Platform for LivePlatform<'_> {
     }
 
     fn read_timestamp(&mut self, at: ProgramPoint) -> u64 {
-        // TSC at 1 GHz: one tick per virtual nanosecond.
-        let value = self.clock.now(at.icount);
-        self.log(at, Event::Timestamp { value });
-        value
+        // TSC at 1 GHz: one tick per virtual nanosecond. Not logged: the replay keeps the same
+        // virtual clock (its skips are logged as `Clock` entries), see docs/FORMATS.md version 2.
+        self.clock.now(at.icount)
     }
 
     fn interrupt_ack(&mut self, at: ProgramPoint) -> u32 {
@@ -178,6 +178,7 @@ pub fn describe(e: &LogEntry) -> String {
         Event::Checkpoint { pc, .. } => format!("a checkpoint at pc {pc:#x}"),
         Event::Reset => "a machine reset".to_string(),
         Event::HostEvent { code, .. } => format!("host event {code}"),
+        Event::Clock { now_ns } => format!("a virtual-clock skip to {now_ns} ns"),
     };
     format!("{what} at instruction {}", e.icount)
 }
@@ -201,6 +202,11 @@ pub struct ReplayPlatform<'a> {
     pub tap: &'a mut ConsoleTap,
     /// Reconstructed console bytes not yet shown.
     pub console: &'a mut Vec<u8>,
+    /// A recording being cut from this replay (`scissors`): consumed entries are written again.
+    pub relog: Option<&'a mut Recorder>,
+    /// The virtual clock time-stamp reads come from (log version 2); `None` for version-1 logs,
+    /// whose `Timestamp` entries carry the values.
+    pub clock: Option<&'a VirtualClock>,
 }
 
 impl ReplayPlatform<'_> {
@@ -220,6 +226,9 @@ impl ReplayPlatform<'_> {
             Some(e) if e.icount == at.icount && matches(&e.event) => {
                 let e = self.queue.entries.pop_front().expect("front exists");
                 self.queue.stats.add(&e.event);
+                if let Some(r) = self.relog.as_deref_mut() {
+                    r.log(e.icount, e.event.clone());
+                }
                 Some(e.event)
             }
             other => {
@@ -266,6 +275,9 @@ impl Platform for ReplayPlatform<'_> {
     fn mmio_write(&mut self, _at: ProgramPoint, _addr: u64, _size: u8, _value: u64) {}
 
     fn read_timestamp(&mut self, at: ProgramPoint) -> u64 {
+        if let Some(c) = self.clock {
+            return c.now(at.icount);
+        }
         match self.take(at, || "a time-stamp read".to_string(), |e| matches!(e, Event::Timestamp { .. })) {
             Some(Event::Timestamp { value }) => value,
             _ => 0,

@@ -101,6 +101,8 @@ pub(crate) fn finish_recording(
 /// What a replay starts from.
 pub(crate) struct OpenedReplay {
     pub reader: LogReader,
+    /// The snapshot's device-state blob (carried into recordings cut from this one).
+    pub devices: Vec<u8>,
     pub start_icount: u64,
     pub end_icount: Option<u64>,
     pub final_hash: Option<[u8; 32]>,
@@ -175,5 +177,17 @@ pub(crate) fn open_replay(
         Some(t) => (Some(t.end_icount), Some(t.final_state_hash)),
         None => (None, None),
     };
-    Ok((config, cpu, ram, tap, OpenedReplay { reader, start_icount: h.start_icount, end_icount, final_hash }))
+    Ok((
+        config,
+        cpu,
+        ram,
+        tap,
+        OpenedReplay {
+            reader,
+            devices: snapshot.devices.clone(),
+            start_icount: h.start_icount,
+            end_icount,
+            final_hash,
+        },
+    ))
 }

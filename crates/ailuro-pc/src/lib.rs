@@ -298,11 +298,12 @@ impl PcBoard {
                 }
                 self.port92 = v & 0x02;
             }
-            p if (PM_BASE..PM_BASE + PM_LEN).contains(&p) => {
-                if self.pm.write8(p - PM_BASE, v, now) == PmAction::PowerOff {
-                    self.requests.push(BoardRequest::PowerOff);
-                }
+            p if (PM_BASE..PM_BASE + PM_LEN).contains(&p)
+                && self.pm.write8(p - PM_BASE, v, now) == PmAction::PowerOff =>
+            {
+                self.requests.push(BoardRequest::PowerOff)
             }
+            p if (PM_BASE..PM_BASE + PM_LEN).contains(&p) => {}
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
                 self.com1.write(p - COM1_BASE, v, now);
                 self.serial_out.extend(self.com1.take_output());

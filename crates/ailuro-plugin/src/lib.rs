@@ -410,6 +410,8 @@ impl PluginSet {
                 }
             }
         });
+        // Plugins may decide what they want in `start` (e.g. from the replay's range).
+        self.refresh_hooks();
         err.map_or(Ok(()), Err)
     }
 

@@ -68,6 +68,14 @@ pub enum Event {
     },
     /// Asynchronous: machine reset.
     Reset,
+    /// Asynchronous: the machine's virtual clock jumped (an idle CPU skipped ahead to the next
+    /// device deadline): from this icount on, virtual time is `now_ns` plus the instructions
+    /// retired since. From log version 2 time-stamp reads are derived from this clock during
+    /// replay instead of being logged one by one.
+    Clock {
+        /// Virtual nanoseconds at this icount.
+        now_ns: u64,
+    },
     /// Asynchronous: anything else from the host (catch-all, `code` defined by the machine crate).
     HostEvent {
         /// Machine-defined event code.
@@ -88,8 +96,9 @@ pub(crate) mod kind {
     pub const CHECKPOINT: u8 = 7;
     pub const RESET: u8 = 8;
     pub const HOST_EVENT: u8 = 9;
+    pub const CLOCK: u8 = 10;
     /// Highest kind this build knows; per-kind statistics arrays have `MAX + 1` slots.
-    pub const MAX: u8 = 9;
+    pub const MAX: u8 = 10;
 }
 
 impl Event {
@@ -105,6 +114,7 @@ impl Event {
             Self::Checkpoint { .. } => kind::CHECKPOINT,
             Self::Reset => kind::RESET,
             Self::HostEvent { .. } => kind::HOST_EVENT,
+            Self::Clock { .. } => kind::CLOCK,
         }
     }
 
@@ -120,6 +130,7 @@ impl Event {
             kind::CHECKPOINT => "Checkpoint",
             kind::RESET => "Reset",
             kind::HOST_EVENT => "HostEvent",
+            kind::CLOCK => "Clock",
             _ => "unknown",
         }
     }
@@ -175,6 +186,7 @@ impl Event {
                 out.put_var(data.len() as u64);
                 out.put_bytes(data);
             }
+            Self::Clock { now_ns } => out.put_var(*now_ns),
         }
     }
 }
@@ -228,6 +240,7 @@ pub(crate) fn decode_event(r: &mut Reader<'_>) -> Result<Event, EventDecodeError
             let len = r.var_max("host event length", MAX_EVENT_DATA as u64)? as usize;
             Event::HostEvent { code, data: r.bytes(len)?.to_vec() }
         }
+        kind::CLOCK => Event::Clock { now_ns: r.var()? },
         other => return Err(EventDecodeError::UnknownKind(other)),
     })
 }

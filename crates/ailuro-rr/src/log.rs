@@ -19,7 +19,7 @@ use crate::Arch;
 /// Magic at offset 0 of a log.
 pub const LOG_MAGIC: &[u8; 8] = b"AILUROLG";
 /// Log format version written by this build (and the highest it reads).
-pub const LOG_VERSION: u32 = 1;
+pub const LOG_VERSION: u32 = 2;
 const CHUNK_MAGIC: &[u8; 4] = b"CHNK";
 const TRAILER_MAGIC: &[u8; 4] = b"TRLR";
 const FOOTER_MAGIC: &[u8; 8] = b"AILUROFT";

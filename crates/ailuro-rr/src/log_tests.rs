@@ -276,10 +276,10 @@ fn wrong_magic_newer_version_and_arch_are_clear_errors() {
     assert!(e.to_string().contains("not an Ailuro nondet log"), "{e}");
 
     let mut b = full.clone();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
     fs::write(&q, &b).unwrap();
     let e = LogReader::open(&q).err().unwrap();
-    assert!(matches!(e, RecordingError::NewerVersion { found: 2, supported: 1, .. }), "{e}");
+    assert!(matches!(e, RecordingError::NewerVersion { found: 3, supported: 2, .. }), "{e}");
     assert!(e.to_string().contains("newer version"), "{e}");
 
     let r = LogReader::open(&p).unwrap();

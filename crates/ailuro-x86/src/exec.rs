@@ -1,7 +1,7 @@
 //! Instruction execution: one decoded instruction at a time.
 
 use ailuro_bus::Platform;
-use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic as M, OpKind, Register};
+use iced_x86::{Code, Instruction, Mnemonic as M, OpKind, Register};
 
 use crate::fast::Kind;
 use crate::flags::{sext, Alu, Shift};
@@ -119,7 +119,7 @@ impl Cpu {
 
     /// Effective address (offset within the segment) of the memory operand.
     #[inline]
-    fn ea(&self, i: &Instruction) -> u64 {
+    pub(crate) fn ea(&self, i: &Instruction) -> u64 {
         let base = i.memory_base();
         let index = i.memory_index();
         let mut a = i.memory_displacement64();
@@ -138,7 +138,7 @@ impl Cpu {
     }
 
     #[inline]
-    fn mseg(i: &Instruction) -> usize {
+    pub(crate) fn mseg(i: &Instruction) -> usize {
         seg_index(i.memory_segment())
     }
 
@@ -220,6 +220,7 @@ impl Cpu {
     pub(crate) fn step<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<()> {
         self.s.shadow = false;
         let idx = self.fetch(b)?;
+        self.last_idx = idx;
         let e = &self.icache.e[idx];
         let len = u64::from(e.len);
         let ipm = if self.s.seg[CS].attr & crate::ATTR_DB != 0 && self.pm() { 0xffff_ffff } else { 0xffff };
@@ -268,7 +269,7 @@ impl Cpu {
         mut rip0: u64,
     ) -> Res<()> {
         let interrupt_possible = self.s.intr && self.flag(IF);
-        let chain = !interrupt_possible && !self.flag(crate::TF);
+        let chain = !interrupt_possible && !self.flag(crate::TF) && b.hooks & crate::mem::STEP_HOOKS == 0;
         loop {
             self.s.rip = next;
             if let Err(e) = self.exec_fast(b, &u) {
@@ -922,18 +923,10 @@ impl Cpu {
                 }
                 self.exec_string(b, i, m)?;
             }
-            M::Wait => {
-                if self.s.cr0 & (CR0_TS | CR0_MP) == (CR0_TS | CR0_MP) {
-                    return ex(7);
-                }
-            }
+            M::Wait | M::Fxsave | M::Fxrstor => return self.exec_fpu(b, i),
             _ => {
-                if i.cpuid_features().contains(&CpuidFeature::FPU) {
-                    // No x87 yet: behave like a CPU without an FPU (CPUID.1:EDX.FPU = 0).
-                    if self.s.cr0 & (CR0_EM | CR0_TS) != 0 {
-                        return ex(7);
-                    }
-                    return ex(6);
+                if crate::fpu::is_x87(i) {
+                    return self.exec_fpu(b, i);
                 }
                 if let Some(cc) = Self::jcc_like(i) {
                     return self.exec_cc(b, i, cc);
@@ -1003,7 +996,10 @@ impl Cpu {
                 self.need_cpl0()?;
                 let n = i.op0_register() as u32 - Register::CR0 as u32;
                 let v = self.reg_get(i.op1_register());
-                self.write_cr(n, v)
+                let old = self.asid();
+                self.write_cr(n, v)?;
+                self.note_asid(b, old);
+                Ok(())
             }
             Code::Mov_r32_dr | Code::Mov_dr_r32 => {
                 self.need_cpl0()?;
@@ -1081,7 +1077,7 @@ impl Cpu {
                 }
             }
             4 => {
-                if v & !(CR4_TSD | CR4_PSE | CR4_PGE) != 0 {
+                if v & !(CR4_TSD | CR4_PSE | CR4_PGE | crate::CR4_OSFXSR) != 0 {
                     return exc(13, 0);
                 }
                 self.s.cr4 = v;
@@ -1329,8 +1325,17 @@ impl Cpu {
         let (a, b, c, d): (u32, u32, u32, u32) = match leaf {
             0 => (1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
             1 => {
-                // PSE, TSC, MSR, CX8, APIC, SEP, PGE, CMOV: exactly what is implemented.
-                let edx = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 13) | (1 << 15);
+                // FPU, PSE, TSC, MSR, CX8, APIC, SEP, PGE, CMOV, FXSR: exactly what is implemented.
+                let edx = 1
+                    | (1 << 3)
+                    | (1 << 4)
+                    | (1 << 5)
+                    | (1 << 8)
+                    | (1 << 9)
+                    | (1 << 11)
+                    | (1 << 13)
+                    | (1 << 15)
+                    | (1 << 24);
                 (CPUID_SIGNATURE, 0, 0, edx)
             }
             0x8000_0000 => (0x8000_0000, 0, 0, 0),
@@ -1427,7 +1432,8 @@ impl Cpu {
                 m,
                 M::Movsb | M::Movsw | M::Movsd | M::Stosb | M::Stosw | M::Stosd | M::Lodsb | M::Lodsw | M::Lodsd
             ) && !(self.s.intr && self.flag(IF))
-                && !self.flag(crate::TF);
+                && !self.flag(crate::TF)
+                && b.hooks & crate::mem::STEP_HOOKS == 0;
         loop {
             let inval = self.icache.invalidations;
             let more = self.string_iteration(b, i, m, am, size, delta)?;

@@ -20,6 +20,11 @@
 //!   gates with TSS stack switch, task gates), hardware task switches with 32-bit TSSs (far
 //!   JMP/CALL to a TSS or task gate, task gates in the IDT, IRET with NT=1; e.g. Linux's double
 //!   fault task), and the double-fault / triple-fault escalation.
+//! * `fpu.rs`: the x87 FPU (every P6 x87 instruction, FSAVE/FSTENV images in all four layouts,
+//!   FXSAVE/FXRSTOR, #NM/#MF rules, last-instruction pointers); `softfloat.rs`: the 80-bit
+//!   software floating point behind it (x87 rounding/precision control, exception responses,
+//!   transcendental functions in 128-bit internal precision). The x87 runs on the generic path
+//!   only: integer instructions pay nothing for it.
 //!
 //! Flags are evaluated eagerly. A fault leaves EIP, ESP and EFLAGS as they were before the
 //! instruction (the step saves and restores them); instructions write memory before registers so
@@ -50,7 +55,16 @@
 //!   only. The TSS T (debug trap) bit is ignored.
 //! * Virtual-8086 mode is not implemented: POPF/IRET never set VM; IRET to VM=1 shuts down with a
 //!   clear reason.
-//! * No x87/MMX/SSE (CPUID says so); x87 opcodes raise #NM when CR0.EM or CR0.TS is set, else #UD.
+//! * x87 FPU and FXSAVE/FXRSTOR are implemented (CPUID.1:EDX FPU and FXSR); MMX/SSE are not
+//!   (CPUID says so): FXSAVE stores MXCSR = 0x1f80, MXCSR_MASK = 0xffbf and zero XMM registers,
+//!   FXRSTOR ignores them except for the reserved-bit #GP check. An unmasked x87 exception is
+//!   delivered as #MF at the next waiting x87 instruction also when CR0.NE=0: the FERR#/IRQ13
+//!   (PIC) path of a PC is not modelled. Arithmetic, conversions, compares, FPREM/FPREM1,
+//!   FSCALE, FXTRACT, BCD, stack faults and the masked/unmasked exception responses match a real
+//!   x87 bit for bit in the differential tests; the transcendental instructions are correctly
+//!   rounded from a 128-bit internal result (within 1 ulp of, and usually identical to, the
+//!   hardware; see `softfloat.rs`). Where x87 vendors differ the host used for the differential
+//!   tests (AMD) decided: e.g. F2XM1 outside [-1, 1] returns its operand with PE.
 //! * Debug registers are stored but breakpoints are not implemented; no #AC alignment checks.
 //! * A20 is always enabled; no SMM; no PAE / long mode yet (registers and state are 64-bit wide).
 //! * CPUID leaves other than 0, 1 and 0x8000_0000 return zeros.
@@ -59,14 +73,23 @@
 mod exec;
 mod fast;
 mod flags;
+mod fpu;
+#[cfg(test)]
+mod fpu_tests;
 mod mem;
+mod observe;
 mod prot;
+mod softfloat;
+#[cfg(test)]
+mod softfloat_tests;
 #[cfg(test)]
 mod tests;
 
 use std::fmt::Write as _;
 
+pub use ailuro_bus::observe::{CpuObserver, NoObserver};
 pub use ailuro_bus::{GuestRam, Platform, ProgramPoint};
+pub use observe::X86_REG_NAMES;
 use serde::{Deserialize, Serialize};
 
 /// CPU model selection.
@@ -224,8 +247,9 @@ pub(crate) const CR4_TSD: u64 = 1 << 2;
 pub(crate) const CR4_DE: u64 = 1 << 3;
 pub(crate) const CR4_PSE: u64 = 1 << 4;
 pub(crate) const CR4_PGE: u64 = 1 << 7;
+pub(crate) const CR4_OSFXSR: u64 = 1 << 9;
 
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
 
 /// Every architecturally visible bit of the CPU, plus the run-state the record/replay design
 /// depends on. This is what `save_state` serializes and `state_hash` hashes; caches live outside.
@@ -261,6 +285,8 @@ pub(crate) struct State {
     pub intr: bool,
     /// Interrupts are inhibited before the next instruction (after STI, MOV SS, POP SS).
     pub shadow: bool,
+    /// x87 FPU registers, control/status/tag words and last-instruction pointers.
+    pub fpu: fpu::Fpu,
 }
 
 impl State {
@@ -300,6 +326,7 @@ impl State {
             shutdown: false,
             intr: false,
             shadow: false,
+            fpu: fpu::Fpu::reset(),
         }
     }
 }
@@ -333,6 +360,10 @@ pub struct Cpu {
     pub(crate) s: State,
     /// Linear address of the instruction being executed (ProgramPoint::pc of Platform calls).
     pub(crate) cur_pc: u64,
+    /// The next instruction starts a basic block (observers only; not architectural).
+    pub(crate) block_start: bool,
+    /// Decode-cache index of the instruction `step` executed last (observers only).
+    pub(crate) last_idx: usize,
     /// EIP of the instruction being executed.
     pub(crate) cur_eip: u64,
     /// `stop_at` of the current `run` call.
@@ -347,6 +378,8 @@ impl Cpu {
         Cpu {
             s: State::reset(config.model),
             cur_pc: 0,
+            block_start: true,
+            last_idx: 0,
             stop_at: 0,
             cur_eip: 0,
             tlb: mem::Tlb::new(),
@@ -414,6 +447,53 @@ impl Cpu {
         self.s.halted = false;
         self.s.shadow = false;
         self.flush_all_caches();
+    }
+
+    /// One instruction with the per-instruction and per-block callbacks around it.
+    fn observed_step<P: Platform + ?Sized>(&mut self, b: &mut mem::Bus<P>) -> Res<()> {
+        use ailuro_bus::observe::hook;
+        let pc = self.lin_pc();
+        if std::mem::take(&mut self.block_start) && b.hooks & hook::BEFORE_BLOCK != 0 {
+            let v = self.view(pc);
+            b.obs.before_block(&v, b.ram);
+        }
+        if b.hooks & hook::BEFORE_INSN != 0 {
+            let v = self.view(pc);
+            b.obs.before_insn(&v, b.ram);
+        }
+        let before = self.s.icount;
+        self.step(b)?;
+        if self.s.icount == before {
+            // A REP iteration that did not retire, or an INT n that faulted: nothing to report.
+            return Ok(());
+        }
+        let next = self.lin_pc();
+        if b.hooks & hook::AFTER_INSN != 0 {
+            let v = self.view(next);
+            b.obs.after_insn(&v, b.ram, pc);
+        }
+        if self.block_start || self.last_ends_block() {
+            self.block_start = true;
+            if b.hooks & hook::AFTER_BLOCK != 0 {
+                let v = self.view(next);
+                b.obs.after_block(&v, b.ram, pc);
+            }
+        }
+        Ok(())
+    }
+
+    /// Did the instruction `step` executed last end a basic block (any control transfer)?
+    fn last_ends_block(&self) -> bool {
+        self.icache.ins.get(self.last_idx).is_some_and(|i| i.flow_control() != iced_x86::FlowControl::Next)
+    }
+
+    /// Tell the observer about an address-space change (CR3 write, task switch).
+    pub(crate) fn note_asid<P: Platform + ?Sized>(&mut self, b: &mut mem::Bus<P>, old: u64) {
+        let new = self.asid();
+        if new != old && b.hooks & ailuro_bus::observe::hook::ASID_CHANGE != 0 {
+            let v = self.view(self.cur_pc);
+            b.obs.asid_change(&v, b.ram, old, new);
+        }
     }
 
     /// Set GDTR (loaders that hand over a GDT, e.g. the Linux boot protocol's 0x10/0x18 one).
@@ -586,9 +666,23 @@ impl Cpu {
 
     /// Execute until `icount == stop_at`, a Platform call, HLT or shutdown (see [`RunExit`]).
     pub fn run<P: Platform + ?Sized>(&mut self, ram: &mut GuestRam, p: &mut P, stop_at: u64) -> RunExit {
+        self.run_observed(ram, p, stop_at, &mut NoObserver)
+    }
+
+    /// [`Cpu::run`] reporting to `obs` the events it asks for ([`CpuObserver::hooks`], read once
+    /// here). Observers cannot change guest state, so the execution is the same as `run`'s.
+    pub fn run_observed<P: Platform + ?Sized>(
+        &mut self,
+        ram: &mut GuestRam,
+        p: &mut P,
+        stop_at: u64,
+        obs: &mut dyn CpuObserver,
+    ) -> RunExit {
         self.icache.attach(ram);
         self.stop_at = stop_at;
-        let mut b = mem::Bus { ram, p, touched: false };
+        let hooks = obs.hooks();
+        let mut b = mem::Bus { ram, p, touched: false, obs, hooks };
+        self.block_start = true;
         if self.s.shutdown {
             return RunExit::Shutdown { reason: "CPU is in shutdown state (triple fault); reset required".into() };
         }
@@ -610,7 +704,8 @@ impl Cpu {
                 return RunExit::Halted;
             }
             let tf = self.s.rflags & TF != 0;
-            match self.step(&mut b) {
+            let step = if b.hooks & mem::STEP_HOOKS != 0 { self.observed_step(&mut b) } else { self.step(&mut b) };
+            match step {
                 Ok(()) => {
                     // INT n clears TF on delivery and is not followed by a single-step trap.
                     if tf && self.s.rflags & TF != 0 {

@@ -1,6 +1,7 @@
 //! Memory access: segmentation checks, paging with a software TLB, physical RAM/MMIO access, and the
 //! decoded-instruction cache with its invalidation on writes to code.
 
+use ailuro_bus::observe::{hook, CpuObserver, MemAccess};
 use ailuro_bus::{GuestRam, Platform, ProgramPoint};
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
 
@@ -13,7 +14,13 @@ pub(crate) struct Bus<'a, P: Platform + ?Sized> {
     pub p: &'a mut P,
     /// A Platform call happened during the current instruction: `run` returns after it.
     pub touched: bool,
+    /// Observer (plugins) and the hook bits it wants for this `run` call.
+    pub obs: &'a mut dyn CpuObserver,
+    pub hooks: u32,
 }
+
+/// Hooks that need instructions executed one at a time (no chaining or batching).
+pub(crate) const STEP_HOOKS: u32 = hook::BEFORE_INSN | hook::AFTER_INSN | hook::BEFORE_BLOCK | hook::AFTER_BLOCK;
 
 /// Access kind bits; W and U are placed like the #PF error code bits.
 pub(crate) const ACC_W: u8 = 2;
@@ -446,9 +453,39 @@ impl Cpu {
     pub(crate) fn lin_read<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, size: u32, acc: u8) -> Res<u64> {
         if (lin & 0xfff) + u64::from(size) <= 0x1000 {
             let pa = self.translate(b, lin, acc)?;
-            return Ok(self.phys_read(b, pa, size));
+            let v = self.phys_read(b, pa, size);
+            if b.hooks & hook::MEM_READ != 0 {
+                self.report_mem(b, lin, pa, size, v, false);
+            }
+            return Ok(v);
         }
         self.lin_read_split(b, lin, size, acc)
+    }
+
+    /// Tell the observer about a completed access (one page's part of it).
+    #[inline(never)]
+    pub(crate) fn report_mem<P: Platform + ?Sized>(
+        &self,
+        b: &mut Bus<P>,
+        lin: u64,
+        pa: u64,
+        size: u32,
+        value: u64,
+        write: bool,
+    ) {
+        let a = MemAccess {
+            vaddr: lin,
+            paddr: pa,
+            size: size as u8,
+            value: value & mask(size),
+            ram: b.ram.contains(pa, u64::from(size)),
+        };
+        let view = self.view(self.cur_pc);
+        if write {
+            b.obs.mem_write(&view, b.ram, &a);
+        } else {
+            b.obs.mem_read(&view, b.ram, &a);
+        }
     }
 
     #[inline(never)]
@@ -459,6 +496,10 @@ impl Cpu {
         let pa1 = self.translate(b, (lin + split) & 0xffff_ffff, acc)?;
         let lo = self.phys_read(b, pa0, split as u32);
         let hi = self.phys_read(b, pa1, size - split as u32);
+        if b.hooks & hook::MEM_READ != 0 {
+            self.report_mem(b, lin, pa0, split as u32, lo, false);
+            self.report_mem(b, (lin + split) & 0xffff_ffff, pa1, size - split as u32, hi, false);
+        }
         Ok(lo | (hi << (8 * split)))
     }
 
@@ -476,6 +517,9 @@ impl Cpu {
         if (lin & 0xfff) + u64::from(size) <= 0x1000 {
             let pa = self.translate(b, lin, acc)?;
             self.phys_write(b, pa, size, v);
+            if b.hooks & hook::MEM_WRITE != 0 {
+                self.report_mem(b, lin, pa, size, v, true);
+            }
             return Ok(());
         }
         self.lin_write_split(b, lin, size, v, acc)
@@ -495,6 +539,10 @@ impl Cpu {
         let pa1 = self.translate(b, (lin + split) & 0xffff_ffff, acc)?;
         self.phys_write(b, pa0, split as u32, v);
         self.phys_write(b, pa1, size - split as u32, v >> (8 * split));
+        if b.hooks & hook::MEM_WRITE != 0 {
+            self.report_mem(b, lin, pa0, split as u32, v, true);
+            self.report_mem(b, (lin + split) & 0xffff_ffff, pa1, size - split as u32, v >> (8 * split), true);
+        }
         Ok(())
     }
 

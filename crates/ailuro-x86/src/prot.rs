@@ -619,6 +619,17 @@ impl Cpu {
         code: Option<u32>,
         ev: Event,
     ) -> Res<()> {
+        if b.hooks & ailuro_bus::observe::hook::INTERRUPT != 0 {
+            let e = ailuro_bus::observe::InterruptEvent {
+                vector: u32::from(vec),
+                error_code: code,
+                external: ev == Event::External,
+                software: ev == Event::Software,
+            };
+            let view = self.view(self.cur_pc);
+            b.obs.interrupt(&view, b.ram, &e);
+        }
+        self.block_start = true;
         if !self.pm() {
             return self.deliver_real(b, vec);
         }
@@ -825,8 +836,10 @@ impl Cpu {
         self.s.tr = desc_to_seg(sel, d | (2 << 40));
         self.s.cr0 |= crate::CR0_TS;
         if self.s.cr0 & crate::CR0_PG != 0 {
+            let old = self.asid();
             self.s.cr3 = u64::from(t[7]);
             self.tlb.flush_non_global();
+            self.note_asid(b, old);
         }
         self.s.rip = u64::from(t[8]);
         self.s.rflags = (new_fl & !VM) | 2;

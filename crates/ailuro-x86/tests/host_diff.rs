@@ -361,7 +361,7 @@ fn integer_instructions_match_the_host_cpu() {
             3 => {
                 // Operand-size prefix: the 16-bit forms.
                 bytes[0] = 0x66;
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     bytes[1] = 0x0f;
                 }
             }
@@ -393,12 +393,12 @@ fn integer_instructions_match_the_host_cpu() {
         for n in 0..8 {
             regs.r[n] = rng.value();
         }
-        let flags = (rng.next() & (CF | PF | AF | ZF | SF | OF)) | if rng.next() % 4 == 0 { DF } else { 0 } | 2;
+        let flags = (rng.next() & (CF | PF | AF | ZF | SF | OF)) | if rng.next().is_multiple_of(4) { DF } else { 0 } | 2;
         regs.flags = flags;
         // Pointers into the buffer, some of them just below its page boundary so that
         // accesses cross it.
         let ptr = |rng: &mut Rng| {
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 BUF + 0x1000 - (rng.next() % 8)
             } else {
                 BUF + 0x800 + (rng.next() % 0x400)
@@ -502,7 +502,7 @@ fn integer_instructions_match_the_host_cpu() {
         // REP string instructions retire once per iteration with EIP on the instruction.
         let mut exit = RunExit::Limit;
         while cpu.rip() == CODE && cpu.icount() < 100 && matches!(exit, RunExit::Limit) {
-            exit = cpu.run(&mut ram, &mut NoDevices, cpu.icount() + if cpu.icount() % 2 == 0 { 1 } else { 50 });
+            exit = cpu.run(&mut ram, &mut NoDevices, cpu.icount() + if cpu.icount().is_multiple_of(2) { 1 } else { 50 });
         }
         if !matches!(exit, RunExit::Limit) || cpu.rip() != CODE + len as u64 {
             // A fault (e.g. #DE): not compared here.

@@ -1,0 +1,260 @@
+//! End-to-end test on a real operating system: Debian's stock i386 kernel and busybox initramfs
+//! (fetched and built by `scripts/fetch-linux-guest.sh i386`, which `scripts/test.sh` runs first)
+//! boot to the workload of `guests/linux/init`, power off, and the recording of the whole run
+//! replays with the same console, instruction count and final CPU+RAM hash.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EMU: &str = env!("CARGO_BIN_EXE_ailuro-system-i386");
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("AILURO_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ailuro"));
+    base.join("linux/i386")
+}
+
+/// The guest files; a missing image is a setup error (the test command fetches it), not a skip.
+fn guest_files() -> (PathBuf, PathBuf) {
+    let d = cache_dir();
+    let (k, i) = (d.join("vmlinuz"), d.join("initramfs.cpio.gz"));
+    assert!(
+        k.is_file() && i.is_file(),
+        "Linux guest not found in {}: run scripts/fetch-linux-guest.sh i386 (scripts/test.sh does)",
+        d.display()
+    );
+    (k, i)
+}
+
+fn run(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(EMU)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start emulator");
+    let start = Instant::now();
+    let pid = child.id();
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(move || child.wait_with_output().unwrap());
+        while !h.is_finished() {
+            if start.elapsed() > limit {
+                // SAFETY: plain kill(2) of our own child process.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        h.join().unwrap()
+    });
+    assert!(start.elapsed() <= limit, "emulator timed out after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "emulator panicked: {err}");
+    out
+}
+
+fn field<'a>(report: &'a str, key: &str) -> &'a str {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no '{key}' in replay report: {report}"))
+        .trim()
+}
+
+/// The lines between the deterministic markers, without kernel messages.
+fn deterministic_section(console: &str) -> String {
+    let mut inside = false;
+    let mut out = String::new();
+    for l in console.lines().map(|l| l.trim_end_matches('\r')) {
+        if l == "=== AILURO DETERMINISTIC BEGIN ===" {
+            inside = true;
+        } else if l == "=== AILURO DETERMINISTIC END ===" {
+            inside = false;
+        } else if inside && !is_printk(l) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn is_printk(l: &str) -> bool {
+    l.starts_with('[')
+        && l.find(']').is_some_and(|e| l[1..e].trim().replace('.', "").chars().all(|c| c.is_ascii_digit()))
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ailuro-linux-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn replay(name: &Path, extra: &[&str]) -> (Output, String) {
+    let mut args = vec!["-replay", name.to_str().unwrap(), "-display", "none"];
+    args.extend(extra);
+    let out = run(&args, Duration::from_secs(1200));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, err)
+}
+
+/// The whole-run recording every test here uses, made once per test binary.
+struct Shared {
+    name: PathBuf,
+    console: String,
+    instructions: u64,
+    /// Final state hash of a plain replay.
+    hash: String,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (kernel, initrd) = guest_files();
+        let dir = tmpdir("shared");
+        let name = dir.join("linux");
+        let args = [
+            "-m",
+            "256",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            // nokaslr: the kernel profile (osi_linux) carries link-time addresses.
+            "-append",
+            "console=ttyS0 panic=-1 nokaslr",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-icount",
+            "sleep=off",
+            "-rtc",
+            "base=2026-01-01T00:00:00",
+            "-record",
+            name.to_str().unwrap(),
+        ];
+        let rec = run(&args, Duration::from_secs(1200));
+        let rec_err = String::from_utf8_lossy(&rec.stderr);
+        let console = String::from_utf8_lossy(&rec.stdout).into_owned();
+        assert_eq!(rec.status.code(), Some(0), "poweroff exits 0; stderr: {rec_err}\nconsole tail: {}", tail(&console));
+        assert!(console.contains("=== AILURO WORKLOAD END ==="), "workload finished: {}", tail(&console));
+        let instructions: u64 = rec_err
+            .lines()
+            .find_map(|l| l.split("complete: ").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no recording summary in {rec_err}"));
+        let (out, err) = replay(&name, &[]);
+        assert_eq!(out.status.code(), Some(0), "replay failed: {err}");
+        assert!(err.contains("Replay completed successfully"), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), console, "replay console differs from the recording's");
+        assert_eq!(field(&err, "instructions:").parse::<u64>().unwrap(), instructions);
+        let hash = field(&err, "final state hash:").to_string();
+        Shared { name, console, instructions, hash }
+    })
+}
+
+#[test]
+fn linux_boot_and_workload_record_and_replay_identically() {
+    let s = shared();
+    let expected = std::fs::read_to_string(Path::new(REPO).join("guests/linux/expected-deterministic.txt")).unwrap();
+    assert_eq!(deterministic_section(&s.console), expected, "deterministic results differ from QEMU's");
+    assert!(s.console.contains("reboot: Power down"), "the guest powered off through ACPI S5");
+    // The whole run's log stays small (docs/BENCHMARKS.md has the figures).
+    let log = std::fs::metadata(ailuro_rr::recording_paths(&s.name).1).unwrap().len();
+    let per_k = log as f64 * 1000.0 / s.instructions as f64;
+    assert!(per_k < 0.5, "nondet log {log} bytes = {per_k:.3} bytes per 1000 instructions");
+}
+
+#[test]
+fn plugins_on_a_linux_replay_see_the_workload_and_do_not_change_it() {
+    let s = shared();
+    let dir = tmpdir("plugins");
+    std::fs::write(
+        dir.join("keys_search_strings.txt"),
+        "# strings the workload prints or computes\n\"AILURO DETERMINISTIC BEGIN\"\n\"sh.sumsq_1_1000=333833500\"\n",
+    )
+    .unwrap();
+    let plog = dir.join("out.plog");
+    let trace = dir.join("trace.txt");
+    let start = s.instructions / 2;
+    let ss = format!("stringsearch:name=keys,dir={}", dir.display());
+    let tr = format!("trace:start={start},end={},file={}", start + 1000, trace.display());
+    let (out, err) =
+        replay(&s.name, &["-panda", "count", "-panda", &ss, "-panda", &tr, "-pandalog", plog.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "replay with plugins failed: {err}");
+    assert!(err.contains("Replay completed successfully"), "{err}");
+    // Plugins only watch.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), s.console, "console changed under plugins");
+    assert_eq!(field(&err, "final state hash:"), s.hash, "state changed under plugins");
+
+    // count: its total is the replay's own instruction count.
+    // "count: N instructions, B blocks (icount S..E), A address spaces"
+    let total: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("count: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count summary in {err}"));
+    assert_eq!(total, s.instructions, "count total vs replay");
+
+    // stringsearch: both strings are found in memory traffic.
+    let matches = std::fs::read_to_string(dir.join("keys_string_matches.txt")).unwrap();
+    let rows: Vec<Vec<u64>> = matches
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().skip(2).map(|c| c.parse().unwrap()).collect())
+        .collect();
+    for k in 0..2 {
+        assert!(rows.iter().any(|r| r[k] > 0), "string {k} not found: {matches}");
+    }
+
+    // trace: 1000 instructions with disassembly.
+    let t = std::fs::read_to_string(&trace).unwrap();
+    let lines = t.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(lines, 1000, "{}", &t[..t.len().min(2000)]);
+
+    // The plugin log holds their records.
+    let mut r = ailuro_plog::PlogReader::open(&plog).unwrap();
+    assert!(r.is_complete());
+    let mut plugins = std::collections::BTreeSet::new();
+    while let Some(rec) = r.next_record().unwrap() {
+        plugins.insert(rec.plugin.clone());
+    }
+    for p in ["count", "stringsearch", "trace"] {
+        assert!(plugins.contains(p), "no {p} records in the plugin log: {plugins:?}");
+    }
+}
+
+#[test]
+fn memsavep_dumps_the_kernel_and_scissors_cuts_a_replayable_recording() {
+    let s = shared();
+    let dir = tmpdir("cut");
+    // memsavep at 30%: the decompressed kernel is in place, its banner at linux_banner's
+    // physical address (0xc1a16740 - PAGE_OFFSET, from the kernel profile).
+    let img = dir.join("mem.raw");
+    let (out, err) = replay(&s.name, &["-panda", &format!("memsavep:percent=30,file={}", img.display())]);
+    assert_eq!(out.status.code(), Some(0), "memsavep replay: {err}");
+    let mem = std::fs::read(&img).unwrap();
+    assert_eq!(mem.len() as u64, 256 << 20, "a raw image of all of RAM");
+    let banner = b"Linux version 6.1.0-50-686";
+    assert_eq!(&mem[0x1a1_6740..0x1a1_6740 + banner.len()], banner, "kernel banner at its physical address");
+
+    // scissors: cut 2% out of the middle; the cut replays on its own.
+    let (a, b) = (s.instructions / 100 * 40, s.instructions / 100 * 42);
+    let cut = dir.join("cut");
+    let (out, err) = replay(&s.name, &["-panda", &format!("scissors:start={a},end={b},name={}", cut.display())]);
+    assert_eq!(out.status.code(), Some(0), "scissors replay: {err}");
+    let (out, err) = replay(&cut, &[]);
+    assert_eq!(out.status.code(), Some(0), "the cut does not replay: {err}");
+    assert!(err.contains("Replay completed successfully"), "{err}");
+    assert_eq!(field(&err, "instructions:").parse::<u64>().unwrap(), b - a);
+}
+
+fn tail(s: &str) -> &str {
+    &s[s.len().saturating_sub(3000)..]
+}
