@@ -131,6 +131,7 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
 fn plugin_registry() -> Vec<ailuro_plugin::PluginInfo> {
     let mut registry = ailuro_plugins::registry();
     registry.push(ailuro_machine::scissors::info());
+    registry.push(ailuro_machine::console_plugin::info());
     registry
 }
 
@@ -177,7 +178,7 @@ fn report(prog: &str, stop: &Stop) -> i32 {
         Stop::PluginStop(why) => eprintln!("{prog}: stopped by a plugin: {why}"),
         Stop::ReplayFinished(s) => eprintln!("{}", s.report()),
         Stop::Divergence(d) => eprintln!("{prog}: {d}"),
-        Stop::Shutdown(why) => eprintln!("{prog}: {why}"),
+        Stop::Shutdown(why) | Stop::Reboot(why) => eprintln!("{prog}: {why}"),
         Stop::Error(e) => eprintln!("{prog}: error: {e}"),
         Stop::GuestExit(_) | Stop::PowerOff | Stop::Quit => {}
     }

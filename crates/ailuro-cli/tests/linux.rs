@@ -258,3 +258,139 @@ fn memsavep_dumps_the_kernel_and_scissors_cuts_a_replayable_recording() {
 fn tail(s: &str) -> &str {
     &s[s.len().saturating_sub(3000)..]
 }
+
+/// Collects a child's stdout in the background.
+struct Collector {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Collector {
+    fn start(mut r: impl std::io::Read + Send + 'static) -> Collector {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = r.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                b.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Collector { buf }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    fn len(&self) -> usize {
+        self.buf.lock().unwrap().len()
+    }
+
+    /// Wait until the output contains `what` (after byte `from`), then until it is quiet.
+    fn wait_for(&self, what: &str, from: usize, limit: Duration) -> usize {
+        let start = Instant::now();
+        while !self.text().get(from..).is_some_and(|t| t.contains(what)) {
+            assert!(start.elapsed() < limit, "timed out waiting for {what:?}; console: {}", tail(&self.text()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.quiet()
+    }
+
+    /// Wait until no output arrived for half a second; returns the length then.
+    fn quiet(&self) -> usize {
+        let mut last = self.len();
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = self.len();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
+
+fn monitor(sock: &Path, cmd: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(sock).expect("connect to the monitor");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    // Greeting, then the prompt.
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    writeln!(w, "{cmd}").unwrap();
+    let mut reply = String::new();
+    // The reply ends with the next prompt.
+    let mut byte = [0u8; 1];
+    while !reply.ends_with("(ailuro) ") || !reply.contains('\n') {
+        if std::io::Read::read(&mut r, &mut byte).unwrap_or(0) == 0 {
+            break;
+        }
+        reply.push(byte[0] as char);
+    }
+    reply
+}
+
+#[test]
+fn a_window_recorded_from_the_monitor_replays_with_the_same_console() {
+    use std::io::Write;
+    let (kernel, initrd) = guest_files();
+    let dir = tmpdir("window");
+    let sock = dir.join("mon.sock");
+    let name = dir.join("window");
+    let mut child = Command::new(EMU)
+        .args([
+            "-m",
+            "256",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyS0 nokaslr ailuro.shell=1 ailuro.workload=0",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            &format!("unix:{},server,nowait", sock.display()),
+            "-no-reboot",
+            "-icount",
+            "sleep=off",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Collector::start(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let limit = Duration::from_secs(900);
+
+    // Boot to the shell, then record a window in which we type commands.
+    let shell = out.wait_for("interactive shell on the console", 0, limit);
+    stdin.write_all(b"\n").unwrap();
+    let begin = out.wait_for("#", shell, limit);
+    let reply = monitor(&sock, &format!("begin_record {}", name.display()));
+    assert!(!reply.contains("Error"), "begin_record: {reply}");
+    stdin.write_all(b"echo window $((6 * 7)); seq 1 500 | md5sum\n").unwrap();
+    // The md5sum line ends in "  -"; wait for it and for the prompt after it to be printed.
+    let end = out.wait_for("  -", begin, limit);
+    let reply = monitor(&sock, "end_record");
+    assert!(reply.contains("complete"), "end_record: {reply}");
+    let _ = monitor(&sock, "quit");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "quit exits 0");
+    let console = out.buf.lock().unwrap()[begin..end].to_vec();
+    let text = String::from_utf8_lossy(&console).into_owned();
+    assert!(text.contains("window 42"), "{text}");
+    assert!(text.lines().any(|l| l.trim_end().ends_with("  -") && l.len() >= 35), "md5sum output: {text}");
+
+    let (rep, err) = replay(&name, &[]);
+    assert_eq!(rep.status.code(), Some(0), "window replay: {err}");
+    assert!(err.contains("Replay completed successfully"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&rep.stdout), text, "window replay console differs from the recording's");
+}

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod console_plugin;
 pub mod host;
 pub mod machine;
 pub mod monitor;

@@ -49,8 +49,10 @@ pub enum Stop {
     GuestExit(i32),
     /// The guest powered the machine off.
     PowerOff,
-    /// Reset or triple fault with `-no-reboot`.
+    /// A triple fault (CPU shutdown) with `-no-reboot`: exit status 2.
     Shutdown(String),
+    /// The guest asked for a reset (e.g. `reboot -f`) with `-no-reboot`: exit status 0, as QEMU.
+    Reboot(String),
     /// `quit` on the monitor (or the end of all input sources while paused).
     Quit,
     /// A replay ran to the end of its recording and matched.
@@ -68,7 +70,7 @@ impl Stop {
     pub fn exit_status(&self) -> i32 {
         match self {
             Stop::GuestExit(s) => *s,
-            Stop::PowerOff | Stop::Quit | Stop::ReplayFinished(_) | Stop::PluginStop(_) => 0,
+            Stop::PowerOff | Stop::Quit | Stop::ReplayFinished(_) | Stop::PluginStop(_) | Stop::Reboot(_) => 0,
             Stop::Shutdown(_) => 2,
             Stop::Divergence(_) => 3,
             Stop::Error(_) => 1,
@@ -427,7 +429,9 @@ impl Machine {
 
     /// Load analysis plugins (before `run`). Machine-level plugins (`scissors`) are configured
     /// here; their errors come back before anything runs.
-    pub fn set_plugins(&mut self, set: ailuro_plugin::PluginSet) -> Result<(), String> {
+    pub fn set_plugins(&mut self, mut set: ailuro_plugin::PluginSet) -> Result<(), String> {
+        let tap = self.tap.clone();
+        set.with_mut::<crate::console_plugin::ConsolePlugin>(|c| c.set_tap(tap));
         if let Some(s) = set.get::<crate::scissors::Scissors>() {
             let s = s.clone();
             self.set_cut(s.start, s.end, &s.name, s.overwrite)?;
@@ -556,7 +560,7 @@ impl Machine {
                     self.finish_recording_if_any(ailuro_rr::EndReason::PowerOff, host);
                     return Some(Stop::PowerOff);
                 }
-                BoardRequest::Reset => return self.guest_reset("the guest requested a reset", host),
+                BoardRequest::Reset => return self.guest_reset("the guest requested a reset", false, host),
             }
         }
         let Mode::Live(live) = &mut self.mode else { unreachable!() };
@@ -653,16 +657,17 @@ impl Machine {
                     }
                 }
             }
-            RunExit::Shutdown { reason } => self.guest_reset(&format!("CPU shutdown: {reason}"), host),
+            RunExit::Shutdown { reason } => self.guest_reset(&format!("CPU shutdown: {reason}"), true, host),
         }
     }
 
-    fn guest_reset(&mut self, why: &str, host: &mut dyn Host) -> Option<Stop> {
+    fn guest_reset(&mut self, why: &str, triple: bool, host: &mut dyn Host) -> Option<Stop> {
         let at = self.cpu.icount();
         self.finish_recording_if_any(ailuro_rr::EndReason::Reset, host);
         if self.config.no_reboot || self.boot.is_none() {
             host.message(&format!("{why} at instruction {at}; exiting (-no-reboot)"));
-            return Some(Stop::Shutdown(format!("{why} at instruction {at}")));
+            let why = format!("{why} at instruction {at}");
+            return Some(if triple { Stop::Shutdown(why) } else { Stop::Reboot(why) });
         }
         host.message(&format!("{why} at instruction {at}; resetting the machine"));
         self.cpu.reset();

@@ -371,6 +371,18 @@ impl PluginSet {
         self.plugins.iter().find_map(|p| p.as_any().downcast_ref::<T>())
     }
 
+    /// Call `f` on the loaded plugin of type `T`, if any (e.g. for the machine to configure
+    /// plugins it knows).
+    pub fn with_mut<T: Plugin>(&mut self, f: impl FnOnce(&mut T)) {
+        for p in self.plugins.iter_mut() {
+            let any: &mut dyn Any = p.as_mut();
+            if let Some(t) = any.downcast_mut::<T>() {
+                f(t);
+                return;
+            }
+        }
+    }
+
     /// Call `f` on every plugin whose hooks include `bit` (all plugins if `bit` is 0).
     fn each(
         &mut self,

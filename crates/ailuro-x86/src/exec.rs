@@ -220,18 +220,22 @@ impl Cpu {
     pub(crate) fn step<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<()> {
         self.s.shadow = false;
         let idx = self.fetch(b)?;
-        self.last_idx = idx;
         let e = &self.icache.e[idx];
         let len = u64::from(e.len);
         let ipm = if self.s.seg[CS].attr & crate::ATTR_DB != 0 && self.pm() { 0xffff_ffff } else { 0xffff };
         let next = self.s.rip.wrapping_add(len) & ipm;
         let (sp0, fl0, rip0) = (self.s.regs[4], self.s.rflags, self.s.rip);
         self.cur_eip = rip0;
-        if e.uop.kind != Kind::Generic {
-            let u = e.uop;
+        let kind = e.uop.kind;
+        if b.hooks & crate::mem::BLOCK_HOOKS != 0 && self.block_start {
+            self.report_block_start(b);
+        }
+        if kind != Kind::Generic {
+            let u = self.icache.e[idx].uop;
             return self.run_fast_chain(b, u, next, sp0, fl0, rip0);
         }
         let i = self.icache.ins[idx];
+        let pc = self.cur_pc;
         let mut soft: Option<u8> = None;
         if let Err(e) = self.exec(b, &i, next, &mut soft) {
             self.s.regs[4] = sp0;
@@ -240,6 +244,9 @@ impl Cpu {
             return Err(e);
         }
         self.s.icount += 1;
+        if b.hooks & crate::mem::BLOCK_HOOKS != 0 && i.flow_control() != iced_x86::FlowControl::Next {
+            self.report_block_end(b, pc);
+        }
         if let Some(v) = soft {
             if let Err(e) = self.deliver(b, v, None, Event::Software) {
                 // The gate could not be used (e.g. DPL < CPL): INT n faults instead of retiring.
@@ -279,6 +286,9 @@ impl Cpu {
                 return Err(e);
             }
             self.s.icount += 1;
+            if b.hooks & crate::mem::BLOCK_HOOKS != 0 && u.kind.ends_block() {
+                self.report_block_end(b, self.cur_pc);
+            }
             if !chain || b.touched || self.s.icount >= self.stop_at {
                 return Ok(());
             }
@@ -303,6 +313,29 @@ impl Cpu {
             self.cur_eip = eip;
             next = (eip + len) & 0xffff_ffff;
             (sp0, fl0, rip0) = (self.s.regs[4], self.s.rflags, eip);
+            if b.hooks & crate::mem::BLOCK_HOOKS != 0 && self.block_start {
+                self.report_block_start(b);
+            }
+        }
+    }
+
+    /// The instruction at `cur_pc` starts a basic block: tell the observer.
+    #[inline(never)]
+    pub(crate) fn report_block_start<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) {
+        self.block_start = false;
+        if b.hooks & ailuro_bus::observe::hook::BEFORE_BLOCK != 0 {
+            let v = self.view(self.cur_pc);
+            b.obs.before_block(&v, b.ram);
+        }
+    }
+
+    /// The control transfer at `pc` retired: the block ends, the next instruction starts one.
+    #[inline(never)]
+    fn report_block_end<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pc: u64) {
+        self.block_start = true;
+        if b.hooks & ailuro_bus::observe::hook::AFTER_BLOCK != 0 {
+            let v = self.view(self.lin_pc());
+            b.obs.after_block(&v, b.ram, pc);
         }
     }
 

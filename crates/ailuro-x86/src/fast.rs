@@ -173,6 +173,17 @@ fn cc_from(op: u8) -> ConditionCode {
         [op as usize]
 }
 
+impl Kind {
+    /// Does an instruction of this kind end a basic block (a control transfer)?
+    #[inline]
+    pub(crate) fn ends_block(self) -> bool {
+        matches!(
+            self,
+            Kind::Jcc | Kind::Jmp | Kind::CallRel | Kind::Ret | Kind::CallR | Kind::JmpR | Kind::CallM | Kind::JmpM
+        )
+    }
+}
+
 impl Uop {
     /// Pre-decode `i` if it is one of the fast forms (only for 32-bit code).
     pub(crate) fn build(i: &Instruction, code32: bool) -> Uop {

@@ -362,8 +362,6 @@ pub struct Cpu {
     pub(crate) cur_pc: u64,
     /// The next instruction starts a basic block (observers only; not architectural).
     pub(crate) block_start: bool,
-    /// Decode-cache index of the instruction `step` executed last (observers only).
-    pub(crate) last_idx: usize,
     /// EIP of the instruction being executed.
     pub(crate) cur_eip: u64,
     /// `stop_at` of the current `run` call.
@@ -379,7 +377,6 @@ impl Cpu {
             s: State::reset(config.model),
             cur_pc: 0,
             block_start: true,
-            last_idx: 0,
             stop_at: 0,
             cur_eip: 0,
             tlb: mem::Tlb::new(),
@@ -453,9 +450,10 @@ impl Cpu {
     fn observed_step<P: Platform + ?Sized>(&mut self, b: &mut mem::Bus<P>) -> Res<()> {
         use ailuro_bus::observe::hook;
         let pc = self.lin_pc();
-        if std::mem::take(&mut self.block_start) && b.hooks & hook::BEFORE_BLOCK != 0 {
-            let v = self.view(pc);
-            b.obs.before_block(&v, b.ram);
+        // Block start first (PANDA order: before_block_exec, then insn_exec).
+        if self.block_start && b.hooks & mem::BLOCK_HOOKS != 0 {
+            self.cur_pc = pc;
+            self.report_block_start(b);
         }
         if b.hooks & hook::BEFORE_INSN != 0 {
             let v = self.view(pc);
@@ -467,24 +465,11 @@ impl Cpu {
             // A REP iteration that did not retire, or an INT n that faulted: nothing to report.
             return Ok(());
         }
-        let next = self.lin_pc();
         if b.hooks & hook::AFTER_INSN != 0 {
-            let v = self.view(next);
+            let v = self.view(self.lin_pc());
             b.obs.after_insn(&v, b.ram, pc);
         }
-        if self.block_start || self.last_ends_block() {
-            self.block_start = true;
-            if b.hooks & hook::AFTER_BLOCK != 0 {
-                let v = self.view(next);
-                b.obs.after_block(&v, b.ram, pc);
-            }
-        }
         Ok(())
-    }
-
-    /// Did the instruction `step` executed last end a basic block (any control transfer)?
-    fn last_ends_block(&self) -> bool {
-        self.icache.ins.get(self.last_idx).is_some_and(|i| i.flow_control() != iced_x86::FlowControl::Next)
     }
 
     /// Tell the observer about an address-space change (CR3 write, task switch).

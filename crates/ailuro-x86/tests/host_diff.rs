@@ -393,7 +393,8 @@ fn integer_instructions_match_the_host_cpu() {
         for n in 0..8 {
             regs.r[n] = rng.value();
         }
-        let flags = (rng.next() & (CF | PF | AF | ZF | SF | OF)) | if rng.next().is_multiple_of(4) { DF } else { 0 } | 2;
+        let flags =
+            (rng.next() & (CF | PF | AF | ZF | SF | OF)) | if rng.next().is_multiple_of(4) { DF } else { 0 } | 2;
         regs.flags = flags;
         // Pointers into the buffer, some of them just below its page boundary so that
         // accesses cross it.
@@ -502,7 +503,8 @@ fn integer_instructions_match_the_host_cpu() {
         // REP string instructions retire once per iteration with EIP on the instruction.
         let mut exit = RunExit::Limit;
         while cpu.rip() == CODE && cpu.icount() < 100 && matches!(exit, RunExit::Limit) {
-            exit = cpu.run(&mut ram, &mut NoDevices, cpu.icount() + if cpu.icount().is_multiple_of(2) { 1 } else { 50 });
+            exit =
+                cpu.run(&mut ram, &mut NoDevices, cpu.icount() + if cpu.icount().is_multiple_of(2) { 1 } else { 50 });
         }
         if !matches!(exit, RunExit::Limit) || cpu.rip() != CODE + len as u64 {
             // A fault (e.g. #DE): not compared here.
