@@ -17,8 +17,10 @@ set -e
 cat "$WORK/record.out"
 echo "== guest exited with status $status (isa-debug-exit)" >&2
 
-echo "== replaying from $WORK/demo-rr-snp + demo-rr-nondet.log (no kernel, no devices)" >&2
-"$EMU" -replay "$WORK/demo" > "$WORK/replay.out"
+echo "== replaying from $WORK/demo-rr-snp + demo-rr-nondet.log (no kernel, no devices)," >&2
+echo "   with the 'count' and 'console' analysis plugins and a plugin log" >&2
+"$EMU" -replay "$WORK/demo" -panda count -panda "console:file=$WORK/console.txt" \
+    -pandalog "$WORK/demo.plog" > "$WORK/replay.out"
 if cmp -s "$WORK/record.out" "$WORK/replay.out"; then
     echo "== replay console is identical to the recorded console" >&2
 else
@@ -26,5 +28,9 @@ else
     diff "$WORK/record.out" "$WORK/replay.out" >&2 || true
     exit 1
 fi
+echo "== the console plugin's first lines (instruction count, text):" >&2
+head -3 "$WORK/console.txt" >&2
+echo "== plugin log summary:" >&2
+target/release/ailuro-plog info "$WORK/demo.plog" >&2
 target/release/rrpack "$WORK/demo" >&2
 ls -l "$WORK"/demo* >&2

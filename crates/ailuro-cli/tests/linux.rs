@@ -394,3 +394,45 @@ fn a_window_recorded_from_the_monitor_replays_with_the_same_console() {
     assert!(err.contains("Replay completed successfully"), "{err}");
     assert_eq!(String::from_utf8_lossy(&rep.stdout), text, "window replay console differs from the recording's");
 }
+
+#[test]
+fn bad_kernels_and_initrds_give_clear_errors() {
+    let (kernel, initrd) = guest_files();
+    let dir = tmpdir("bad");
+    let boot = |k: &Path, i: &Path, m: &str| -> (Option<i32>, String) {
+        let out = run(
+            &["-m", m, "-kernel", k.to_str().unwrap(), "-initrd", i.to_str().unwrap(), "-display", "none"],
+            Duration::from_secs(60),
+        );
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // An x86_64 kernel on the i386 machine (fetched by the same script when present).
+    let amd64 = cache_dir().join("../amd64/vmlinuz");
+    if amd64.is_file() {
+        let (code, err) = boot(&amd64, &initrd, "256");
+        assert_ne!(code, Some(0));
+        assert!(err.contains("x86_64 kernel"), "{err}");
+    }
+    // A truncated bzImage.
+    let k = std::fs::read(&kernel).unwrap();
+    let cut = dir.join("cut-vmlinuz");
+    std::fs::write(&cut, &k[..4096]).unwrap();
+    let (code, err) = boot(&cut, &initrd, "256");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("cannot load kernel"), "{err}");
+    // A boot protocol older than 2.06.
+    let mut old = k.clone();
+    old[0x206..0x208].copy_from_slice(&0x0204u16.to_le_bytes());
+    let oldp = dir.join("old-vmlinuz");
+    std::fs::write(&oldp, &old).unwrap();
+    let (code, err) = boot(&oldp, &initrd, "256");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("protocol") && err.contains("2.04"), "{err}");
+    // An initrd that does not fit in RAM.
+    let big = dir.join("big-initrd");
+    std::fs::write(&big, vec![0u8; 40 << 20]).unwrap();
+    let (code, err) = boot(&kernel, &big, "48");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("initrd") && err.contains("does not fit"), "{err}");
+    // Nothing panicked (checked by run()).
+}
