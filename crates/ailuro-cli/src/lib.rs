@@ -130,6 +130,7 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
 /// Every plugin this front end can load.
 fn plugin_registry() -> Vec<ailuro_plugin::PluginInfo> {
     let mut registry = ailuro_plugins::registry();
+    registry.extend(ailuro_osi::registry());
     registry.push(ailuro_machine::scissors::info());
     registry.push(ailuro_machine::console_plugin::info());
     registry

@@ -218,6 +218,8 @@ pub struct Machine {
     pending_stop: Option<Stop>,
     /// Analysis plugins, if any are loaded.
     plugins: Option<Plugins>,
+    /// The console line being written (live runs), to notice a Linux kernel panic.
+    console_line: Vec<u8>,
 }
 
 /// Does `image` carry a Linux x86 boot-protocol header ("HdrS" at 0x202)?
@@ -248,6 +250,7 @@ impl Machine {
             console: Vec::new(),
             pending_stop: None,
             plugins: None,
+            console_line: Vec::new(),
         };
         m.load_boot_image()?;
         Ok(m)
@@ -269,6 +272,7 @@ impl Machine {
             console: Vec::new(),
             pending_stop: None,
             plugins: None,
+            console_line: Vec::new(),
         })
     }
 
@@ -548,7 +552,16 @@ impl Machine {
         let out = live.board.take_serial_output();
         if !out.is_empty() {
             host.console_output(&out);
+            if let Some(line) = self.watch_console(&out) {
+                let msg = format!("guest kernel panic at instruction {icount}: {line}");
+                host.message(&msg);
+                if self.config.no_reboot {
+                    self.finish_recording_if_any(ailuro_rr::EndReason::Error, host);
+                    return Some(Stop::Shutdown(msg));
+                }
+            }
         }
+        let Mode::Live(live) = &mut self.mode else { unreachable!() };
         // The first request wins: each of them ends or resets the machine.
         if let Some(req) = live.board.take_requests().into_iter().next() {
             match req {
@@ -659,6 +672,29 @@ impl Machine {
             }
             RunExit::Shutdown { reason } => self.guest_reset(&format!("CPU shutdown: {reason}"), true, host),
         }
+    }
+
+    /// Follow the console line by line; returns a Linux kernel panic line when one is complete.
+    /// (A panicking kernel either spins forever or, with `panic=N`, resets like a clean reboot;
+    /// its console line is the only sign. With `-no-reboot` the run then ends with status 2.)
+    fn watch_console(&mut self, out: &[u8]) -> Option<String> {
+        let mut found = None;
+        for &b in out {
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(&self.console_line).trim_end().to_string();
+                let body = match line.strip_prefix('[') {
+                    Some(rest) => rest.split_once("] ").map_or("", |(_, t)| t),
+                    None => line.as_str(),
+                };
+                if body.starts_with("Kernel panic - not syncing") {
+                    found.get_or_insert(line.clone());
+                }
+                self.console_line.clear();
+            } else if self.console_line.len() < 512 {
+                self.console_line.push(b);
+            }
+        }
+        found
     }
 
     fn guest_reset(&mut self, why: &str, triple: bool, host: &mut dyn Host) -> Option<Stop> {
