@@ -393,6 +393,27 @@ fn a_window_recorded_from_the_monitor_replays_with_the_same_console() {
     assert_eq!(rep.status.code(), Some(0), "window replay: {err}");
     assert!(err.contains("Replay completed successfully"), "{err}");
     assert_eq!(String::from_utf8_lossy(&rep.stdout), text, "window replay console differs from the recording's");
+
+    // `info processes` on the monitor of the replay, paused at its first instruction (the kernel
+    // and the shell are up there).
+    let sock2 = dir.join("mon2.sock");
+    let mut rep = Command::new(EMU)
+        .args(["-replay", name.to_str().unwrap(), "-display", "none", "-S", "-panda", "osi_linux"])
+        .args(["-monitor", &format!("unix:{},server,nowait", sock2.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock2.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no monitor socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listing = monitor(&sock2, "info processes");
+    let _ = monitor(&sock2, "quit");
+    assert_eq!(rep.wait().unwrap().code(), Some(0));
+    assert!(listing.contains("init") && listing.contains(" sh"), "info processes: {listing}");
 }
 
 #[test]

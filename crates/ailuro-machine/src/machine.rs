@@ -444,6 +444,25 @@ impl Machine {
         Ok(())
     }
 
+    /// `info processes`: the guest's process list from the `osi_linux` plugin.
+    pub fn info_processes(&self) -> Result<String, String> {
+        let osi = self
+            .plugins
+            .as_ref()
+            .and_then(|p| p.set.get::<ailuro_osi::OsiLinux>())
+            .ok_or("info processes needs the osi_linux plugin (-panda osi_linux)")?;
+        let view = self.cpu.observer_view();
+        let list = osi.processes_with(&view, &self.ram);
+        if list.is_empty() {
+            return Ok(format!(
+                "no process list at instruction {} (kernel not up yet, or no usable kernel profile: {:?})",
+                self.cpu.icount(),
+                osi.status()
+            ));
+        }
+        Ok(ailuro_osi::format_process_list(&list))
+    }
+
     /// First and last instruction count of the recording being replayed.
     pub fn replay_range(&self) -> Option<(u64, u64)> {
         match &self.mode {

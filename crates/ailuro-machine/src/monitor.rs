@@ -16,6 +16,7 @@ stop                    pause execution
 info status             run state and record/replay state
 info registers          CPU registers
 info plugins            analysis plugins loaded with -panda
+info processes          Linux guest processes (needs -panda osi_linux)
 quit | q                quit the emulator (finishing a recording in progress)
 help                    this text";
 
@@ -59,11 +60,12 @@ pub fn execute(m: &mut Machine, line: &str, host: &mut dyn Host) -> String {
             Ok(format!("VM status: {}\n{}", if m.is_paused() { "paused" } else { "running" }, m.rr_status()))
         }
         ("info", ["registers"]) => Ok(m.cpu().info_registers()),
+        ("info", ["processes"]) => m.info_processes(),
         ("info", ["plugins"]) => Ok(match m.plugin_names() {
             v if v.is_empty() => "no plugins loaded (load them with -panda NAME:k=v)".to_string(),
             v => format!("loaded plugins (dispatch order): {}", v.join(", ")),
         }),
-        ("info", _) => Err("usage: info status | info registers | info plugins".into()),
+        ("info", _) => Err("usage: info status | info registers | info plugins | info processes".into()),
         ("quit" | "q", []) => {
             if m.is_recording() {
                 match m.end_record(ailuro_rr::EndReason::Quit) {

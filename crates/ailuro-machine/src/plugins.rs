@@ -79,6 +79,8 @@ impl Plugins {
         stop_at: u64,
     ) -> RunExit {
         self.wake_due(cpu, ram);
+        // Plugins may want more or less from slice to slice (Plugin::hooks).
+        self.set.refresh_hooks();
         let stop_at = match self.set.wake_at() {
             Some(w) => stop_at.min(w.max(cpu.icount() + 1)),
             None => stop_at,
