@@ -30,8 +30,11 @@ pub mod hook {
     pub const INTERRUPT: u32 = 1 << 6;
     /// [`super::CpuObserver::asid_change`].
     pub const ASID_CHANGE: u32 = 1 << 7;
+    /// No callback: the core counts basic blocks in [`super::CpuView::blocks`] (much cheaper than
+    /// a `before_block` callback per block).
+    pub const COUNT_BLOCKS: u32 = 1 << 8;
     /// Everything.
-    pub const ALL: u32 = 0xff;
+    pub const ALL: u32 = 0x1ff;
 }
 
 /// A read-only view of the CPU handed to observers.
@@ -56,6 +59,11 @@ pub trait CpuView {
     /// e.g. to pick a disassembler mode.
     fn bits(&self) -> u32 {
         32
+    }
+    /// Basic blocks started so far, counted while an observer wants [`hook::COUNT_BLOCKS`] or a
+    /// block callback (0 if the core does not count).
+    fn blocks(&self) -> u64 {
+        0
     }
 }
 

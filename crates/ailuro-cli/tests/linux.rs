@@ -576,3 +576,32 @@ fn a_kernel_panic_is_reported_and_exits_non_zero_under_no_reboot() {
     assert_eq!(out.status.code(), Some(2), "exit status; stderr: {err}");
     assert!(err.contains("guest kernel panic at instruction") && err.contains("Kernel panic - not syncing"), "{err}");
 }
+
+#[test]
+fn linux_runs_the_workload_on_the_pic_only_interrupt_path() {
+    let (kernel, initrd) = guest_files();
+    // No local APIC, no IOAPIC: timer and devices through the 8259 pair and the PIT.
+    let out = run(
+        &[
+            "-m",
+            "256",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyS0 noapic nolapic",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-icount",
+            "sleep=off",
+        ],
+        Duration::from_secs(1200),
+    );
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{}", tail(&console));
+    assert!(console.contains("APIC disabled via kernel command line"), "{}", tail(&console));
+    let expected = std::fs::read_to_string(Path::new(REPO).join("guests/linux/expected-deterministic.txt")).unwrap();
+    assert_eq!(deterministic_section(&console), expected);
+}

@@ -26,11 +26,18 @@ pub const INFO: PluginInfo = PluginInfo {
     make,
 };
 
-const ARGS: &[ArgInfo] =
-    &[ArgInfo { key: "file", help: "also write the per-asid table to this text file (default: none)" }];
+const ARGS: &[ArgInfo] = &[
+    ArgInfo { key: "file", help: "also write the per-asid table to this text file (default: none)" },
+    ArgInfo {
+        key: "modes",
+        help: "split every address space into kernel and user mode (a callback per block: slower; default false)",
+    },
+];
 
 fn make(args: &Args, _: &LoadCx) -> Result<Box<dyn Plugin>, String> {
-    Ok(Box::new(Count::new(args.path("file"))))
+    let mut c = Count::new(args.path("file"));
+    c.modes = args.bool("modes", false)?;
+    Ok(Box::new(c))
 }
 
 /// Instructions and blocks of one (asid, mode) pair.
@@ -78,6 +85,11 @@ pub struct Count {
     /// Index of the current pair and the icount its current interval began at.
     cur: Option<(usize, u64)>,
     error: Option<String>,
+    /// Kernel/user split (per-block callbacks). Without it the CPU counts blocks itself and the
+    /// plugin only sees address-space changes, which costs next to nothing.
+    pub modes: bool,
+    /// `CpuView::blocks` when the current interval began (without `modes`).
+    last_blocks: u64,
 }
 
 impl Count {
@@ -91,7 +103,21 @@ impl Count {
             start_icount: None,
             cur: None,
             error: None,
+            modes: true,
+            last_blocks: 0,
         }
+    }
+
+    /// Without `modes`: attribute the blocks the CPU counted since the last call.
+    fn attribute_blocks(&mut self, cx: &Cx) {
+        if self.modes {
+            return;
+        }
+        let now = cx.cpu().map_or(self.last_blocks, |c| c.blocks());
+        if let Some((i, _)) = self.cur {
+            self.rows[i].1.blocks += now.saturating_sub(self.last_blocks);
+        }
+        self.last_blocks = now;
     }
 
     fn row_index(&mut self, key: (u64, bool)) -> usize {
@@ -186,20 +212,25 @@ impl Count {
             asids.len(),
             if asids.len() == 1 { "" } else { "s" }
         );
-        let _ = writeln!(
-            s,
-            "  kernel {:>14} instructions ({:6.2}%) {:>12} blocks",
-            k.instructions,
-            pct(k.instructions),
-            k.blocks
-        );
-        let _ = writeln!(
-            s,
-            "  user   {:>14} instructions ({:6.2}%) {:>12} blocks",
-            u.instructions,
-            pct(u.instructions),
-            u.blocks
-        );
+        if !self.modes {
+            let _ = writeln!(s, "  (no kernel/user split: add modes=true for it)");
+        }
+        if self.modes {
+            let _ = writeln!(
+                s,
+                "  kernel {:>14} instructions ({:6.2}%) {:>12} blocks",
+                k.instructions,
+                pct(k.instructions),
+                k.blocks
+            );
+            let _ = writeln!(
+                s,
+                "  user   {:>14} instructions ({:6.2}%) {:>12} blocks",
+                u.instructions,
+                pct(u.instructions),
+                u.blocks
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<18} {:>14} {:>7} {:>14} {:>14} {:>12} {:>9}",
@@ -228,14 +259,19 @@ impl Plugin for Count {
     }
 
     fn hooks(&self) -> u32 {
-        hook::BEFORE_BLOCK | hook::ASID_CHANGE
+        if self.modes {
+            hook::BEFORE_BLOCK | hook::ASID_CHANGE
+        } else {
+            hook::COUNT_BLOCKS | hook::ASID_CHANGE
+        }
     }
 
     fn start(&mut self, cx: &mut Cx) -> Result<(), String> {
         // The first interval begins at the start of the run, before any block is reported.
         self.start_icount = Some(cx.icount);
-        let kernel = cx.cpu().is_some_and(|c| c.in_kernel());
+        let kernel = self.modes && cx.cpu().is_some_and(|c| c.in_kernel());
         self.switch_to(cx.icount, cx.asid(), kernel);
+        self.last_blocks = cx.cpu().map_or(0, |c| c.blocks());
         Ok(())
     }
 
@@ -251,8 +287,9 @@ impl Plugin for Count {
 
     fn asid_change(&mut self, cx: &mut Cx, _old: u64, new: u64) {
         let icount = cx.icount;
-        let kernel = cx.cpu().is_some_and(|c| c.in_kernel());
+        let kernel = self.modes && cx.cpu().is_some_and(|c| c.in_kernel());
         self.attribute(icount);
+        self.attribute_blocks(cx);
         self.switch_to(icount, new, kernel);
         *self.switches.entry(new).or_default() += 1;
     }
@@ -260,6 +297,7 @@ impl Plugin for Count {
     fn finish(&mut self, cx: &mut Cx) -> Result<Option<String>, String> {
         let end = cx.icount;
         self.attribute(end);
+        self.attribute_blocks(cx);
         let start = self.start_icount.unwrap_or(end);
         if let Some(e) = self.error.take() {
             return Err(e);
@@ -341,7 +379,7 @@ mod tests {
     fn totals_are_exact_across_asid_switches_and_modes() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("count.txt");
-        let spec = format!("count:file={}", file.display());
+        let spec = format!("count:file={},modes=true", file.display());
         let mut set =
             PluginSet::load(&crate::registry(), &parse_plugin_list(&spec).unwrap(), &LoadCx::default()).unwrap();
         assert_eq!(CpuObserver::hooks(&set), hook::BEFORE_BLOCK | hook::ASID_CHANGE);

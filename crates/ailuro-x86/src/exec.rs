@@ -323,6 +323,7 @@ impl Cpu {
     #[inline(never)]
     pub(crate) fn report_block_start<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) {
         self.block_start = false;
+        self.blocks += 1;
         if b.hooks & ailuro_bus::observe::hook::BEFORE_BLOCK != 0 {
             let v = self.view(self.cur_pc);
             b.obs.before_block(&v, b.ram);

@@ -362,6 +362,8 @@ pub struct Cpu {
     pub(crate) cur_pc: u64,
     /// The next instruction starts a basic block (observers only; not architectural).
     pub(crate) block_start: bool,
+    /// Blocks started while block hooks were wanted (observers only; not architectural).
+    pub(crate) blocks: u64,
     /// EIP of the instruction being executed.
     pub(crate) cur_eip: u64,
     /// `stop_at` of the current `run` call.
@@ -377,6 +379,7 @@ impl Cpu {
             s: State::reset(config.model),
             cur_pc: 0,
             block_start: true,
+            blocks: 0,
             stop_at: 0,
             cur_eip: 0,
             tlb: mem::Tlb::new(),

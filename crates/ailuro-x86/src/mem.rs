@@ -22,7 +22,7 @@ pub(crate) struct Bus<'a, P: Platform + ?Sized> {
 /// Hooks that need instructions executed one at a time (no chaining or batching).
 pub(crate) const STEP_HOOKS: u32 = hook::BEFORE_INSN | hook::AFTER_INSN;
 /// Block hooks: reported from inside `step` and the fast chain, which keeps chaining.
-pub(crate) const BLOCK_HOOKS: u32 = hook::BEFORE_BLOCK | hook::AFTER_BLOCK;
+pub(crate) const BLOCK_HOOKS: u32 = hook::BEFORE_BLOCK | hook::AFTER_BLOCK | hook::COUNT_BLOCKS;
 
 /// Access kind bits; W and U are placed like the #PF error code bits.
 pub(crate) const ACC_W: u8 = 2;

@@ -56,6 +56,9 @@ impl CpuView for View<'_> {
     fn virt_to_phys(&self, ram: &GuestRam, vaddr: u64) -> Option<u64> {
         self.cpu.debug_translate(ram, vaddr)
     }
+    fn blocks(&self) -> u64 {
+        self.cpu.blocks
+    }
     fn bits(&self) -> u32 {
         if self.cpu.s.seg[SegReg::Cs as usize].attr & crate::ATTR_DB != 0 && self.cpu.s.cr0 & crate::CR0_PE != 0 {
             32
