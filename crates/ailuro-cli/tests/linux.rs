@@ -427,15 +427,17 @@ fn bad_kernels_and_initrds_give_clear_errors() {
         );
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    // An x86_64 kernel on the i386 machine (fetched by the same script when present).
-    let amd64 = cache_dir().join("../amd64/vmlinuz");
-    if amd64.is_file() {
-        let (code, err) = boot(&amd64, &initrd, "256");
-        assert_ne!(code, Some(0));
-        assert!(err.contains("x86_64 kernel"), "{err}");
-    }
-    // A truncated bzImage.
+    // An x86_64 kernel on the i386 machine: the i386 image with XLF_KERNEL_64 set in xloadflags
+    // (0x236), which is what marks a 64-bit bzImage.
     let k = std::fs::read(&kernel).unwrap();
+    let mut k64 = k.clone();
+    k64[0x236] |= 1;
+    let k64p = dir.join("x86_64-vmlinuz");
+    std::fs::write(&k64p, &k64).unwrap();
+    let (code, err) = boot(&k64p, &initrd, "256");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("x86_64 kernel"), "{err}");
+    // A truncated bzImage.
     let cut = dir.join("cut-vmlinuz");
     std::fs::write(&cut, &k[..4096]).unwrap();
     let (code, err) = boot(&cut, &initrd, "256");
