@@ -71,6 +71,32 @@ pub enum RamError {
     /// The requested RAM size is zero, not page aligned, or too large for this host.
     #[error("invalid RAM size {0:#x} bytes (must be a non-zero multiple of 4 KiB that fits in host memory)")]
     BadSize(u64),
+    /// The host could not allocate that much memory for guest RAM.
+    #[error("cannot allocate {0:#x} bytes of guest RAM: not enough host memory")]
+    NoHostMemory(u64),
+}
+
+/// A zeroed byte vector of `len` bytes, or `None` when the host cannot provide the memory.
+///
+/// `vec![0; n]` would use calloc too, but aborts the whole process when the allocation fails; a
+/// snapshot or option asking for more RAM than the host has must be an error instead. calloc
+/// (`alloc_zeroed`) maps pages lazily, so untouched guest RAM costs no host memory.
+fn zeroed_vec(len: usize) -> Option<Vec<u8>> {
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    if layout.size() == 0 {
+        return Some(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size. A non-null result points to `len` zeroed bytes
+    // allocated by the global allocator with the alignment of `u8`, which is exactly what
+    // `Vec::from_raw_parts` requires (capacity = length = `len`).
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout);
+        // (Vec::from_raw_parts takes ownership; dropping the Vec frees with the same layout.)
+        if p.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(p, len, len))
+    }
 }
 
 /// Size of a guest page for dirty/zero-page bookkeeping.
@@ -90,8 +116,7 @@ impl GuestRam {
         if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > (1u64 << 40) || usize::try_from(size).is_err() {
             return Err(RamError::BadSize(size));
         }
-        // vec![0; n] uses calloc: pages are mapped lazily by the host kernel.
-        Ok(Self { base, data: vec![0u8; size as usize] })
+        Ok(Self { base, data: zeroed_vec(size as usize).ok_or(RamError::NoHostMemory(size))? })
     }
 
     /// Guest-physical address of the first byte.

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use ailuro_machine::{BootImage, GuestArch, Host, HostEvent, Machine, MachineConfig, RunOptions, Stop};
+use ailuro_toolio::say;
 
 use options::{MonitorSpec, SerialSpec};
 
@@ -27,10 +28,17 @@ pub fn main_for(arch: GuestArch) -> i32 {
     match run(&prog, arch, &args) {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("{prog}: {e}");
+            say(&format!("{prog}: {e}"));
             1
         }
     }
+}
+
+/// Bytes to stdout for the interactive monitor/console threads, ignoring errors (the run loop
+/// learns about a broken console from the console writer itself).
+fn out(bytes: &[u8]) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(bytes).and_then(|()| o.flush());
 }
 
 fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
@@ -44,16 +52,13 @@ fn host_unix_time() -> i64 {
 fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
     let o = options::parse(args)?;
     if o.help {
-        println!("{}", options::usage(prog));
-        return Ok(0);
+        return print_stdout(&format!("{}\n", options::usage(prog)));
     }
     if o.version {
-        println!("{prog} {} (Ailuro)", env!("CARGO_PKG_VERSION"));
-        return Ok(0);
+        return print_stdout(&format!("{prog} {} (Ailuro)\n", env!("CARGO_PKG_VERSION")));
     }
     if o.plugins.iter().any(|v| v == "help" || v == "?") {
-        print!("{}", plugin_help());
-        return Ok(0);
+        return print_stdout(&plugin_help());
     }
     let serial = o.serial.clone().unwrap_or(if o.nographic && o.monitor.is_none() {
         SerialSpec::MonStdio
@@ -64,6 +69,11 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
     if monitor == MonitorSpec::Stdio && matches!(serial, SerialSpec::Stdio | SerialSpec::MonStdio) {
         return Err("-monitor stdio and -serial stdio cannot share stdio; use -serial mon:stdio, or put one \
                     of them elsewhere"
+            .into());
+    }
+    if o.start_paused && monitor == MonitorSpec::None && serial != SerialSpec::MonStdio {
+        return Err("-S starts the machine paused, but there is no monitor to continue it; add -monitor stdio, \
+                    -monitor unix:PATH,server,nowait or -serial mon:stdio (or leave out -S)"
             .into());
     }
     let run_opts = RunOptions { sleep: o.sleep.unwrap_or(true), start_paused: o.start_paused };
@@ -121,10 +131,28 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
         return Err("-pandalog needs at least one -panda plugin".into());
     }
 
-    let mut host = CliHost::start(&serial, &monitor, machine.is_replaying())?;
+    let mut host = CliHost::start(prog, &serial, &monitor, machine.is_replaying())?;
     let stop = machine.run(&mut host);
-    host.finish();
-    Ok(report(prog, &stop))
+    let status = report(prog, &stop);
+    match host.finish() {
+        Ok(()) => Ok(status),
+        Err(e) => {
+            if let Some(e) = e {
+                say(&format!("{prog}: {e}"));
+            }
+            Ok(if status == 0 { 1 } else { status })
+        }
+    }
+}
+
+/// Print `text` on stdout for informational options (-h, -version, -panda help): exit status 0,
+/// or 1 with a message when stdout cannot take it.
+fn print_stdout(text: &str) -> Result<i32, String> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())
+        .and_then(|()| o.flush())
+        .map(|()| 0)
+        .map_err(|e| format!("cannot write to standard output: {e}"))
 }
 
 /// Every plugin this front end can load.
@@ -176,11 +204,13 @@ fn load_plugins(prog: &str, o: &options::Options, machine: &mut Machine) -> Resu
 
 fn report(prog: &str, stop: &Stop) -> i32 {
     match stop {
-        Stop::PluginStop(why) => eprintln!("{prog}: stopped by a plugin: {why}"),
-        Stop::ReplayFinished(s) => eprintln!("{}", s.report()),
-        Stop::Divergence(d) => eprintln!("{prog}: {d}"),
-        Stop::Shutdown(why) | Stop::Reboot(why) => eprintln!("{prog}: {why}"),
-        Stop::Error(e) => eprintln!("{prog}: error: {e}"),
+        Stop::PluginStop(why) => say(&format!("{prog}: stopped by a plugin: {why}")),
+        Stop::ReplayFinished(s) => say(&s.report()),
+        Stop::Divergence(d) => say(&format!("{prog}: {d}")),
+        Stop::Shutdown(why) | Stop::Reboot(why) => say(&format!("{prog}: {why}")),
+        Stop::Error(e) => say(&format!("{prog}: error: {e}")),
+        // Already said when it happened.
+        Stop::Terminated(_) => {}
         Stop::GuestExit(_) | Stop::PowerOff | Stop::Quit => {}
     }
     stop.exit_status()
@@ -199,11 +229,22 @@ struct CliHost {
     progress: Option<indicatif::ProgressBar>,
     tty: Option<tty::RawMode>,
     socket: Option<PathBuf>,
+    /// The first failure to write console output; ends the run (see [`Host::take_failure`]).
+    failure: Option<String>,
+    /// Whether `failure` was already handed to the run loop.
+    failure_reported: bool,
+    /// Where console output goes, for messages.
+    console_name: String,
 }
 
 impl CliHost {
-    fn start(serial: &SerialSpec, monitor: &MonitorSpec, replaying: bool) -> Result<Self, String> {
+    fn start(prog: &str, serial: &SerialSpec, monitor: &MonitorSpec, replaying: bool) -> Result<Self, String> {
         let (tx, rx) = channel();
+        spawn_signal_watcher(prog, tx.clone())?;
+        let console_name = match serial {
+            SerialSpec::File(p) => p.display().to_string(),
+            _ => "standard output".to_string(),
+        };
         let console = match serial {
             SerialSpec::Stdio | SerialSpec::MonStdio => Console::Stdout(std::io::stdout()),
             SerialSpec::File(p) => {
@@ -245,28 +286,51 @@ impl CliHost {
         } else {
             None
         };
-        Ok(CliHost { console, events: Some(rx), progress, tty: raw, socket })
+        Ok(CliHost {
+            console,
+            events: Some(rx),
+            progress,
+            tty: raw,
+            socket,
+            failure: None,
+            failure_reported: false,
+            console_name,
+        })
     }
 
-    fn finish(&mut self) {
+    /// Flush and close everything; an error if console output was lost (so the exit status is
+    /// not 0 when, e.g., a replayed console went to a full disk), with the message unless the run
+    /// loop has already reported it.
+    fn finish(&mut self) -> Result<(), Option<String>> {
         if let Some(pb) = self.progress.take() {
             pb.finish_and_clear();
         }
-        let _ = match &mut self.console {
+        let flushed = match &mut self.console {
             Console::Stdout(s) => s.flush(),
-            Console::File(f) => f.flush(),
+            Console::File(f) => f.flush().and_then(|()| f.sync_data()),
             Console::Null => Ok(()),
         };
         self.tty = None;
         if let Some(p) = self.socket.take() {
             let _ = std::fs::remove_file(p);
         }
+        if let Err(e) = flushed {
+            self.failure.get_or_insert_with(|| format!("cannot write the console to {}: {e}", self.console_name));
+        }
+        match &self.failure {
+            Some(_) if self.failure_reported => Err(None),
+            Some(e) => Err(Some(e.clone())),
+            None => Ok(()),
+        }
     }
 }
 
 impl Host for CliHost {
     fn console_output(&mut self, bytes: &[u8]) {
-        let _ = match &mut self.console {
+        if self.failure.is_some() {
+            return;
+        }
+        let r = match &mut self.console {
             Console::Stdout(s) => {
                 let mut l = s.lock();
                 l.write_all(bytes).and_then(|()| l.flush())
@@ -274,6 +338,18 @@ impl Host for CliHost {
             Console::File(f) => f.write_all(bytes),
             Console::Null => Ok(()),
         };
+        if let Err(e) = r {
+            self.failure = Some(format!("cannot write the console to {}: {e}", self.console_name));
+        }
+    }
+
+    fn take_failure(&mut self) -> Option<String> {
+        if self.failure_reported {
+            return None;
+        }
+        let f = self.failure.clone()?;
+        self.failure_reported = true;
+        Some(f)
     }
 
     fn next_event(&mut self, timeout: Option<Duration>) -> Option<HostEvent> {
@@ -297,8 +373,8 @@ impl Host for CliHost {
 
     fn message(&mut self, text: &str) {
         match &self.progress {
-            Some(pb) => pb.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
+            Some(pb) => pb.suspend(|| say(text)),
+            None => say(text),
         }
     }
 
@@ -324,6 +400,79 @@ fn command(tx: &Sender<HostEvent>, line: String) -> Option<String> {
     tx.send(HostEvent::Command { line, reply: Some(rtx) }).ok()?;
     rrx.recv().ok()
 }
+
+/// Watch for SIGINT, SIGTERM and SIGHUP: the first one ends the run the way `quit` does (a
+/// recording in progress is finished), with QEMU's message; a second one, if the first could
+/// not end the run, terminates the process at once.
+fn spawn_signal_watcher(prog: &str, tx: Sender<HostEvent>) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::iterator::exfiltrator::WithOrigin;
+    use signal_hook::iterator::SignalsInfo;
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let prog = prog.to_string();
+    thread::spawn(move || {
+        let mut seen = false;
+        for origin in signals.forever() {
+            let sig = origin.signal;
+            if seen {
+                say(&format!("{prog}: signal {sig} again; exiting at once"));
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                std::process::exit(128 + sig);
+            }
+            seen = true;
+            let from = match origin.process {
+                Some(p) => {
+                    let comm = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)).unwrap_or_default();
+                    let comm = comm.trim();
+                    if comm.is_empty() {
+                        format!(" from pid {}", p.pid)
+                    } else {
+                        format!(" from pid {} ({comm})", p.pid)
+                    }
+                }
+                None => String::new(),
+            };
+            if tx.send(HostEvent::Terminate(format!("{prog}: terminating on signal {sig}{from}"))).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// What one read of a monitor line gave.
+enum MonitorLine {
+    /// A complete line (without its line ending).
+    Line(String),
+    /// A complete line that is not UTF-8: answered with an error, the connection stays.
+    NotUtf8,
+    /// End of input. A last line without its newline is dropped: a command is executed only
+    /// once the user has finished typing it (a `quit` cut off by a closed connection must not
+    /// quit).
+    End,
+}
+
+fn read_monitor_line(r: &mut impl BufRead) -> MonitorLine {
+    let mut buf = Vec::new();
+    match r.read_until(b'\n', &mut buf) {
+        Ok(0) | Err(_) => MonitorLine::End,
+        Ok(_) if buf.last() != Some(&b'\n') => MonitorLine::End,
+        Ok(_) => {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            match String::from_utf8(buf) {
+                Ok(s) => MonitorLine::Line(s),
+                Err(_) => MonitorLine::NotUtf8,
+            }
+        }
+    }
+}
+
+/// Reply to a monitor line that is not UTF-8.
+const NOT_UTF8: &str = "Error: the command line is not valid UTF-8; it was ignored";
 
 fn spawn_stdin_serial(tx: Sender<HostEvent>) {
     thread::spawn(move || {
@@ -373,8 +522,7 @@ fn spawn_stdin_mux(tx: Sender<HostEvent>, tty: bool) {
                         b'c' => {
                             monitor = !monitor;
                             if monitor {
-                                print!("\r\n{PROMPT}");
-                                let _ = std::io::stdout().flush();
+                                out(format!("\r\n{PROMPT}").as_bytes());
                             }
                             continue;
                         }
@@ -392,31 +540,31 @@ fn spawn_stdin_mux(tx: Sender<HostEvent>, tty: bool) {
                 match b {
                     b'\r' | b'\n' => {
                         if tty {
-                            print!("\r\n");
+                            out(b"\r\n");
                         }
-                        let text = String::from_utf8_lossy(&line).into_owned();
-                        line.clear();
-                        if let Some(reply) = command(&tx, text) {
+                        let reply = match String::from_utf8(std::mem::take(&mut line)) {
+                            Ok(text) => command(&tx, text),
+                            Err(_) => Some(NOT_UTF8.to_string()),
+                        };
+                        if let Some(reply) = reply {
                             if !reply.is_empty() {
-                                print!("{}\r\n", reply.replace('\n', "\r\n"));
+                                out(format!("{}\r\n", reply.replace('\n', "\r\n")).as_bytes());
                             }
                         }
-                        print!("{PROMPT}");
-                        let _ = std::io::stdout().flush();
+                        out(PROMPT.as_bytes());
                     }
                     0x7f | 0x08 => {
                         if line.pop().is_some() && tty {
-                            print!("\x08 \x08");
+                            out(b"\x08 \x08");
                         }
                     }
                     _ => {
                         line.push(b);
                         if tty {
-                            let _ = std::io::stdout().write_all(&[b]);
+                            out(&[b]);
                         }
                     }
                 }
-                let _ = std::io::stdout().flush();
             }
             if !serial.is_empty() && tx.send(HostEvent::SerialInput(serial)).is_err() {
                 return;
@@ -428,20 +576,21 @@ fn spawn_stdin_mux(tx: Sender<HostEvent>, tty: bool) {
 fn spawn_stdin_monitor(tx: Sender<HostEvent>) {
     thread::spawn(move || {
         let stdin = std::io::stdin();
-        print!("{PROMPT}");
-        let _ = std::io::stdout().flush();
-        for line in stdin.lock().lines() {
-            let Ok(line) = line else { break };
-            match command(&tx, line) {
-                Some(reply) => {
-                    if !reply.is_empty() {
-                        println!("{reply}");
-                    }
-                    print!("{PROMPT}");
-                    let _ = std::io::stdout().flush();
-                }
-                None => return,
+        let mut input = stdin.lock();
+        out(PROMPT.as_bytes());
+        loop {
+            let reply = match read_monitor_line(&mut input) {
+                MonitorLine::End => return,
+                MonitorLine::NotUtf8 => NOT_UTF8.to_string(),
+                MonitorLine::Line(line) => match command(&tx, line) {
+                    Some(reply) => reply,
+                    None => return,
+                },
+            };
+            if !reply.is_empty() {
+                out(format!("{reply}\n").as_bytes());
             }
+            out(PROMPT.as_bytes());
         }
     });
 }
@@ -465,9 +614,16 @@ fn spawn_unix_monitor(path: &Path, tx: Sender<HostEvent>) -> Result<(), String> 
             thread::spawn(move || {
                 let Ok(mut out) = conn.try_clone() else { return };
                 let _ = write!(out, "Ailuro monitor - type 'help' for more information\n{PROMPT}");
-                for line in BufReader::new(conn).lines() {
-                    let Ok(line) = line else { break };
-                    let Some(reply) = command(&tx, line) else { break };
+                let mut input = BufReader::new(conn);
+                loop {
+                    let reply = match read_monitor_line(&mut input) {
+                        MonitorLine::End => break,
+                        MonitorLine::NotUtf8 => NOT_UTF8.to_string(),
+                        MonitorLine::Line(line) => match command(&tx, line) {
+                            Some(reply) => reply,
+                            None => break,
+                        },
+                    };
                     let text = if reply.is_empty() { String::new() } else { format!("{reply}\n") };
                     if write!(out, "{text}{PROMPT}").is_err() {
                         break;
@@ -477,4 +633,29 @@ fn spawn_unix_monitor(path: &Path, tx: Sender<HostEvent>) -> Result<(), String> 
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<String> {
+        let mut r = input;
+        let mut v = Vec::new();
+        loop {
+            match read_monitor_line(&mut r) {
+                MonitorLine::Line(l) => v.push(l),
+                MonitorLine::NotUtf8 => v.push("<not utf-8>".into()),
+                MonitorLine::End => return v,
+            }
+        }
+    }
+
+    #[test]
+    fn monitor_lines_need_their_newline_and_utf8() {
+        assert_eq!(lines(b"info status\r\nquit"), ["info status"]);
+        assert_eq!(lines(b"a\n\xff\xfe\nb\n"), ["a", "<not utf-8>", "b"]);
+        assert!(lines(b"quit").is_empty());
+        assert!(lines(b"").is_empty());
+    }
 }

@@ -248,9 +248,26 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "monitor" => o.monitor = Some(parse_monitor(&value(name)?)?),
             "S" => o.start_paused = true,
             "no-reboot" => o.no_reboot = true,
-            "replay" => o.replay = Some(PathBuf::from(value(name)?)),
+            "replay" => {
+                let v = value(name)?;
+                // QEMU lets a later option override an earlier one; for a recording that would
+                // silently replay something else than the user may think, so refuse instead.
+                if let Some(prev) = &o.replay {
+                    return Err(format!(
+                        "-replay given twice ('{}' and '{v}'); a run replays one recording",
+                        prev.display()
+                    ));
+                }
+                o.replay = Some(PathBuf::from(v));
+            }
             "record" => {
                 let v = value(name)?;
+                if let Some((prev, _)) = &o.record {
+                    return Err(format!(
+                        "-record given twice ('{}' and '{v}'); a run records into one recording",
+                        prev.display()
+                    ));
+                }
                 let mut parts = v.split(',');
                 let n = parts.next().unwrap_or_default().to_string();
                 if n.is_empty() {
@@ -280,7 +297,13 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             }
             "rtc" => o.rtc_base = parse_rtc(&value(name)?)?,
             "panda" => o.plugins.push(value(name)?),
-            "pandalog" => o.pandalog = Some(PathBuf::from(value(name)?)),
+            "pandalog" => {
+                let v = value(name)?;
+                if o.pandalog.is_some() {
+                    return Err(format!("-pandalog given twice (second: '{v}'); plugins write one log"));
+                }
+                o.pandalog = Some(PathBuf::from(v));
+            }
             "device" => {
                 let v = value(name)?;
                 let mut parts = v.split(',');
@@ -352,6 +375,13 @@ mod tests {
         assert!(p("-device e1000").is_err());
         assert!(p("-rtc base=2020-13-01").is_err());
         assert!(p("kernel").is_err());
+    }
+
+    #[test]
+    fn refuses_a_second_recording_or_replay_or_plugin_log() {
+        assert!(p("-replay a -replay b").unwrap_err().contains("-replay given twice"));
+        assert!(p("-record a -record b,overwrite=on").unwrap_err().contains("-record given twice"));
+        assert!(p("-pandalog a -pandalog b").unwrap_err().contains("-pandalog given twice"));
     }
 
     #[test]

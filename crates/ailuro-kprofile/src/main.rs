@@ -1,5 +1,12 @@
 //! `ailuro-kprofile`: derive, validate and query kernel profiles.
+//!
+//! Output errors never panic (no `println!`): a closed pipe ends the program quietly with status
+//! 1, any other write error is reported (`ailuro-kprofile: error: cannot write to standard
+//! output: ...`) with status 1.
 
+use std::io::{self, Write};
+
+use ailuro_toolio::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,18 +60,77 @@ enum Cmd {
     },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("ailuro-kprofile: error: {e:#}");
-            ExitCode::from(2)
-        }
+const PROG: &str = "ailuro-kprofile";
+
+/// Writing to standard output failed.
+#[derive(Debug)]
+struct OutputError(io::Error);
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write to standard output: {}", self.0)
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+impl std::error::Error for OutputError {}
+
+/// Standard output with errors returned (as [`OutputError`]), never a panic like `println!`'s.
+struct Out(io::StdoutLock<'static>);
+
+impl Out {
+    fn line(&mut self, s: &str) -> Result<(), OutputError> {
+        self.0.write_all(s.as_bytes()).and_then(|()| self.0.write_all(b"\n")).map_err(OutputError)
+    }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        self.0.flush().map_err(OutputError)
+    }
+}
+
+/// Exit status for a failed write to stdout: a closed pipe (`| head`) quietly, anything else
+/// with a message; status 1 either way.
+fn output_failure(e: &OutputError) -> ExitCode {
+    if e.0.kind() != io::ErrorKind::BrokenPipe {
+        say(&format!("{PROG}: error: {e}"));
+    }
+    ExitCode::from(1)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return cli_error(&e),
+    };
+    let mut out = Out(io::stdout().lock());
+    let r = run(cli, &mut out).and_then(|code| out.flush().map(|()| code).map_err(anyhow::Error::from));
+    match r {
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<OutputError>() {
+            Some(o) => output_failure(o),
+            None => {
+                say(&format!("{PROG}: error: {e:#}"));
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Help and version go to stdout (status 0; an output error as for any output); usage errors to
+/// stderr with clap's status 2.
+fn cli_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let mut out = io::stdout().lock();
+        return match out.write_all(e.render().to_string().as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => output_failure(&OutputError(err)),
+        };
+    }
+    say(e.render().to_string().trim_end());
+    ExitCode::from(2)
+}
+
+fn run(cli: Cli, out: &mut Out) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Derive { vmlinux, btf_from_bzimage, system_map, output, allow_incomplete } => {
             let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -85,22 +151,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => unreachable!("clap requires one of them"),
             };
             for n in &d.notes {
-                eprintln!("note: {n}");
+                say(&format!("note: {n}"));
             }
             for e in &d.errors {
-                eprintln!("missing: {e}");
+                say(&format!("missing: {e}"));
             }
             if !d.errors.is_empty() && !allow_incomplete {
-                eprintln!(
-                    "ailuro-kprofile: {} required item(s) missing; nothing written \
-                     (--allow-incomplete writes it anyway)",
+                say(&format!(
+                    "{PROG}: {} required item(s) missing; nothing written (--allow-incomplete writes it anyway)",
                     d.errors.len()
-                );
+                ));
                 return Ok(ExitCode::from(1));
             }
             d.profile.save(&output)?;
             let p = &d.profile;
-            eprintln!(
+            say(&format!(
                 "wrote {}: {} {} ({} symbols, {} structs, {} constants)",
                 output.display(),
                 p.kernel.arch,
@@ -108,28 +173,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 p.symbols.len(),
                 p.structs.len(),
                 p.constants.len()
-            );
+            ));
             Ok(if d.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Validate { profile, verbose } => {
             let p = KernelProfile::load(&profile)?;
             let v = p.validate();
             for e in &v.errors {
-                println!("error: {e}");
+                out.line(&format!("error: {e}"))?;
             }
             if verbose {
                 for w in &v.warnings {
-                    println!("warning: {w}");
+                    out.line(&format!("warning: {w}"))?;
                 }
             }
-            println!(
+            out.line(&format!(
                 "{}: {} {} — {} error(s), {} warning(s)",
                 profile.display(),
                 p.kernel.arch,
                 p.kernel.release,
                 v.errors.len(),
                 v.warnings.len()
-            );
+            ))?;
             Ok(if v.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Get { profile, items } => {
@@ -155,9 +220,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     p.struct_size(&item).map(|s| format!("size {s}"))
                 };
                 match r {
-                    Ok(v) => println!("{item}: {v}"),
+                    Ok(v) => out.line(&format!("{item}: {v}"))?,
                     Err(e) => {
-                        println!("{item}: error: {e}");
+                        out.line(&format!("{item}: error: {e}"))?;
                         failed = true;
                     }
                 }

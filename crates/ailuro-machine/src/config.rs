@@ -14,6 +14,12 @@ pub enum GuestArch {
 }
 
 impl GuestArch {
+    /// The most guest RAM this architecture's machine has (PC: below the 3 GiB PCI hole). `-m`
+    /// and recordings are held to it, so a forged snapshot cannot make the host allocate more.
+    pub fn max_ram(self) -> u64 {
+        3 << 30
+    }
+
     /// The name used in binary names and messages (`i386`, `x86_64`, `arm`).
     pub fn name(self) -> &'static str {
         match self {

@@ -11,6 +11,9 @@ pub enum HostEvent {
     SerialInput(Vec<u8>),
     /// The serial console's input ended (EOF on stdin).
     SerialInputClosed,
+    /// The host asks the emulator to end the run (a termination signal): the description, e.g.
+    /// "terminating on signal 15 from pid 42 (bash)". A recording in progress is finished.
+    Terminate(String),
     /// A monitor command line; the reply (possibly empty) goes back on `reply` if present.
     Command {
         /// The command line as typed.
@@ -33,6 +36,11 @@ pub trait Host {
     fn replay_progress(&mut self, _done: u64, _total: Option<u64>) {}
     /// Replay finished (successfully or not); progress display can be cleared.
     fn replay_done(&mut self) {}
+    /// A failure of the host side that must end the run (e.g. console output could not be
+    /// written); polled by the run loop between slices. Returned once.
+    fn take_failure(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// A simple [`Host`] backed by a channel of events, a console sink and a message sink.

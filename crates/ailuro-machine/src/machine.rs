@@ -20,6 +20,8 @@ use crate::tap::ConsoleTap;
 
 /// Longest slice between looks at the host (monitor commands, serial input), in instructions.
 const SLICE: u64 = 2_000_000;
+/// Interrupt line number of the NMI edge in the nondet log (line 0 is the INTR pin).
+const NMI_LINE: u8 = 1;
 /// Instructions between periodic checkpoints in a recording.
 pub const CHECKPOINT_INTERVAL: u64 = 50_000_000;
 
@@ -63,6 +65,9 @@ pub enum Stop {
     Error(String),
     /// An analysis plugin ended the run (e.g. `memsavep` after its dump): the reason.
     PluginStop(String),
+    /// The host asked the emulator to terminate (SIGINT, SIGTERM, SIGHUP): what was received.
+    /// A recording in progress was finished first. Exit status 0, as QEMU 7.2 gives.
+    Terminated(String),
 }
 
 impl Stop {
@@ -70,7 +75,12 @@ impl Stop {
     pub fn exit_status(&self) -> i32 {
         match self {
             Stop::GuestExit(s) => *s,
-            Stop::PowerOff | Stop::Quit | Stop::ReplayFinished(_) | Stop::PluginStop(_) | Stop::Reboot(_) => 0,
+            Stop::PowerOff
+            | Stop::Quit
+            | Stop::ReplayFinished(_)
+            | Stop::PluginStop(_)
+            | Stop::Reboot(_)
+            | Stop::Terminated(_) => 0,
             Stop::Shutdown(_) => 2,
             Stop::Divergence(_) => 3,
             Stop::Error(_) => 1,
@@ -93,6 +103,23 @@ pub struct ReplaySummary {
     pub final_hash: [u8; 32],
     /// Size of the nondet log file on disk.
     pub log_bytes: u64,
+    /// How the recording ended (from its trailer), reproduced by the replay.
+    pub end_reason: Option<ailuro_rr::EndReason>,
+}
+
+/// How a recording's end reason reads in a replay summary.
+fn describe_end(reason: ailuro_rr::EndReason) -> String {
+    use ailuro_rr::EndReason as E;
+    match reason {
+        E::EndRecord => "end_record".into(),
+        E::GuestExit(code) => format!("the guest exited with status {code}"),
+        E::PowerOff => "the guest powered off".into(),
+        E::Reset => "a guest reset (-no-reboot)".into(),
+        E::Shutdown => "a CPU shutdown (triple fault), reproduced".into(),
+        E::Quit => "quit".into(),
+        E::Error => "an emulator error".into(),
+        E::Unknown(t, c) => format!("unknown reason {t} (code {c})"),
+    }
 }
 
 impl ReplaySummary {
@@ -101,7 +128,7 @@ impl ReplaySummary {
         let mips = if self.seconds > 0.0 { self.instructions as f64 / self.seconds / 1e6 } else { 0.0 };
         let mut s = format!(
             "replay: {}\ninstructions: {}\nseconds: {:.3}\nMIPS: {:.1}\nfinal state hash: {}\n\
-             nondet log: {} bytes ({:.4} bytes per 1000 instructions)\nevents:\n",
+             nondet log: {} bytes ({:.4} bytes per 1000 instructions)\n",
             self.name.display(),
             self.instructions,
             self.seconds,
@@ -110,6 +137,10 @@ impl ReplaySummary {
             self.log_bytes,
             self.log_bytes as f64 * 1000.0 / self.instructions.max(1) as f64
         );
+        if let Some(r) = self.end_reason {
+            s += &format!("recording ended by: {}\n", describe_end(r));
+        }
+        s += "events:\n";
         for k in 0..self.stats.count.len() {
             if self.stats.count[k] > 0 {
                 s += &format!(
@@ -144,6 +175,10 @@ struct Replay {
     start_icount: u64,
     end_icount: Option<u64>,
     final_hash: Option<[u8; 32]>,
+    /// Why the recording ended (complete logs only).
+    end_reason: Option<ailuro_rr::EndReason>,
+    /// The recording ended in a CPU shutdown at `end_icount` and the replay has reproduced it.
+    shutdown_reproduced: bool,
     queue: SyncQueue,
     next_async: Option<LogEntry>,
     eof: bool,
@@ -220,6 +255,9 @@ pub struct Machine {
     plugins: Option<Plugins>,
     /// The console line being written (live runs), to notice a Linux kernel panic.
     console_line: Vec<u8>,
+    /// A recording could not be finished (trailer write failed): the run must end with an error
+    /// whatever else ended it, so that a lost recording never exits 0.
+    record_failure: Option<String>,
 }
 
 /// Does `image` carry a Linux x86 boot-protocol header ("HdrS" at 0x202)?
@@ -251,6 +289,7 @@ impl Machine {
             pending_stop: None,
             plugins: None,
             console_line: Vec::new(),
+            record_failure: None,
         };
         m.load_boot_image()?;
         Ok(m)
@@ -273,6 +312,7 @@ impl Machine {
             pending_stop: None,
             plugins: None,
             console_line: Vec::new(),
+            record_failure: None,
         })
     }
 
@@ -399,7 +439,11 @@ impl Machine {
         let icount = self.cpu.icount();
         let Mode::Live(live) = &mut self.mode else { return Err("end_record: no recording in progress".into()) };
         let Some(rec) = live.recorder.take() else { return Err("end_record: no recording in progress".into()) };
-        rrfiles::finish_recording(rec, icount, hash, reason)
+        let r = rrfiles::finish_recording(rec, icount, hash, reason);
+        if let Err(e) = &r {
+            self.record_failure.get_or_insert_with(|| e.clone());
+        }
+        r
     }
 
     fn finish_recording_if_any(&mut self, reason: ailuro_rr::EndReason, host: &mut dyn Host) {
@@ -428,7 +472,11 @@ impl Machine {
     /// Run until something ends the run (guest exit, quit, replay end, divergence, error).
     pub fn run(&mut self, host: &mut dyn Host) -> Stop {
         let stop = self.run_inner(host);
-        self.finish_plugins(stop, host)
+        let stop = self.finish_plugins(stop, host);
+        match self.record_failure.take() {
+            Some(e) if !matches!(stop, Stop::Error(_) | Stop::Divergence(_)) => Stop::Error(e),
+            _ => stop,
+        }
     }
 
     /// Load analysis plugins (before `run`). Machine-level plugins (`scissors`) are configured
@@ -505,6 +553,12 @@ impl Machine {
 
     fn run_inner(&mut self, host: &mut dyn Host) -> Stop {
         self.pace = (Instant::now(), self.virtual_now());
+        // What the log reader noticed but could work around (e.g. bytes after the trailer).
+        if let Mode::Replay(rp) = &self.mode {
+            for w in rp.reader.warnings() {
+                host.message(&format!("warning: {w}"));
+            }
+        }
         if let Some(pl) = self.plugins.as_mut() {
             if let Err(e) = pl.ensure_started(&self.cpu, &self.ram) {
                 return Stop::Error(e);
@@ -513,6 +567,12 @@ impl Machine {
         loop {
             if let Some(stop) = self.pending_stop.take() {
                 return stop;
+            }
+            // The host could not deliver output (console to a full disk or a closed pipe): end
+            // the run as an error, finishing a recording in progress so that nothing is lost.
+            if let Some(e) = host.take_failure() {
+                self.finish_recording_if_any(ailuro_rr::EndReason::Error, host);
+                return Stop::Error(e);
             }
             // Host events: cheap poll while running, blocking wait while paused.
             let timeout = if self.paused { None } else { Some(Duration::ZERO) };
@@ -623,6 +683,14 @@ impl Machine {
                 rec.log(icount, Event::IrqLine { line: 0, level });
             }
         }
+        // NMI (an NMI IPI through the local APIC): an edge, latched by the CPU. Logged as line 1
+        // rising so that the replay raises it before the same instruction.
+        if live.board.take_nmi() {
+            self.cpu.raise_nmi();
+            if let Some(rec) = live.recorder.as_mut() {
+                rec.log(icount, Event::IrqLine { line: NMI_LINE, level: true });
+            }
+        }
 
         let deadline = live.board.next_deadline_ns();
         let mut stop_at = icount + SLICE;
@@ -718,7 +786,10 @@ impl Machine {
 
     fn guest_reset(&mut self, why: &str, triple: bool, host: &mut dyn Host) -> Option<Stop> {
         let at = self.cpu.icount();
-        self.finish_recording_if_any(ailuro_rr::EndReason::Reset, host);
+        // A triple fault ends the recording on an instruction that did not retire; the replay
+        // must know that to reproduce the shutdown before comparing the final state.
+        let reason = if triple { ailuro_rr::EndReason::Shutdown } else { ailuro_rr::EndReason::Reset };
+        self.finish_recording_if_any(reason, host);
         if self.config.no_reboot || self.boot.is_none() {
             host.message(&format!("{why} at instruction {at}; exiting (-no-reboot)"));
             let why = format!("{why} at instruction {at}");
@@ -780,6 +851,7 @@ impl Machine {
             }
             match a.event {
                 Event::IrqLine { line: 0, level } => self.cpu.set_intr(level),
+                Event::IrqLine { line: NMI_LINE, level: true } => self.cpu.raise_nmi(),
                 Event::IrqLine { line, .. } => {
                     return Some(Stop::Error(format!("interrupt line {line} is not supported on this machine")));
                 }
@@ -823,9 +895,20 @@ impl Machine {
         // The end of the recording?
         let total = rp.end_icount.map(|e| e - rp.start_icount);
         host.replay_progress(icount - rp.start_icount, total);
+        // A recording that ended in a CPU shutdown ends on the faulting instruction, which did not
+        // retire: run it once more and expect the shutdown before the final comparison.
+        let shutdown_due = rp.end_reason == Some(ailuro_rr::EndReason::Shutdown) && !rp.shutdown_reproduced;
         match rp.end_icount {
-            Some(end) if icount >= end && rp.next_async.is_none() => {
+            Some(end) if icount >= end && rp.next_async.is_none() && !shutdown_due => {
                 return Some(self.finish_replay());
+            }
+            Some(end) if shutdown_due && icount > end => {
+                return Some(Stop::Divergence(Divergence {
+                    icount,
+                    pc,
+                    expected: format!("a CPU shutdown (triple fault) at instruction {end}, where the recording ended"),
+                    found: "the instruction retired".into(),
+                }));
             }
             None if rp.eof && rp.next_async.is_none() && rp.queue.entries.is_empty() => {
                 return Some(Stop::Divergence(Divergence {
@@ -848,7 +931,7 @@ impl Machine {
             stop_at = stop_at.min(if c.recorder.is_none() { c.start } else { c.end }.max(icount + 1));
         }
         if let Some(end) = rp.end_icount {
-            stop_at = stop_at.min(end);
+            stop_at = stop_at.min(if shutdown_due && icount >= end { end + 1 } else { end });
         } else if rp.eof && rp.next_async.is_none() {
             // Incomplete log: execute up to its last synchronous entry, then report.
             if let Some(last) = rp.queue.entries.back() {
@@ -882,6 +965,7 @@ impl Machine {
             }
             RunExit::Shutdown { reason } => {
                 if rp.end_icount == Some(now) {
+                    rp.shutdown_reproduced = true;
                     None
                 } else {
                     Some(Stop::Divergence(Divergence {
@@ -1025,6 +1109,7 @@ impl Machine {
             stats,
             final_hash: hash,
             log_bytes: std::fs::metadata(ailuro_rr::recording_paths(&rp.name).1).map(|m| m.len()).unwrap_or(0),
+            end_reason: rp.end_reason,
         }))
     }
 
@@ -1036,6 +1121,21 @@ impl Machine {
                 }
             }
             HostEvent::SerialInputClosed => {}
+            HostEvent::Terminate(why) => {
+                let at = self.cpu.icount();
+                let what = match &self.mode {
+                    Mode::Replay(rp) => format!(
+                        "{why}; replay of {} interrupted at instruction {} of {}",
+                        rp.name.display(),
+                        at - rp.start_icount,
+                        rp.end_icount.map(|e| (e - rp.start_icount).to_string()).unwrap_or_else(|| "?".into())
+                    ),
+                    _ => format!("{why} at instruction {at}"),
+                };
+                host.message(&what);
+                self.finish_recording_if_any(ailuro_rr::EndReason::Quit, host);
+                self.request_stop(Stop::Terminated(what));
+            }
             HostEvent::Command { line, reply } => {
                 let text = crate::monitor::execute(self, &line, host);
                 if let Some(r) = reply {
@@ -1109,6 +1209,8 @@ fn replay_state(name: &Path, r: rrfiles::OpenedReplay) -> Result<Replay, String>
         start_icount: r.start_icount,
         end_icount: r.end_icount,
         final_hash: r.final_hash,
+        end_reason: r.end_reason,
+        shutdown_reproduced: false,
         queue: SyncQueue { entries: VecDeque::new(), divergence: None, stats: EventStats::default() },
         next_async: None,
         eof: false,

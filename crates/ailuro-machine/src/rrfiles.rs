@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ailuro_bus::GuestRam;
-use ailuro_rr::{Arch, EndReason, LogEnd, LogHeader, LogReader, LogWriter, SnapshotHeader};
+use ailuro_rr::{Arch, EndReason, LogEnd, LogReader, SnapshotHeader};
 use ailuro_x86::Cpu;
 
 use crate::config::{GuestArch, MachineConfig};
@@ -35,18 +35,6 @@ pub(crate) fn create_recording(
     tap: &ConsoleTap,
     checkpoint_interval: u64,
 ) -> Result<Recorder, String> {
-    let (snp, log) = ailuro_rr::recording_paths(name);
-    if !overwrite {
-        for p in [&snp, &log] {
-            if p.exists() {
-                return Err(format!(
-                    "begin_record: {} already exists; refusing to overwrite a recording (ask explicitly: \
-                     `begin_record -f NAME` on the monitor, `-record NAME,overwrite=on` on the command line)",
-                    p.display()
-                ));
-            }
-        }
-    }
     let icount = cpu.icount();
     let header = SnapshotHeader {
         arch: rr_arch(config.arch),
@@ -57,14 +45,17 @@ pub(crate) fn create_recording(
         creator: creator(),
     };
     let console = postcard::to_allocvec(tap).map_err(|e| format!("cannot serialize console state: {e}"))?;
-    let snapshot_hash = ailuro_rr::write_snapshot(&snp, &header, &cpu.save_state(), devices, &console, ram, overwrite)
-        .map_err(|e| format!("begin_record: {e}"))?;
-    let writer = LogWriter::create(
-        &log,
-        &LogHeader { arch: rr_arch(config.arch), start_icount: icount, snapshot_hash, creator: creator() },
-        overwrite,
-    )
-    .map_err(|e| format!("begin_record: {e}"))?;
+    // Both files or neither: the targets are checked first (an existing file, a symbolic link,
+    // a directory), and a log that cannot be created takes its snapshot back.
+    let writer = ailuro_rr::create_recording(name, &header, &cpu.save_state(), devices, &console, ram, overwrite)
+        .map_err(|e| match e {
+            ailuro_rr::RecordingError::AlreadyExists { path, .. } => format!(
+                "begin_record: {} already exists; refusing to overwrite a recording (ask explicitly: \
+                 `begin_record -f NAME` on the monitor, `-record NAME,overwrite=on` on the command line)",
+                path.display()
+            ),
+            e => format!("begin_record: {e}"),
+        })?;
     Ok(Recorder {
         writer,
         name: name.to_path_buf(),
@@ -106,6 +97,7 @@ pub(crate) struct OpenedReplay {
     pub start_icount: u64,
     pub end_icount: Option<u64>,
     pub final_hash: Option<[u8; 32]>,
+    pub end_reason: Option<EndReason>,
 }
 
 /// Open both files of recording `name` and restore CPU, RAM and console state from the snapshot.
@@ -114,6 +106,17 @@ pub(crate) fn open_replay(
     expect: GuestArch,
 ) -> Result<(MachineConfig, Cpu, GuestRam, ConsoleTap, OpenedReplay), String> {
     let (snp, log) = ailuro_rr::recording_paths(name);
+    // Check the header before RAM is allocated: a recording claims its RAM size, and a forged
+    // one must not make this host allocate more than any machine of this kind has.
+    let head = ailuro_rr::read_snapshot_header(&snp).map_err(|e| format!("cannot replay {}: {e}", name.display()))?;
+    if head.ram_size > expect.max_ram() {
+        return Err(format!(
+            "cannot replay {}: the snapshot claims {} MiB of RAM; this machine has at most {} MiB",
+            name.display(),
+            head.ram_size >> 20,
+            expect.max_ram() >> 20
+        ));
+    }
     let (snapshot, ram) =
         ailuro_rr::read_snapshot(&snp).map_err(|e| format!("cannot replay {}: {e}", name.display()))?;
     let h = &snapshot.header;
@@ -173,9 +176,9 @@ pub(crate) fn open_replay(
     if lh.start_icount != h.start_icount {
         return Err(format!("cannot replay {}: log and snapshot start at different instructions", name.display()));
     }
-    let (end_icount, final_hash) = match reader.trailer() {
-        Some(t) => (Some(t.end_icount), Some(t.final_state_hash)),
-        None => (None, None),
+    let (end_icount, final_hash, end_reason) = match reader.trailer() {
+        Some(t) => (Some(t.end_icount), Some(t.final_state_hash), Some(t.reason)),
+        None => (None, None, None),
     };
     Ok((
         config,
@@ -188,6 +191,7 @@ pub(crate) fn open_replay(
             start_icount: h.start_icount,
             end_icount,
             final_hash,
+            end_reason,
         },
     ))
 }

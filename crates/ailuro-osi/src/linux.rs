@@ -646,7 +646,8 @@ impl OsiLinux {
     }
 
     fn disable(&self, msg: String) -> Option<&Active> {
-        eprintln!("osi_linux: {msg}");
+        // Never panic on a full or closed stderr (eprintln! would).
+        let _ = std::io::Write::write_fmt(&mut std::io::stderr().lock(), format_args!("osi_linux: {msg}\n"));
         let _ = self.decided.set(Decided::Disabled(msg));
         None
     }

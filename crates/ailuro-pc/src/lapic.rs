@@ -24,6 +24,8 @@ const LVT_ERROR: usize = 5;
 pub const DM_FIXED: u8 = 0;
 /// Lowest priority delivery.
 pub const DM_LOWEST: u8 = 1;
+/// NMI: the vector field is ignored; the CPU takes vector 2 through its NMI input.
+pub const DM_NMI: u8 = 4;
 /// ExtINT: the vector comes from the 8259.
 pub const DM_EXTINT: u8 = 7;
 
@@ -54,6 +56,9 @@ pub struct Lapic {
     start_count: u32,
     /// Next expiry of the timer (kept up to date even while the LVT entry is masked).
     timer_next_ns: Option<u64>,
+    /// An NMI was accepted (ICR with NMI delivery mode addressed to this APIC) and not yet
+    /// handed to the CPU. Edge-latched: several NMIs before the CPU takes one are one NMI.
+    nmi: bool,
 }
 
 impl Default for Lapic {
@@ -101,6 +106,7 @@ impl Lapic {
             timer_start_ns: 0,
             start_count: 0,
             timer_next_ns: None,
+            nmi: false,
         }
     }
 
@@ -400,6 +406,17 @@ impl Lapic {
             }
             self.accept(vector, false);
         }
+        // NMI IPIs (vector ignored) to this APIC: by destination, to self, or to all including
+        // self. They bypass IRR/ISR/TPR and even a software-disabled APIC (NMI is not masked by
+        // SVR), and go to the CPU's NMI input.
+        if to_self && mode == DM_NMI {
+            self.nmi = true;
+        }
+    }
+
+    /// Take the latched NMI request: true once per NMI accepted since the last call.
+    pub fn take_nmi(&mut self) -> bool {
+        std::mem::take(&mut self.nmi)
     }
 
     /// Check invariants after deserialisation.
@@ -444,6 +461,28 @@ mod tests {
         l.write(0xb0, 0, 0);
         assert!(!l.has_interrupt());
         assert_eq!(l.acknowledge(), 0xff, "spurious");
+    }
+
+    #[test]
+    fn nmi_ipi_self_and_all_including_self() {
+        let mut l = enabled();
+        assert!(!l.take_nmi());
+        l.write(0x300, 0x0004_0400, 0); // shorthand self, delivery mode NMI
+        assert!(!l.has_interrupt(), "an NMI never enters IRR");
+        assert!(l.take_nmi());
+        assert!(!l.take_nmi(), "taken once");
+        l.write(0x300, 0x0008_0400, 0); // all including self
+        l.write(0x300, 0x0008_0400, 0); // a second one before the CPU took the first: latched once
+        assert!(l.take_nmi());
+        assert!(!l.take_nmi());
+        l.write(0x300, 0x000c_0400, 0); // all excluding self: nobody
+        assert!(!l.take_nmi());
+        l.write(0x310, 0, 0);
+        l.write(0x300, 0x0000_0400, 0); // physical destination 0 = this APIC
+        assert!(l.take_nmi());
+        l.write(0x310, 0x0100_0000, 0);
+        l.write(0x300, 0x0000_0400, 0); // physical destination 1: not us
+        assert!(!l.take_nmi());
     }
 
     #[test]

@@ -75,7 +75,8 @@ pub enum BoardStateError {
 }
 
 /// Version of the `save_state` layout.
-const STATE_VERSION: u32 = 2;
+// 3: the local APIC latches NMI IPIs.
+const STATE_VERSION: u32 = 3;
 const COM1_BASE: u16 = 0x3f8;
 const COM1_IRQ: u8 = 4;
 const RTC_IRQ: u8 = 8;
@@ -392,6 +393,14 @@ impl PcBoard {
     /// COM1 output transmitted since the last call.
     pub fn take_serial_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.serial_out)
+    }
+
+    /// Whether an NMI was requested since the last call (today: an NMI IPI through the local
+    /// APIC's ICR, to self or to all including self). The run loop passes it on to the CPU
+    /// (`Cpu::raise_nmi`) between instructions and records it like an interrupt-pin change.
+    /// Edge semantics: several NMIs between two calls are one NMI.
+    pub fn take_nmi(&mut self) -> bool {
+        self.lapic.take_nmi()
     }
 
     /// Requests (exit, reset, power-off) raised since the last call, oldest first.

@@ -665,3 +665,19 @@ fn acpi_sci_reaches_ioapic_and_pic_as_level_irq9() {
     b.io_write(0x20, 1, 0x20);
     assert!(!b.intr_level());
 }
+
+#[test]
+fn nmi_ipi_reaches_take_nmi_and_survives_save_load() {
+    let mut b = board();
+    assert!(!b.take_nmi());
+    // Even with the APIC software-disabled (reset state), an NMI IPI to self is delivered.
+    b.mmio_write(LAPIC + 0x300, 4, 0x0004_0400);
+    let mut c = PcBoard::load_state(&b.save_state()).unwrap();
+    assert!(!c.intr_level(), "NMI does not use INTR");
+    assert!(c.take_nmi());
+    assert!(!c.take_nmi());
+    assert!(b.take_nmi());
+    // All including self.
+    b.mmio_write(LAPIC + 0x300, 4, 0x0008_0400);
+    assert!(b.take_nmi());
+}

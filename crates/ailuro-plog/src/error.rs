@@ -105,8 +105,22 @@ pub enum PlogError {
         /// Record index within the chunk.
         record: u64,
     },
-    /// The caller asked for something that cannot be written (API misuse: decreasing icount,
-    /// reserved or duplicate field name, over-long string, ...). Nothing was written.
+    /// Reading in icount order ([`crate::SortedRecords`]) would need more memory than its limit:
+    /// too many chunks overlap in icount (records written very far out of order).
+    #[error(
+        "{path}: records are too far out of icount order to sort within {limit} bytes of buffered chunks \
+         (at instruction {icount}); read them in file order instead"
+    )]
+    SortLimit {
+        /// The file concerned.
+        path: PathBuf,
+        /// The limit (uncompressed chunk bytes held at once).
+        limit: u64,
+        /// icount of the record being sorted when the limit was reached.
+        icount: u64,
+    },
+    /// The caller asked for something that cannot be written (API misuse: reserved or
+    /// duplicate field name, over-long string, ...). Nothing was written.
     #[error("{path}: invalid {what}: {detail}")]
     InvalidInput {
         /// The file being written.

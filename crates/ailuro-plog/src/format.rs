@@ -5,8 +5,12 @@ use crate::codec::{checksum, show_magic, DecodeError, Put, Reader};
 
 /// Magic at offset 0 of a plog.
 pub const PLOG_MAGIC: &[u8; 8] = b"AILUROPL";
-/// Format version written by this build (and the highest it reads).
-pub const PLOG_VERSION: u32 = 1;
+/// Format version written by this build (and the highest it reads). Version 1 required records
+/// in nondecreasing icount order; version 2 (this one) stores them in emission order, with signed
+/// icount deltas and per-chunk icount minimum and maximum. Readers read both.
+pub const PLOG_VERSION: u32 = 2;
+/// The first version: records sorted by icount (still read).
+pub(crate) const PLOG_VERSION_SORTED: u32 = 1;
 pub(crate) const CHUNK_MAGIC: &[u8; 4] = b"PCHK";
 pub(crate) const TRAILER_MAGIC: &[u8; 4] = b"PTRL";
 pub(crate) const FOOTER_MAGIC: &[u8; 8] = b"AILUROPF";
@@ -152,10 +156,10 @@ pub(crate) fn parse_header_body(body: &[u8]) -> Result<PlogHeader, DecodeError> 
 pub struct ChunkInfo {
     /// File offset of the chunk header.
     pub offset: u64,
-    /// icount of the first record.
-    pub first_icount: u64,
-    /// icount of the last record.
-    pub last_icount: u64,
+    /// Smallest icount of the chunk's records (in a version-1 file: the first record's).
+    pub min_icount: u64,
+    /// Largest icount of the chunk's records (in a version-1 file: the last record's).
+    pub max_icount: u64,
     /// Number of records (at least 1).
     pub records: u32,
 }
@@ -163,8 +167,9 @@ pub struct ChunkInfo {
 /// Decoded chunk header fields.
 pub(crate) struct ChunkHeader {
     pub(crate) seq: u32,
-    pub(crate) first: u64,
-    pub(crate) last: u64,
+    /// Smallest and largest icount of the chunk's records (version 1: first and last).
+    pub(crate) min: u64,
+    pub(crate) max: u64,
     pub(crate) records: u32,
     pub(crate) raw_len: u32,
     pub(crate) comp_len: u32,
@@ -175,8 +180,8 @@ pub(crate) fn encode_chunk_header(h: &ChunkHeader) -> [u8; CHUNK_HEADER_LEN] {
     let mut b = Vec::with_capacity(CHUNK_HEADER_LEN);
     b.put_bytes(CHUNK_MAGIC);
     b.put_u32(h.seq);
-    b.put_u64(h.first);
-    b.put_u64(h.last);
+    b.put_u64(h.min);
+    b.put_u64(h.max);
     b.put_u32(h.records);
     b.put_u32(h.raw_len);
     b.put_u32(h.comp_len);
@@ -211,8 +216,8 @@ pub(crate) fn parse_chunk_header(b: &[u8; CHUNK_HEADER_LEN]) -> Result<ChunkHead
     let mut f = || -> Result<ChunkHeader, DecodeError> {
         Ok(ChunkHeader {
             seq: r.u32()?,
-            first: r.u64()?,
-            last: r.u64()?,
+            min: r.u64()?,
+            max: r.u64()?,
             records: r.u32()?,
             raw_len: r.u32()?,
             comp_len: r.u32()?,
@@ -220,10 +225,10 @@ pub(crate) fn parse_chunk_header(b: &[u8; CHUNK_HEADER_LEN]) -> Result<ChunkHead
         })
     };
     let h = f().map_err(|e| ChunkHeaderError::Invalid(e.to_string()))?;
-    if h.first > h.last || h.records == 0 || h.raw_len > MAX_CHUNK_RAW || h.comp_len > MAX_CHUNK_COMP {
+    if h.min > h.max || h.records == 0 || h.raw_len > MAX_CHUNK_RAW || h.comp_len > MAX_CHUNK_COMP {
         return Err(ChunkHeaderError::Invalid(format!(
-            "impossible chunk header (icounts {}..{}, {} records, raw {} bytes, compressed {} bytes)",
-            h.first, h.last, h.records, h.raw_len, h.comp_len
+            "impossible chunk header (icounts {} ..= {}, {} records, raw {} bytes, compressed {} bytes)",
+            h.min, h.max, h.records, h.raw_len, h.comp_len
         )));
     }
     Ok(h)
@@ -274,8 +279,8 @@ pub(crate) fn encode_trailer(t: &PlogTrailer) -> Vec<u8> {
     b.put_u64(t.chunks.len() as u64);
     for c in &t.chunks {
         b.put_u64(c.offset);
-        b.put_u64(c.first_icount);
-        b.put_u64(c.last_icount);
+        b.put_u64(c.min_icount);
+        b.put_u64(c.max_icount);
         b.put_u32(c.records);
     }
     let len = b.len() as u32;
@@ -312,7 +317,7 @@ pub(crate) fn parse_trailer(b: &[u8]) -> Result<PlogTrailer, DecodeError> {
     }
     let mut chunks = Vec::with_capacity(nc as usize);
     for _ in 0..nc {
-        chunks.push(ChunkInfo { offset: r.u64()?, first_icount: r.u64()?, last_icount: r.u64()?, records: r.u32()? });
+        chunks.push(ChunkInfo { offset: r.u64()?, min_icount: r.u64()?, max_icount: r.u64()?, records: r.u32()? });
     }
     if r.remaining() != 0 {
         return Err(DecodeError::invalid(r.pos(), format!("{} unexpected bytes at the end", r.remaining())));

@@ -8,6 +8,9 @@
 //! written into zstd-compressed, BLAKE3-checksummed chunks; a file whose writer crashed is still
 //! readable up to its last whole chunk and reports itself incomplete.
 //!
+//! Records are stored in the order they were emitted, which need not be icount order (plugins
+//! report at different times); [`PlogReader::sorted`] reads them by icount.
+//!
 //! ```no_run
 //! use ailuro_plog::{PlogHeader, PlogReader, PlogWriter, PlogError};
 //!
@@ -42,6 +45,7 @@ mod codec;
 mod error;
 mod format;
 mod reader;
+mod sorted;
 mod value;
 mod writer;
 
@@ -51,6 +55,7 @@ pub use format::{
     MAX_HEADER_LEN, MAX_META_ENTRIES, MAX_META_KEY_LEN, MAX_NAME_LEN, MAX_RECORD_LEN, PLOG_MAGIC, PLOG_VERSION,
 };
 pub use reader::PlogReader;
+pub use sorted::{SortedRecords, SORT_BUFFER_LIMIT};
 pub use value::{OwnedRecord, Value, ValueRef, RESERVED_KEYS};
 pub use writer::{PlogWriter, RecordBuilder};
 

@@ -123,6 +123,10 @@ fn decode_value(t: &mut Table, r: &mut Reader<'_>, depth: usize) -> Result<Value
 }
 
 /// Streams the records of a plog, one decompressed chunk in memory at a time.
+///
+/// Records come in file order, which is the order they were written in. In a version-2 file
+/// (written by this build) that is emission order and not necessarily icount order: plugins
+/// report at different times. [`Self::sorted`] yields them by icount instead.
 pub struct PlogReader {
     path: PathBuf,
     file: File,
@@ -135,6 +139,8 @@ pub struct PlogReader {
     compressed_bytes: u64,
     /// Offset of partial data after the last whole chunk of an incomplete file.
     truncated_at: Option<u64>,
+    /// Offset and length of bytes after the footer of a complete file.
+    trailing: Option<(u64, u64)>,
     /// Index of the next chunk to load.
     next_chunk: usize,
     /// Decompressed payload of the current chunk.
@@ -144,20 +150,34 @@ pub struct PlogReader {
     /// Records decoded from the current chunk so far, and its record count.
     cur_done: u32,
     cur_records: u32,
+    /// icount of the previous record decoded from the current chunk (the base of the next delta).
     cur_icount: u64,
+    /// Smallest and largest icount decoded from the current chunk so far.
+    cur_min: u64,
+    cur_max: u64,
     table: Table,
     serial: u64,
-    /// Records below this icount are skipped ([`Self::seek_icount`]).
-    skip_below: u64,
+    /// Only records with `from <= icount <= to` are returned ([`Self::select_icounts`]).
+    from: u64,
+    to: u64,
     decompressor: zstd::bulk::Decompressor<'static>,
     /// Set when decoding failed; the position is then meaningless, so reading stops.
     failed: bool,
 }
 
+/// How the walk over the chunks ended.
+enum WalkEnd {
+    /// At a valid trailer and footer (offset of the footer's end).
+    Complete(u64),
+    /// Incomplete: at the end of the file, or at partial data that is ignored (its offset).
+    Incomplete(Option<u64>),
+}
+
 impl PlogReader {
-    /// Open a plog and check its header, footer, trailer and chunk structure (the chunk payloads
+    /// Open a plog and check its header, chunk structure, trailer and footer (the chunk payloads
     /// are verified as they are read). A file cut short (no trailer) opens fine and reads up to
-    /// its last whole chunk; see [`Self::is_complete`].
+    /// its last whole chunk; see [`Self::is_complete`]. Bytes after the footer of a complete file
+    /// are ignored and reported by [`Self::trailing_bytes`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let mut file = File::open(path).map_err(|e| PlogError::open(path, e))?;
@@ -180,6 +200,7 @@ impl PlogReader {
             raw_bytes: 0,
             compressed_bytes: 0,
             truncated_at: None,
+            trailing: None,
             next_chunk: 0,
             cur: Vec::new(),
             cur_pos: 0,
@@ -187,116 +208,84 @@ impl PlogReader {
             cur_done: 0,
             cur_records: 0,
             cur_icount: 0,
+            cur_min: 0,
+            cur_max: 0,
             table: Table::default(),
             serial: 0,
-            skip_below: 0,
+            from: 0,
+            to: u64::MAX,
             decompressor,
             failed: false,
         };
-        let trailer_off = rd.read_footer(file_len)?;
-        let end = trailer_off.unwrap_or(file_len);
-        rd.scan_chunks(end, trailer_off.is_some())?;
+        match rd.walk(file_len)? {
+            WalkEnd::Complete(end) => {
+                if end < file_len {
+                    rd.trailing = Some((end, file_len - end));
+                }
+            }
+            WalkEnd::Incomplete(at) => {
+                rd.truncated_at = at;
+                // Safety net: a file that ends with a footer must be complete; if its chunks
+                // stop short of a trailer, something in between is damaged.
+                if file_len >= header_len + FOOTER_LEN as u64 {
+                    let mut f = [0u8; 8];
+                    read_at(&mut rd.file, path, file_len - FOOTER_LEN as u64, &mut f)?;
+                    if &f == FOOTER_MAGIC {
+                        let stop = at.unwrap_or(file_len);
+                        return Err(PlogError::corrupt(
+                            path,
+                            "file",
+                            stop,
+                            format!("it ends with a footer, but its chunks end at offset {stop} without a trailer"),
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(t) = &rd.trailer {
+            let at = rd.chunks.last().map_or(header_len, |c| c.offset);
             if let Some(i) = (0..t.chunks.len().max(rd.chunks.len())).find(|&i| t.chunks.get(i) != rd.chunks.get(i)) {
                 return Err(PlogError::corrupt(
                     path,
                     "trailer",
-                    end,
+                    at,
                     format!("its chunk index disagrees with the chunks in the file from chunk {i} on"),
                 ));
             }
             if t.raw_bytes != rd.raw_bytes || t.compressed_bytes != rd.compressed_bytes {
-                return Err(PlogError::corrupt(
-                    path,
-                    "trailer",
-                    end,
-                    "its byte totals disagree with the chunk headers",
-                ));
+                return Err(PlogError::corrupt(path, "trailer", at, "its byte totals disagree with the chunk headers"));
             }
         }
         Ok(rd)
     }
 
-    /// Read and check the footer and trailer. Returns the trailer offset if the file is complete.
-    fn read_footer(&mut self, file_len: u64) -> Result<Option<u64>> {
-        let path = self.path.clone();
-        if file_len < self.header_len + FOOTER_LEN as u64 {
-            return Ok(None);
-        }
-        let foot_off = file_len - FOOTER_LEN as u64;
-        let mut f = [0u8; FOOTER_LEN];
-        read_at(&mut self.file, &path, foot_off, &mut f)?;
-        if &f[..8] != FOOTER_MAGIC {
-            return Ok(None);
-        }
-        let t_off = u64::from_le_bytes(f[8..16].try_into().unwrap_or_default());
-        let t_len = u64::from_le_bytes(f[16..24].try_into().unwrap_or_default());
-        if t_off < self.header_len
-            || !(8..=MAX_TRAILER_LEN).contains(&t_len)
-            || t_off.checked_add(t_len) != Some(foot_off)
-        {
-            return Err(PlogError::corrupt(
-                &path,
-                "footer",
-                foot_off,
-                format!("trailer position {t_off}+{t_len} does not end at the footer"),
-            ));
-        }
-        let mut tb = vec![0u8; t_len as usize];
-        read_at(&mut self.file, &path, t_off, &mut tb)?;
-        let c: [u8; 16] = checksum(&[&tb, &f[..24]]);
-        if c != f[24..40] {
-            return Err(PlogError::corrupt(&path, "trailer", t_off, "checksum mismatch (trailer or footer damaged)"));
-        }
-        if &tb[..4] != TRAILER_MAGIC || u64::from(u32::from_le_bytes(tb[4..8].try_into().unwrap_or_default())) != t_len
-        {
-            return Err(PlogError::corrupt(&path, "trailer", t_off, "bad trailer magic or length"));
-        }
-        let t = parse_trailer(&tb).map_err(|e| PlogError::corrupt(&path, "trailer", t_off, e.to_string()))?;
-        self.trailer = Some(t);
-        Ok(Some(t_off))
-    }
-
-    /// Walk the chunk headers from the end of the file header to `end`, building the chunk list.
-    fn scan_chunks(&mut self, end: u64, complete: bool) -> Result<()> {
+    /// Walk the chunk headers from the end of the file header, building the chunk list, up to
+    /// the trailer (a complete file), the end of the file or partial data (an incomplete file).
+    /// The trailer is found by this walk, not from the end of the file, so bytes appended after
+    /// the footer do not hide it.
+    fn walk(&mut self, file_len: u64) -> Result<WalkEnd> {
         let path = self.path.clone();
         let mut pos = self.header_len;
-        let mut prev_last = 0;
-        while pos < end {
+        let mut prev_max = 0;
+        while pos < file_len {
             let i = self.chunks.len();
             let what = format!("chunk {i}");
-            let rem = end - pos;
+            let rem = file_len - pos;
             let mut hb = [0u8; CHUNK_HEADER_LEN];
             let n = rem.min(CHUNK_HEADER_LEN as u64) as usize;
             read_at(&mut self.file, &path, pos, &mut hb[..n])?;
             let m = n.min(4);
-            if !complete && hb[..m] == TRAILER_MAGIC[..m] {
-                // A trailer without a valid footer: either cut short while finishing (fine:
-                // incomplete) or complete but with a damaged footer (an error, not a quiet loss).
-                if n >= 8 {
-                    let t_len = u64::from(u32::from_le_bytes(hb[4..8].try_into().unwrap_or_default()));
-                    if rem == t_len + FOOTER_LEN as u64 {
-                        return Err(PlogError::corrupt(
-                            &path,
-                            "footer",
-                            end - FOOTER_LEN as u64,
-                            "the footer is damaged (the file has a full trailer)",
-                        ));
-                    }
-                }
-                self.truncated_at = Some(pos);
-                return Ok(());
+            if hb[..m] == TRAILER_MAGIC[..m] {
+                return self.at_trailer(pos, file_len, &hb[..n]);
             }
             // After a host crash the unsynced end of an unfinished file can read back as zeros
             // (size persisted, data not): that is a cut, not corruption.
-            if !complete && hb[..n].iter().all(|&b| b == 0) && self.is_zero(pos + n as u64, end)? {
-                self.truncated_at = Some(pos);
-                return Ok(());
+            if hb[..n].iter().all(|&b| b == 0) && self.is_zero(pos + n as u64, file_len)? {
+                return Ok(WalkEnd::Incomplete(Some(pos)));
             }
             if n < CHUNK_HEADER_LEN {
-                if !complete && hb[..m] == CHUNK_MAGIC[..m] {
-                    self.truncated_at = Some(pos);
-                    return Ok(());
+                if hb[..m] == CHUNK_MAGIC[..m] {
+                    return Ok(WalkEnd::Incomplete(Some(pos)));
                 }
                 return Err(PlogError::corrupt(
                     &path,
@@ -320,34 +309,131 @@ impl PlogReader {
                     format!("chunk numbered {} (chunks missing or reordered)", h.seq),
                 ));
             }
-            if h.first < prev_last {
+            // Version 1 promised icount order across chunks; version 2 stores emission order.
+            if self.version == PLOG_VERSION_SORTED && h.min < prev_max {
                 return Err(PlogError::corrupt(
                     &path,
                     what,
                     pos,
-                    format!("first icount {} is before the previous chunk's last {prev_last}", h.first),
+                    format!("first icount {} is before the previous chunk's last {prev_max}", h.min),
                 ));
             }
             let chunk_end = pos + CHUNK_HEADER_LEN as u64 + u64::from(h.comp_len);
-            if chunk_end > end {
-                if complete {
-                    return Err(PlogError::truncated(
-                        &path,
-                        what,
-                        pos,
-                        format!("chunk of {} bytes extends past the trailer at {end}", chunk_end - pos),
-                    ));
-                }
-                self.truncated_at = Some(pos);
-                return Ok(());
+            if chunk_end > file_len {
+                return Ok(WalkEnd::Incomplete(Some(pos)));
             }
-            self.chunks.push(ChunkInfo { offset: pos, first_icount: h.first, last_icount: h.last, records: h.records });
+            self.chunks.push(ChunkInfo { offset: pos, min_icount: h.min, max_icount: h.max, records: h.records });
             self.raw_bytes += u64::from(h.raw_len);
             self.compressed_bytes += u64::from(h.comp_len);
-            prev_last = h.last;
+            prev_max = h.max;
             pos = chunk_end;
         }
-        Ok(())
+        Ok(WalkEnd::Incomplete(None))
+    }
+
+    /// The walk reached a trailer magic at `pos` (`hb`: up to 60 bytes from there). Find its
+    /// footer: where the trailer's own length says, else any footer further on that points back
+    /// at this trailer (the length may be the damaged part). A footer found must be valid; a
+    /// trailer or footer cut short is an incomplete file.
+    fn at_trailer(&mut self, pos: u64, file_len: u64, hb: &[u8]) -> Result<WalkEnd> {
+        let path = self.path.clone();
+        let rem = file_len - pos;
+        if hb.len() < 8 {
+            return Ok(WalkEnd::Incomplete(Some(pos)));
+        }
+        let t_len = u64::from(u32::from_le_bytes(hb[4..8].try_into().unwrap_or_default()));
+        let foot = FOOTER_LEN as u64;
+        // Where the trailer says its footer is (if that is inside the file).
+        let here = (8..=MAX_TRAILER_LEN).contains(&t_len) && t_len + foot <= rem;
+        if here && self.footer_magic_at(pos + t_len)? {
+            let end = self.check_footer(pos, pos + t_len)?;
+            return Ok(WalkEnd::Complete(end));
+        }
+        // A damaged trailer length sends us to the wrong place; the real footer, wherever it is
+        // (trailing bytes may follow it), still vouches for and checks this trailer.
+        if let Some(f) = self.find_footer_for(pos, file_len)? {
+            let end = self.check_footer(pos, f)?;
+            return Ok(WalkEnd::Complete(end));
+        }
+        if here {
+            // A whole trailer and room for a footer, but no footer: damage, not a crash (the
+            // writer writes the footer right after the trailer, in one piece).
+            return Err(PlogError::corrupt(
+                &path,
+                "footer",
+                pos + t_len,
+                "the footer is damaged or missing (the file has a full trailer)",
+            ));
+        }
+        // Cut while finishing: the trailer or the footer is partial.
+        Ok(WalkEnd::Incomplete(Some(pos)))
+    }
+
+    /// The first footer after the trailer at `pos` whose trailer offset is `pos` (a linear scan,
+    /// done only when the trailer's length does not lead to a footer: damage or a crash).
+    fn find_footer_for(&mut self, pos: u64, file_len: u64) -> Result<Option<u64>> {
+        const BLOCK: usize = 64 << 10;
+        let foot = FOOTER_LEN as u64;
+        let mut buf = vec![0u8; BLOCK];
+        // The smallest trailer is 44 bytes (no kinds, no chunks).
+        let mut at = pos + 44;
+        while at + foot <= file_len {
+            let n = (file_len - at).min(BLOCK as u64) as usize;
+            read_at(&mut self.file, &self.path, at, &mut buf[..n])?;
+            for i in 0..n.saturating_sub(7) {
+                if &buf[i..i + 8] == FOOTER_MAGIC && at + i as u64 + foot <= file_len {
+                    let f = at + i as u64;
+                    let mut t_off = [0u8; 8];
+                    read_at(&mut self.file, &self.path, f + 8, &mut t_off)?;
+                    if u64::from_le_bytes(t_off) == pos {
+                        return Ok(Some(f));
+                    }
+                }
+            }
+            if n < BLOCK {
+                break;
+            }
+            // Overlap so that a magic across the block boundary is seen.
+            at += (n - 7) as u64;
+        }
+        Ok(None)
+    }
+
+    fn footer_magic_at(&mut self, off: u64) -> Result<bool> {
+        let mut m = [0u8; 8];
+        read_at(&mut self.file, &self.path, off, &mut m)?;
+        Ok(&m == FOOTER_MAGIC)
+    }
+
+    /// Check the footer at `foot_off` against the trailer at `t_pos` and read the trailer.
+    /// Returns the offset just past the footer.
+    fn check_footer(&mut self, t_pos: u64, foot_off: u64) -> Result<u64> {
+        let path = self.path.clone();
+        let mut f = [0u8; FOOTER_LEN];
+        read_at(&mut self.file, &path, foot_off, &mut f)?;
+        let t_off = u64::from_le_bytes(f[8..16].try_into().unwrap_or_default());
+        let t_len = u64::from_le_bytes(f[16..24].try_into().unwrap_or_default());
+        if t_off != t_pos || !(8..=MAX_TRAILER_LEN).contains(&t_len) || t_off.checked_add(t_len) != Some(foot_off) {
+            return Err(PlogError::corrupt(
+                &path,
+                "footer",
+                foot_off,
+                format!("trailer position {t_off}+{t_len} does not match the trailer at {t_pos} ending at the footer"),
+            ));
+        }
+        let mut tb = vec![0u8; t_len as usize];
+        read_at(&mut self.file, &path, t_off, &mut tb)?;
+        let c: [u8; 16] = checksum(&[&tb, &f[..24]]);
+        if c != f[24..40] {
+            return Err(PlogError::corrupt(&path, "trailer", t_off, "checksum mismatch (trailer or footer damaged)"));
+        }
+        if &tb[..4] != TRAILER_MAGIC || u64::from(u32::from_le_bytes(tb[4..8].try_into().unwrap_or_default())) != t_len
+        {
+            return Err(PlogError::corrupt(&path, "trailer", t_off, "bad trailer magic or length"));
+        }
+        let t = parse_trailer(&tb).map_err(|e| PlogError::corrupt(&path, "trailer", t_off, e.to_string()))?;
+        self.trailer = Some(t);
+        Ok(foot_off + FOOTER_LEN as u64)
     }
 
     /// Whether bytes `from..to` of the file are all zero.
@@ -375,6 +461,12 @@ impl PlogReader {
         self.version
     }
 
+    /// Whether the file's records are stored in nondecreasing icount order by definition (format
+    /// version 1). A version-2 file stores them in emission order, which may or may not be.
+    pub fn is_sorted_by_format(&self) -> bool {
+        self.version == PLOG_VERSION_SORTED
+    }
+
     /// The header (creator and metadata).
     pub fn header(&self) -> &PlogHeader {
         &self.header
@@ -400,6 +492,12 @@ impl PlogReader {
         self.truncated_at
     }
 
+    /// For a complete file with bytes after its footer (appended by something else): their
+    /// offset and length. They are ignored; the file is still complete and verified.
+    pub fn trailing_bytes(&self) -> Option<(u64, u64)> {
+        self.trailing
+    }
+
     /// Number of records in the whole chunks (from the chunk headers).
     pub fn record_count(&self) -> u64 {
         self.chunks.iter().map(|c| u64::from(c.records)).sum()
@@ -410,28 +508,52 @@ impl PlogReader {
         (self.raw_bytes, self.compressed_bytes)
     }
 
-    /// icounts of the first and last record, `None` if there are no records.
+    /// Smallest and largest icount of all records, `None` if there are no records.
     pub fn icount_range(&self) -> Option<(u64, u64)> {
-        Some((self.chunks.first()?.first_icount, self.chunks.last()?.last_icount))
+        let min = self.chunks.iter().map(|c| c.min_icount).min()?;
+        let max = self.chunks.iter().map(|c| c.max_icount).max()?;
+        Some((min, max))
     }
 
-    /// Position the reader so that the next record is the first with icount ≥ `icount`. Chunks
-    /// that end before it are skipped without being read; may also move backwards. Clears a
-    /// previous read error, so a reader can skip past a damaged chunk.
+    /// Read only the records with icount ≥ `icount` from now on, starting again from the first
+    /// chunk that holds one (so it may also move backwards); same as
+    /// `select_icounts(icount, u64::MAX)`.
     pub fn seek_icount(&mut self, icount: u64) {
-        self.next_chunk = self.chunks.partition_point(|c| c.last_icount < icount);
+        self.select_icounts(icount, u64::MAX);
+    }
+
+    /// Read only the records with `from <= icount <= to` from now on, in file order, starting
+    /// again from the first chunk that holds one. Chunks whose icount range lies outside are
+    /// skipped without being read. Clears a previous read error, so a reader can skip past a
+    /// damaged chunk.
+    pub fn select_icounts(&mut self, from: u64, to: u64) {
+        self.from = from;
+        self.to = to;
+        self.next_chunk = 0;
         self.cur_done = 0;
         self.cur_records = 0;
-        self.skip_below = icount;
         self.failed = false;
     }
 
-    /// Load and verify the next chunk. Returns false at the end of the file.
-    fn load_chunk(&mut self) -> Result<bool> {
-        let Some(&c) = self.chunks.get(self.next_chunk) else {
+    fn wanted_chunk(&self, c: &ChunkInfo) -> bool {
+        c.max_icount >= self.from && c.min_icount <= self.to
+    }
+
+    /// Load the next chunk that can hold wanted records. Returns false at the end of the file.
+    fn load_next_chunk(&mut self) -> Result<bool> {
+        while self.chunks.get(self.next_chunk).is_some_and(|c| !self.wanted_chunk(c)) {
+            self.next_chunk += 1;
+        }
+        if self.next_chunk >= self.chunks.len() {
             return Ok(false);
-        };
-        let i = self.next_chunk;
+        }
+        self.load_chunk(self.next_chunk)?;
+        Ok(true)
+    }
+
+    /// Load and verify chunk `i` (its header and payload checksum, its size).
+    fn load_chunk(&mut self, i: usize) -> Result<()> {
+        let c = self.chunks[i];
         let path = self.path.clone();
         let mut hb = [0u8; CHUNK_HEADER_LEN];
         read_at(&mut self.file, &path, c.offset, &mut hb)?;
@@ -445,6 +567,9 @@ impl PlogReader {
                 return Err(PlogError::corrupt(&path, format!("chunk {i}"), c.offset, d))
             }
         };
+        if (h.min, h.max, h.records) != (c.min_icount, c.max_icount, c.records) {
+            return Err(PlogError::corrupt(&path, format!("chunk {i}"), c.offset, "the chunk header changed"));
+        }
         let mut payload = vec![0u8; h.comp_len as usize];
         read_at(&mut self.file, &path, c.offset + CHUNK_HEADER_LEN as u64, &mut payload)?;
         let pc: [u8; 16] = checksum(&[&payload]);
@@ -467,10 +592,38 @@ impl PlogReader {
         self.cur_chunk = i;
         self.cur_done = 0;
         self.cur_records = h.records;
-        self.cur_icount = h.first;
+        // Version 1: deltas from the chunk's first icount, never negative. Version 2: signed
+        // deltas, the first from 0.
+        self.cur_icount = if self.version == PLOG_VERSION_SORTED { h.min } else { 0 };
+        self.cur_min = u64::MAX;
+        self.cur_max = 0;
         self.table.clear();
-        self.next_chunk += 1;
-        Ok(true)
+        self.next_chunk = i + 1;
+        Ok(())
+    }
+
+    /// Decode every record of chunk `i` (for [`crate::SortedRecords`]); returns them and the
+    /// chunk's uncompressed size. The reader's position afterwards is just past chunk `i`.
+    pub(crate) fn read_chunk(&mut self, i: usize) -> Result<(Vec<OwnedRecord>, usize)> {
+        let r = self.load_chunk(i).and_then(|()| {
+            let mut v = Vec::with_capacity(self.cur_records as usize);
+            while self.cur_done < self.cur_records {
+                v.push(self.decode_one()?);
+            }
+            Ok(v)
+        });
+        match r {
+            Ok(v) => Ok((v, self.cur.len())),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The selected icount range ([`Self::select_icounts`]).
+    pub(crate) fn selection(&self) -> (u64, u64) {
+        (self.from, self.to)
     }
 
     /// Whether reading stopped on an error (the iterator then ends).
@@ -479,7 +632,8 @@ impl PlogReader {
     }
 
     /// The next record; `None` at the end (for an incomplete file, at the end of its last whole
-    /// chunk). After an error the reader stays failed until [`Self::seek_icount`].
+    /// chunk). After an error the reader stays failed until [`Self::select_icounts`] or
+    /// [`Self::seek_icount`].
     pub fn next_record(&mut self) -> Result<Option<OwnedRecord>> {
         if self.failed {
             return Err(PlogError::invalid(&self.path, "read", "reading this file already failed"));
@@ -487,7 +641,7 @@ impl PlogReader {
         loop {
             let r = self.decode_next();
             match r {
-                Ok(Some(rec)) if rec.icount < self.skip_below => continue,
+                Ok(Some(rec)) if rec.icount < self.from || rec.icount > self.to => continue,
                 Ok(x) => return Ok(x),
                 Err(e) => {
                     self.failed = true;
@@ -499,15 +653,23 @@ impl PlogReader {
 
     fn decode_next(&mut self) -> Result<Option<OwnedRecord>> {
         while self.cur_done == self.cur_records {
-            if !self.load_chunk()? {
+            if !self.load_next_chunk()? {
                 return Ok(None);
             }
         }
+        self.decode_one().map(Some)
+    }
+
+    /// Decode the next record of the current chunk (there is one) and check it against the chunk
+    /// header.
+    fn decode_one(&mut self) -> Result<OwnedRecord> {
         let c = self.chunks[self.cur_chunk];
         let record = self.cur_done;
         let mut r = Reader::new(&self.cur[self.cur_pos..]);
         self.serial += 1;
-        let res = decode_record(&mut self.table, &mut r, self.cur_icount, c.last_icount, self.serial);
+        let sorted = self.version == PLOG_VERSION_SORTED;
+        let res = decode_icount(&mut r, self.cur_icount, c, sorted)
+            .and_then(|icount| decode_record(&mut self.table, &mut r, icount, self.serial));
         let at = self.cur_pos;
         let bad = |detail: String| {
             PlogError::corrupt(
@@ -532,32 +694,51 @@ impl PlogReader {
         };
         self.cur_pos += r.pos();
         self.cur_icount = rec.icount;
+        self.cur_min = self.cur_min.min(rec.icount);
+        self.cur_max = self.cur_max.max(rec.icount);
         self.cur_done += 1;
         if self.cur_done == self.cur_records {
             if self.cur_pos != self.cur.len() {
                 return Err(bad(format!("{} bytes left over after the last record", self.cur.len() - self.cur_pos)));
             }
-            if rec.icount != c.last_icount {
-                return Err(bad(format!("last record at icount {}, chunk header says {}", rec.icount, c.last_icount)));
+            if sorted && rec.icount != c.max_icount {
+                return Err(bad(format!("last record at icount {}, chunk header says {}", rec.icount, c.max_icount)));
+            }
+            // The header's range must be exactly the records' range (so that skipping chunks by
+            // it never skips a record, and the file cannot claim records it does not have).
+            if (self.cur_min, self.cur_max) != (c.min_icount, c.max_icount) {
+                return Err(bad(format!(
+                    "records span icounts {} ..= {}, chunk header says {} ..= {}",
+                    self.cur_min, self.cur_max, c.min_icount, c.max_icount
+                )));
             }
         }
-        Ok(Some(rec))
+        Ok(rec)
     }
 }
 
-/// Decode one record; `prev` is the previous record's icount (the chunk's first for the first).
-fn decode_record(
-    t: &mut Table,
-    r: &mut Reader<'_>,
-    prev: u64,
-    last: u64,
-    serial: u64,
-) -> Result<OwnedRecord, RecordError> {
-    let delta = r.var()?;
-    let icount = prev
-        .checked_add(delta)
-        .filter(|&i| i <= last)
-        .ok_or_else(|| invalid(0, format!("icount {prev} + {delta} is beyond the chunk's last icount {last}")))?;
+/// Decode a record's icount; `prev` is the previous record's (for the first record of a chunk:
+/// the chunk's first icount in version 1, 0 in version 2). It must lie in the chunk's range.
+fn decode_icount(r: &mut Reader<'_>, prev: u64, c: ChunkInfo, sorted: bool) -> Result<u64, RecordError> {
+    let raw = r.var()?;
+    let icount = if sorted {
+        prev.checked_add(raw).ok_or_else(|| {
+            invalid(0, format!("icount {prev} + {raw} is beyond the chunk's last icount {}", c.max_icount))
+        })?
+    } else {
+        prev.wrapping_add(unzigzag(raw) as u64)
+    };
+    if icount < c.min_icount || icount > c.max_icount {
+        return Err(invalid(
+            0,
+            format!("icount {icount} is outside the chunk's range {} ..= {}", c.min_icount, c.max_icount),
+        ));
+    }
+    Ok(icount)
+}
+
+/// Decode the rest of a record whose icount was decoded.
+fn decode_record(t: &mut Table, r: &mut Reader<'_>, icount: u64, serial: u64) -> Result<OwnedRecord, RecordError> {
     let pc = r.var()?;
     let at = r.pos();
     let asid = match r.u8()? {

@@ -313,23 +313,147 @@ fn seek_and_icount_filter() {
     assert!(r.next_record().unwrap().is_none());
 }
 
+/// Two plugins' records interleaved out of icount order, the way `console` (reports after each
+/// CPU slice, with the icount where each byte was written) and `trace` (reports during the
+/// slice) write them: 3 slices of 100 instructions, a "console" record for every 7th instruction
+/// of a slice emitted after the slice.
+fn interleaved_records() -> Vec<OwnedRecord> {
+    let mut recs = Vec::new();
+    let rec = |icount: u64, plugin: &str, kind: &str| OwnedRecord {
+        icount,
+        pc: 0x1000 + icount,
+        asid: None,
+        plugin: plugin.into(),
+        kind: kind.into(),
+        fields: vec![("n".into(), Value::U64(icount * 3))],
+    };
+    for slice in 0..3u64 {
+        let base = slice * 100;
+        for i in base..base + 100 {
+            recs.push(rec(i, "trace", "insn"));
+        }
+        for i in (base..base + 100).filter(|i| i % 7 == 0) {
+            recs.push(rec(i, "console", "byte"));
+        }
+    }
+    // And extremes: a late record far back, u64::MAX and 0 next to each other.
+    recs.push(rec(u64::MAX, "edge", "max"));
+    recs.push(rec(0, "edge", "zero"));
+    recs.push(rec(150, "console", "line"));
+    recs
+}
+
 #[test]
-fn records_must_come_in_icount_order() {
+fn records_in_any_icount_order_are_kept_in_emission_order() {
     let d = TempDir::new().unwrap();
     let p = d.path().join("o.plog");
-    let mut w = PlogWriter::create(&p, &header(), false).unwrap();
+    let recs = interleaved_records();
+    // Chunks small enough that late records cross chunk boundaries.
+    for chunk_size in [256, 1 << 20] {
+        let t = write_records(&p, &recs, chunk_size);
+        let r = PlogReader::open(&p).unwrap();
+        assert!(r.is_complete());
+        assert_eq!(r.version(), 2);
+        assert!(!r.is_sorted_by_format());
+        assert_eq!(r.icount_range(), Some((0, u64::MAX)));
+        // Chunk ranges are the true minimum and maximum of their records.
+        let mut it = recs.iter();
+        for c in &t.chunks {
+            let mine: Vec<u64> = it.by_ref().take(c.records as usize).map(|r| r.icount).collect();
+            assert_eq!((c.min_icount, c.max_icount), (*mine.iter().min().unwrap(), *mine.iter().max().unwrap()));
+        }
+        // File order is emission order.
+        assert_same_records(&r.collect::<Result<Vec<_>>>().unwrap(), &recs);
+
+        // Sorted: by icount, equal icounts in emission order (trace before console here).
+        let mut want = recs.clone();
+        want.sort_by_key(|r| r.icount);
+        let got = PlogReader::open(&p).unwrap().sorted().collect::<Result<Vec<_>>>().unwrap();
+        assert_same_records(&got, &want);
+        let at0: Vec<&str> = got[..3].iter().map(|r| r.plugin.as_str()).collect();
+        assert_eq!(at0, ["trace", "console", "edge"], "{chunk_size}");
+
+        // A range selects records by icount wherever they are.
+        let mut r = PlogReader::open(&p).unwrap();
+        r.select_icounts(140, 160);
+        let got = r.collect::<Result<Vec<_>>>().unwrap();
+        let want: Vec<_> = recs.iter().filter(|x| (140..=160).contains(&x.icount)).cloned().collect();
+        assert_same_records(&got, &want);
+        let mut r = PlogReader::open(&p).unwrap();
+        r.select_icounts(140, 160);
+        let got = r.sorted().collect::<Result<Vec<_>>>().unwrap();
+        let mut want = want.clone();
+        want.sort_by_key(|r| r.icount);
+        assert_same_records(&got, &want);
+    }
+    // The writer takes any order without complaint.
+    let mut w = PlogWriter::create(d.path().join("w.plog"), &header(), false).unwrap();
     w.record(100, 0, "p", "k").emit().unwrap();
-    w.record(100, 0, "p", "k").emit().unwrap();
-    let e = w.record(99, 0, "p", "k").emit().unwrap_err();
-    assert!(e.to_string().contains("icount 99 is before the previous record's 100"), "{e}");
+    w.record(99, 0, "p", "k").emit().unwrap();
     w.flush().unwrap();
-    // Also across chunks.
-    assert!(w.record(50, 0, "p", "k").emit().is_err());
-    w.record(101, 0, "p", "k").emit().unwrap();
+    w.record(50, 0, "p", "k").emit().unwrap();
     assert_eq!(w.record_count(), 3);
-    assert_eq!(w.last_icount(), 101);
+    assert_eq!(w.last_icount(), 50);
     w.finish().unwrap();
-    assert_eq!(read_all(&p).unwrap().len(), 3);
+}
+
+#[test]
+fn sorting_memory_is_bounded() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("wide.plog");
+    // Every chunk spans the whole range: sorting would need them all at once.
+    let mut w = PlogWriter::create(&p, &header(), false).unwrap();
+    w.set_chunk_size(1024);
+    for i in 0..2000u64 {
+        let icount = if i % 2 == 0 { i } else { 1_000_000 - i };
+        w.record(icount, 0, "p", "k").field("pad", "some padding text").emit().unwrap();
+    }
+    let t = w.finish().unwrap();
+    let r = PlogReader::open(&p).unwrap();
+    let e = r.sorted().with_buffer_limit(16 << 10).collect::<Result<Vec<_>>>().unwrap_err();
+    assert!(matches!(e, PlogError::SortLimit { limit: 16384, .. }), "{e}");
+    assert!(e.to_string().contains("too far out of icount order"), "{e}");
+    // Within the limit it works.
+    let got = PlogReader::open(&p).unwrap().sorted().collect::<Result<Vec<_>>>().unwrap();
+    assert_eq!(got.len() as u64, t.record_count);
+    assert!(got.windows(2).all(|w| w[0].icount <= w[1].icount));
+}
+
+#[test]
+fn version_1_files_are_still_read() {
+    // Written by the version-1 writer: write_records(random_records(300, 21), chunk size 2048).
+    let v1 = include_bytes!("../tests/fixtures/v1.plog");
+    let recs = random_records(300, 21);
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("v1.plog");
+    fs::write(&p, v1).unwrap();
+    let r = PlogReader::open(&p).unwrap();
+    assert_eq!(r.version(), 1);
+    assert!(r.is_complete() && r.is_sorted_by_format());
+    assert!(r.chunks().len() > 3);
+    assert_eq!(r.icount_range(), Some((recs[0].icount, recs.last().unwrap().icount)));
+    assert_same_records(&r.collect::<Result<Vec<_>>>().unwrap(), &recs);
+    let mut r = PlogReader::open(&p).unwrap();
+    let mid = recs[150].icount;
+    r.seek_icount(mid);
+    let want: Vec<_> = recs.iter().filter(|x| x.icount >= mid).cloned().collect();
+    assert_same_records(&r.sorted().collect::<Result<Vec<_>>>().unwrap(), &want);
+    // Cut short, it is an incomplete version-1 file.
+    let chunks = PlogReader::open(&p).unwrap().chunks().to_vec();
+    fs::write(&p, &v1[..chunks[2].offset as usize + 30]).unwrap();
+    let r = PlogReader::open(&p).unwrap();
+    assert!(!r.is_complete());
+    assert_eq!(r.truncated_at(), Some(chunks[2].offset));
+    let n = (chunks[0].records + chunks[1].records) as usize;
+    assert_same_records(&r.collect::<Result<Vec<_>>>().unwrap(), &recs[..n]);
+    // Every flipped byte of it is still noticed.
+    for i in (0..v1.len()).step_by(7) {
+        let mut b = v1.to_vec();
+        b[i] ^= 0x04;
+        fs::write(&p, &b).unwrap();
+        let res = PlogReader::open(&p).and_then(|r| r.collect::<Result<Vec<_>>>());
+        assert!(res.is_err(), "flip at byte {i} went unnoticed");
+    }
 }
 
 #[test]
@@ -523,9 +647,9 @@ fn flipped_payload_byte_names_the_chunk() {
     assert!(r.failed());
     assert!(r.next().is_none());
     // Seeking past the damaged chunk reads on.
-    r.seek_icount(c2.last_icount + 1);
+    r.seek_icount(c2.max_icount + 1);
     let rest = r.collect::<Result<Vec<_>>>().unwrap();
-    let want: Vec<_> = recs.iter().filter(|x| x.icount > c2.last_icount).cloned().collect();
+    let want: Vec<_> = recs.iter().filter(|x| x.icount > c2.max_icount).cloned().collect();
     assert!(!want.is_empty());
     assert_same_records(&rest, &want);
 
@@ -582,9 +706,9 @@ fn wrong_magic_and_versions_are_clear_errors() {
     assert!(matches!(e, PlogError::BadMagic { .. }), "{e}");
 
     let mut b = good.clone();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
     let e = open(&b);
-    assert!(matches!(e, PlogError::NewerVersion { found: 2, supported: 1, .. }), "{e}");
+    assert!(matches!(e, PlogError::NewerVersion { found: 3, supported: 2, .. }), "{e}");
     assert!(e.to_string().contains("newer version of Ailuro"), "{e}");
 
     let mut b = good.clone();
@@ -601,14 +725,14 @@ fn wrong_magic_and_versions_are_clear_errors() {
     assert!(PlogReader::open(d.path()).is_err());
 }
 
-/// A file with a hand-made chunk holding `payload` (`records` records, icounts first..=last).
-fn file_with_chunk(path: &Path, payload: &[u8], records: u32, first: u64, last: u64) {
+/// A file with a hand-made chunk holding `payload` (`records` records, icounts min..=max).
+fn file_with_chunk(path: &Path, payload: &[u8], records: u32, min: u64, max: u64) {
     let mut b = encode_header(&header()).unwrap();
     let comp = zstd::bulk::compress(payload, 3).unwrap();
     let h = ChunkHeader {
         seq: 0,
-        first,
-        last,
+        min,
+        max,
         records,
         raw_len: payload.len() as u32,
         comp_len: comp.len() as u32,
@@ -689,10 +813,13 @@ fn damaged_records_are_clear_errors() {
     let mut b = record_head(0);
     b.push(0);
     check(&b, 1, "left over");
-    // Last icount disagrees with the chunk header.
+    // The records' icount range disagrees with the chunk header's.
     file_with_chunk(&p, &record_head(0), 1, 0, 5);
     let e = read_all(&p).unwrap_err();
-    assert!(e.to_string().contains("chunk header says 5"), "{e}");
+    assert!(e.to_string().contains("records span icounts 0 ..= 0, chunk header says 0 ..= 5"), "{e}");
+    file_with_chunk(&p, &record_head(0), 1, 1, 5);
+    let e = read_all(&p).unwrap_err();
+    assert!(e.to_string().contains("icount 0 is outside the chunk's range 1 ..= 5"), "{e}");
     // Invalid UTF-8 in a string value; a length beyond the payload.
     let mut b = record_head(1);
     b.extend_from_slice(&[0, 1, b'f', 6, 2, 0xff, 0xfe]);
@@ -750,4 +877,166 @@ fn writer_is_send() {
         w.finish().unwrap()
     });
     assert_eq!(h.join().unwrap().record_count, 2);
+}
+
+#[test]
+fn trailing_bytes_after_a_complete_file_are_reported_not_fatal() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("t.plog");
+    let recs = random_records(40, 13);
+    let t = write_records(&p, &recs, 512);
+    let good = fs::read(&p).unwrap();
+    let n = good.len() as u64;
+    let mut footer_like = b"AILUROPF".to_vec();
+    footer_like.extend_from_slice(&[7u8; 32]);
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        ("one byte", vec![0x41]),
+        ("text", b"appended by mistake\n".to_vec()),
+        ("zeros", vec![0; 4096]),
+        ("a footer look-alike", footer_like),
+        ("the whole file again", good.clone()),
+    ];
+    for (what, tail) in &garbage {
+        let mut b = good.clone();
+        b.extend_from_slice(tail);
+        fs::write(&p, &b).unwrap();
+        let r = PlogReader::open(&p).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(r.is_complete(), "{what}");
+        assert_eq!(r.trailer(), Some(&t), "{what}");
+        assert_eq!(r.trailing_bytes(), Some((n, tail.len() as u64)), "{what}");
+        assert_eq!(r.truncated_at(), None, "{what}");
+        assert_same_records(&r.collect::<Result<Vec<_>>>().unwrap(), &recs);
+    }
+    // Without trailing bytes there are none to report.
+    fs::write(&p, &good).unwrap();
+    assert_eq!(PlogReader::open(&p).unwrap().trailing_bytes(), None);
+
+    // Damage before the trailing bytes is still noticed, wherever it is.
+    let mut base = good.clone();
+    base.extend_from_slice(b"trailing garbage, fifty bytes of it .............");
+    for i in 0..good.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut b = base.clone();
+            b[i] ^= mask;
+            fs::write(&p, &b).unwrap();
+            let res = PlogReader::open(&p).and_then(|r| r.collect::<Result<Vec<_>>>());
+            assert!(
+                res.is_err(),
+                "flip {mask:#x} at byte {i} of {} went unnoticed: {:?}",
+                good.len(),
+                PlogReader::open(&p).map(|r| (r.trailing_bytes(), r.truncated_at(), r.is_complete()))
+            );
+        }
+    }
+}
+
+/// Temporary files of `create` left in `dir`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ailuro-plog-"))
+        .collect()
+}
+
+#[test]
+fn failed_create_leaves_nothing_behind() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("full.plog");
+    // The disk fills up while the header is written.
+    for budget in [0, 10] {
+        let e = PlogWriter::create_with_budget(&p, &header(), false, Some(budget)).err().unwrap();
+        assert!(matches!(e, PlogError::Io { op: "write the header of", .. }), "{e}");
+        assert!(!p.exists(), "a failed create left {}", p.display());
+        // With overwrite, an existing file stays as it was.
+        fs::write(&p, b"precious").unwrap();
+        let e = PlogWriter::create_with_budget(&p, &header(), true, Some(budget)).err().unwrap();
+        assert!(matches!(e, PlogError::Io { .. }), "{e}");
+        assert_eq!(fs::read(&p).unwrap(), b"precious");
+        fs::remove_file(&p).unwrap();
+    }
+    assert!(temp_files(d.path()).is_empty(), "{:?}", temp_files(d.path()));
+    // The rerun (with space) works.
+    PlogWriter::create(&p, &header(), false).unwrap().finish().unwrap();
+    assert!(PlogReader::open(&p).unwrap().is_complete());
+    // A directory cannot be replaced.
+    let sub = d.path().join("dir.plog");
+    fs::create_dir(&sub).unwrap();
+    assert!(PlogWriter::create(&sub, &header(), true).is_err());
+    assert!(sub.is_dir());
+    assert!(temp_files(d.path()).is_empty(), "{:?}", temp_files(d.path()));
+}
+
+#[test]
+fn a_failed_write_removes_the_file_and_reports_the_error() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("enospc.plog");
+    // While records are written (a chunk is closed).
+    let mut w = PlogWriter::create(&p, &header(), false).unwrap();
+    w.set_chunk_size(256);
+    w.inject_write_failure_after(1000);
+    let err = (0..10_000u64)
+        .find_map(|i| w.record(i, 0, "p", "k").field("text", "x".repeat(40).as_str()).emit().err())
+        .expect("the injected failure");
+    assert!(matches!(err, PlogError::Io { op: "write", .. }), "{err}");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    assert!(!p.exists(), "the unfinishable plog was left behind");
+    let e = w.record(1, 0, "p", "k").emit().unwrap_err();
+    assert!(e.to_string().contains("removed"), "{e}");
+    assert!(w.flush().is_err());
+    assert!(w.finish().is_err());
+    assert!(!p.exists());
+
+    // While finishing (the trailer does not fit).
+    let mut w = PlogWriter::create(&p, &header(), false).unwrap();
+    w.record(1, 0, "p", "k").emit().unwrap();
+    w.flush().unwrap();
+    w.inject_write_failure_after(10);
+    let e = w.finish().unwrap_err();
+    assert!(matches!(e, PlogError::Io { .. }), "{e}");
+    assert!(!p.exists());
+
+    // A rerun is not blocked.
+    let mut w = PlogWriter::create(&p, &header(), false).unwrap();
+    w.record(1, 0, "p", "k").emit().unwrap();
+    w.finish().unwrap();
+    assert_eq!(read_all(&p).unwrap().len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn overwrite_replaces_a_symlink_never_its_target() {
+    use std::os::unix::fs::symlink;
+    let d = TempDir::new().unwrap();
+    let target = d.path().join("precious.txt");
+    fs::write(&target, b"precious").unwrap();
+    let link = d.path().join("link.plog");
+    symlink(&target, &link).unwrap();
+
+    // Without overwrite, a symlink is an existing file: untouched.
+    let e = PlogWriter::create(&link, &header(), false).err().unwrap();
+    assert!(matches!(e, PlogError::AlreadyExists { .. }), "{e}");
+    // With overwrite, the link itself is replaced by the plog.
+    let mut w = PlogWriter::create(&link, &header(), true).unwrap();
+    w.record(1, 2, "p", "k").emit().unwrap();
+    w.finish().unwrap();
+    assert_eq!(fs::read(&target).unwrap(), b"precious");
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file());
+    assert_eq!(read_all(&link).unwrap().len(), 1);
+
+    // A dangling symlink: nothing is created at its target either way.
+    let nowhere = d.path().join("nowhere.plog");
+    let dangling = d.path().join("dangling.plog");
+    symlink(&nowhere, &dangling).unwrap();
+    let e = PlogWriter::create(&dangling, &header(), false).err().unwrap();
+    assert!(matches!(e, PlogError::AlreadyExists { .. }), "{e}");
+    assert!(!nowhere.exists());
+    PlogWriter::create(&dangling, &header(), true).unwrap().finish().unwrap();
+    assert!(!nowhere.exists());
+    assert!(PlogReader::open(&dangling).unwrap().is_complete());
+    assert!(temp_files(d.path()).is_empty());
+
+    // A relative path in the current directory works too (the temporary file goes next to it).
+    let e = PlogWriter::create("", &header(), true).err().unwrap();
+    assert!(matches!(e, PlogError::Io { op: "create", .. }), "{e}");
 }

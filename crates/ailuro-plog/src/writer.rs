@@ -5,16 +5,25 @@
 //! current chunk: they are interned in the chunk's string table and cost one byte each after their
 //! first use).
 //!
+//! Records may come in any icount order (plugins report at different times: `console` after each
+//! CPU slice, `trace` during it); they are stored in emission order, and each chunk records the
+//! smallest and largest icount it holds.
+//!
 //! Crash behaviour: each chunk is appended with a single `write_all`; the trailer and the footer
 //! (which make the file *complete*) are written only by [`PlogWriter::finish`], after an fsync of
 //! everything before them. A writer dropped without `finish` writes its open chunk, so the file
 //! stays readable as an incomplete plog.
+//!
+//! Failure behaviour (all or nothing): [`PlogWriter::create`] leaves no file behind when it
+//! fails, and a failed write (disk full, I/O error) removes the file, since it can never be
+//! finished and would only block a rerun.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::codec::{checksum, zigzag, Put};
 use crate::error::{PlogError, Result};
@@ -205,9 +214,14 @@ pub struct PlogWriter {
     header: PlogHeader,
     /// Encoded records of the open chunk.
     buf: Vec<u8>,
-    chunk_first: u64,
+    /// Smallest and largest icount in the open chunk (meaningful when `chunk_records > 0`).
+    chunk_min: u64,
+    chunk_max: u64,
     chunk_records: u32,
-    /// icount of the last record (0 before the first).
+    /// icount of the previous record of the open chunk (the base of the next delta; 0 before the
+    /// chunk's first record).
+    prev_icount: u64,
+    /// icount of the last record emitted (0 before the first).
     last_icount: u64,
     /// File offset where the next chunk goes.
     offset: u64,
@@ -225,44 +239,149 @@ pub struct PlogWriter {
     compressed_bytes: u64,
     chunk_target: usize,
     compressor: zstd::bulk::Compressor<'static>,
-    /// Set after a failed write: the file was cut back to its last whole chunk and further
-    /// records would be lost silently, so they are refused.
+    /// Set after a failed write: the file was removed and further records would be lost
+    /// silently, so they are refused.
     poisoned: bool,
     finished: bool,
+    /// Fault injection for tests: bytes that may still be written before writes fail.
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_after: Option<u64>,
+}
+
+/// Names of temporary files made by [`PlogWriter::create`] with `overwrite` are unique within the
+/// process with this counter (and across processes with the process id).
+static TEMP_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// Write `b` to `file`; with a fault budget (tests only), write what fits and then fail the way a
+/// full disk does.
+fn write_budgeted(file: &mut File, b: &[u8], budget: &mut Option<u64>) -> io::Result<()> {
+    if let Some(left) = budget {
+        if b.len() as u64 > *left {
+            let n = *left as usize;
+            *left = 0;
+            file.write_all(&b[..n])?;
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (injected)"));
+        }
+        *left -= b.len() as u64;
+    }
+    file.write_all(b)
+}
+
+/// Write the header and make it durable: a crash right after creation leaves a readable (empty,
+/// incomplete) plog.
+fn write_header(file: &mut File, hb: &[u8], budget: &mut Option<u64>) -> io::Result<()> {
+    write_budgeted(file, hb, budget)?;
+    file.sync_all()
+}
+
+/// Without overwrite: create `path` exclusively (`O_EXCL`: an existing file or symlink is never
+/// touched), write the header; on failure remove the file again, so nothing half-made blocks a
+/// rerun.
+fn create_exclusive(path: &Path, hb: &[u8], budget: &mut Option<u64>) -> Result<File> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            PlogError::AlreadyExists { path: path.to_path_buf() }
+        } else {
+            PlogError::io("create", path, e)
+        }
+    })?;
+    if let Err(e) = write_header(&mut file, hb, budget) {
+        remove_if_same(path, &file);
+        return Err(PlogError::io("write the header of", path, e));
+    }
+    Ok(file)
+}
+
+/// With overwrite: write the header into a new temporary file in the same directory and rename
+/// it over `path`. The rename replaces the directory entry itself, so an existing symlink is
+/// replaced and its target never written; and the old file stays intact until the new one has
+/// its header.
+fn create_replacing(path: &Path, hb: &[u8], budget: &mut Option<u64>) -> Result<File> {
+    let not_a_file = || PlogError::io("create", path, io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
+    if path.file_name().is_none() {
+        return Err(not_a_file());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (tmp, mut file) = loop {
+        let n = TEMP_SERIAL.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".ailuro-plog-{}-{n}.tmp", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => break (tmp, f),
+            // A leftover of a killed process with a reused pid: take the next number.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < u64::MAX => continue,
+            Err(e) => return Err(PlogError::io("create", path, e)),
+        }
+    };
+    if let Err(e) = write_header(&mut file, hb, budget) {
+        remove_if_same(&tmp, &file);
+        return Err(PlogError::io("write the header of", path, e));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        remove_if_same(&tmp, &file);
+        return Err(PlogError::io("create", path, e));
+    }
+    // Make the new directory entry durable too (best effort: not every system can sync a
+    // directory, and the file itself is already complete).
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(file)
+}
+
+/// Remove `path` if it still is `file` (nobody replaced it meanwhile).
+fn remove_if_same(path: &Path, file: &File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::symlink_metadata(path)) {
+            (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => {}
+            _ => return,
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    let _ = fs::remove_file(path);
 }
 
 impl PlogWriter {
-    /// Create the plog at `path` and write its header. Without `overwrite` an existing file is
-    /// never touched ([`PlogError::AlreadyExists`]); with it, it is truncated.
+    /// Create the plog at `path` and write its header, all or nothing: on failure no file is
+    /// left at `path` (and an existing one is unchanged).
+    ///
+    /// Without `overwrite` an existing file (or symlink) is never touched
+    /// ([`PlogError::AlreadyExists`]). With it, the header goes to a temporary file in the same
+    /// directory that is then renamed over `path`: an existing file is replaced, and an existing
+    /// symlink is replaced by the new file; its target is never written.
     pub fn create(path: impl AsRef<Path>, header: &PlogHeader, overwrite: bool) -> Result<Self> {
-        let path = path.as_ref();
+        Self::create_with_budget(path.as_ref(), header, overwrite, None)
+    }
+
+    /// [`Self::create`] with a fault-injection budget for the header write (tests).
+    pub(crate) fn create_with_budget(
+        path: &Path,
+        header: &PlogHeader,
+        overwrite: bool,
+        mut budget: Option<u64>,
+    ) -> Result<Self> {
         let hb = encode_header(header).map_err(|d| PlogError::invalid(path, "header", d))?;
         let compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| PlogError::io("set up compression for", path, e))?;
-        let mut o = OpenOptions::new();
-        o.write(true);
-        if overwrite {
-            o.create(true).truncate(true);
+        let file = if overwrite {
+            create_replacing(path, &hb, &mut budget)?
         } else {
-            o.create_new(true);
-        }
-        let mut file = o.open(path).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                PlogError::AlreadyExists { path: path.to_path_buf() }
-            } else {
-                PlogError::io("create", path, e)
-            }
-        })?;
-        file.write_all(&hb).map_err(|e| PlogError::io("write", path, e))?;
-        // A crash right after creation leaves a readable (empty, incomplete) plog.
-        file.sync_all().map_err(|e| PlogError::io("sync", path, e))?;
+            create_exclusive(path, &hb, &mut budget)?
+        };
         Ok(Self {
             path: path.to_path_buf(),
             file,
             header: header.clone(),
             buf: Vec::with_capacity(DEFAULT_CHUNK_SIZE + 4096),
-            chunk_first: 0,
+            chunk_min: 0,
+            chunk_max: 0,
             chunk_records: 0,
+            prev_icount: 0,
             last_icount: 0,
             offset: hb.len() as u64,
             chunks: Vec::new(),
@@ -279,7 +398,27 @@ impl PlogWriter {
             compressor,
             poisoned: false,
             finished: false,
+            #[cfg(any(test, feature = "fault-injection"))]
+            fail_after: budget,
         })
+    }
+
+    /// Fault injection for tests (feature `fault-injection`): once `bytes` more bytes have been
+    /// written, writes fail like on a full disk (after a partial write), so callers can check
+    /// that the error reaches them and that the file is removed.
+    #[cfg(any(test, feature = "fault-injection"))]
+    #[doc(hidden)]
+    pub fn inject_write_failure_after(&mut self, bytes: u64) {
+        self.fail_after = Some(bytes);
+    }
+
+    /// Write to the file, through the fault budget when fault injection is compiled in.
+    fn write_file(&mut self, b: &[u8]) -> io::Result<()> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        let budget = &mut self.fail_after;
+        #[cfg(not(any(test, feature = "fault-injection")))]
+        let budget = &mut None;
+        write_budgeted(&mut self.file, b, budget)
     }
 
     /// Change the uncompressed size at which chunks are closed (clamped to 1 B ..
@@ -303,15 +442,18 @@ impl PlogWriter {
         self.record_count
     }
 
-    /// icount of the last record emitted (0 before the first).
+    /// icount of the last record emitted (0 before the first). Records may come in any icount
+    /// order, so this is not necessarily the largest.
     pub fn last_icount(&self) -> u64 {
         self.last_icount
     }
 
     /// Start a record of `kind` from `plugin` at program point (`icount`, `pc`). Add fields with
     /// [`RecordBuilder::field`] and write it with [`RecordBuilder::emit`], which reports any
-    /// problem (icount before the previous record's, bad names, ...); a builder dropped without
-    /// `emit` writes nothing.
+    /// problem (bad names, ...); a builder dropped without `emit` writes nothing.
+    ///
+    /// Records may be written in any icount order: they are stored in the order emitted (see
+    /// docs/PLOG.md; readers can sort them with [`crate::PlogReader::sorted`]).
     ///
     /// ```no_run
     /// # fn f(w: &mut ailuro_plog::PlogWriter) -> Result<(), ailuro_plog::PlogError> {
@@ -327,11 +469,6 @@ impl PlogWriter {
         let mut b = RecordBuilder { w: self, icount, pc, asid: None, nfields: 0, ids: (0, 0), mark, err: None };
         if let Err(e) = b.w.check_usable() {
             b.err = Some(e);
-        } else if icount < b.w.last_icount {
-            b.fail(format!(
-                "icount {icount} is before the previous record's {} (records must be written in order)",
-                b.w.last_icount
-            ));
         } else {
             let r =
                 b.w.names
@@ -359,7 +496,7 @@ impl PlogWriter {
             return Err(PlogError::invalid(
                 &self.path,
                 "record",
-                "an earlier write failed; the file ends at its last whole chunk",
+                "an earlier write failed and the unfinishable file was removed",
             ));
         }
         Ok(())
@@ -373,14 +510,14 @@ impl PlogWriter {
         let payload = match self.compressor.compress(&self.buf) {
             Ok(p) => p,
             Err(e) => {
-                self.poisoned = true;
+                self.poison();
                 return Err(PlogError::io("compress a chunk of", &self.path, e));
             }
         };
         let h = ChunkHeader {
             seq: self.chunks.len() as u32,
-            first: self.chunk_first,
-            last: self.last_icount,
+            min: self.chunk_min,
+            max: self.chunk_max,
             records: self.chunk_records,
             raw_len: self.buf.len() as u32,
             comp_len: payload.len() as u32,
@@ -390,16 +527,11 @@ impl PlogWriter {
         all.extend_from_slice(&encode_chunk_header(&h));
         all.extend_from_slice(&payload);
         // One write of the whole chunk: a kill leaves a prefix of it, which readers ignore.
-        if let Err(e) = self.file.write_all(&all) {
+        if let Err(e) = self.write_file(&all) {
             self.poison();
             return Err(PlogError::io("write", &self.path, e));
         }
-        self.chunks.push(ChunkInfo {
-            offset: self.offset,
-            first_icount: h.first,
-            last_icount: h.last,
-            records: h.records,
-        });
+        self.chunks.push(ChunkInfo { offset: self.offset, min_icount: h.min, max_icount: h.max, records: h.records });
         self.offset += all.len() as u64;
         self.raw_bytes += u64::from(h.raw_len);
         self.compressed_bytes += u64::from(h.comp_len);
@@ -413,14 +545,15 @@ impl PlogWriter {
         self.names.clear();
         self.buf.clear();
         self.chunk_records = 0;
+        self.prev_icount = 0;
         Ok(())
     }
 
-    /// After a failed write, cut the file back to its last whole chunk and refuse further use.
+    /// After a failed write: the plog can never be finished, so remove it (a leftover would block
+    /// a rerun, which refuses to overwrite) and refuse further use.
     fn poison(&mut self) {
         self.poisoned = true;
-        let _ = self.file.set_len(self.offset);
-        let _ = self.file.seek(SeekFrom::Start(self.offset));
+        remove_if_same(&self.path, &self.file);
     }
 
     /// Write the open chunk to the file now (it survives a kill of the process from then on).
@@ -432,7 +565,11 @@ impl PlogWriter {
     /// [`Self::flush`] and fsync (it survives a host crash from then on).
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
-        self.file.sync_data().map_err(|e| PlogError::io("sync", &self.path, e))
+        // A failed fsync may have lost written data for good: the file cannot be trusted.
+        self.file.sync_data().map_err(|e| {
+            self.poison();
+            PlogError::io("sync", &self.path, e)
+        })
     }
 
     /// Close the plog: write the last chunk, the trailer and the footer, and fsync. Returns the
@@ -461,10 +598,9 @@ impl PlogWriter {
         // The trailer and every chunk are durable before the footer exists: a footer never
         // vouches for data the disk does not have.
         let r = self
-            .file
-            .write_all(&tb)
+            .write_file(&tb)
             .and_then(|()| self.file.sync_data())
-            .and_then(|()| self.file.write_all(&footer))
+            .and_then(|()| self.write_file(&footer))
             .and_then(|()| self.file.sync_all());
         if let Err(e) = r {
             self.poison();
@@ -598,10 +734,12 @@ impl RecordBuilder<'_> {
         let w = &mut *self.w;
         let before = w.buf.len();
         if w.chunk_records == 0 {
-            w.chunk_first = self.icount;
-            w.last_icount = self.icount;
+            w.chunk_min = self.icount;
+            w.chunk_max = self.icount;
         }
-        w.buf.put_var(self.icount - w.last_icount);
+        // Signed delta from the previous record (wrapping, so any two u64 icounts work): records
+        // come in emission order, which need not be icount order.
+        w.buf.put_var(zigzag(self.icount.wrapping_sub(w.prev_icount) as i64));
         w.buf.put_var(self.pc);
         match self.asid {
             Some(a) => {
@@ -618,6 +756,9 @@ impl RecordBuilder<'_> {
         c.records += 1;
         c.bytes += len;
         w.last_icount = self.icount;
+        w.prev_icount = self.icount;
+        w.chunk_min = w.chunk_min.min(self.icount);
+        w.chunk_max = w.chunk_max.max(self.icount);
         w.chunk_records += 1;
         w.record_count += 1;
         // The record's string definitions are now in the stream.

@@ -114,7 +114,8 @@ fn info_describes_the_file() {
     for args in [&["info", "demo.plog"][..], &["info", "--verify", "demo.plog"][..]] {
         let o = run(args, d.path());
         let text = stdout(&o);
-        assert!(text.contains("version 1"), "{text}");
+        assert!(text.contains("version 2"), "{text}");
+        assert!(text.contains("order:     as emitted"), "{text}");
         assert!(text.contains("cli test"), "{text}");
         assert!(text.contains("recording = demo") && text.contains("plugins = syscalls,strings"), "{text}");
         assert!(text.contains("status:    complete"), "{text}");
@@ -184,29 +185,109 @@ fn bad_files_give_one_line_errors_and_status_1() {
     assert!(run(&["dump", "--help"], d.path()).status.success());
 }
 
-#[test]
-fn closed_output_pipe_is_not_an_error() {
-    let d = tempfile::TempDir::new().unwrap();
-    let p = d.path().join("big.plog");
-    let mut w = PlogWriter::create(&p, &PlogHeader::new("pipe"), false).unwrap();
+fn make_big_plog(path: &Path) {
+    let mut w = PlogWriter::create(path, &PlogHeader::new("pipe"), false).unwrap();
     for i in 0..50_000u64 {
         w.record(i, i, "p", "k").field("s", "some text to make the output large").emit().unwrap();
     }
     w.finish().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["dump", "big.plog"])
-        .current_dir(d.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+}
+
+/// Run with stdout a pipe whose read end is closed after `read` bytes; returns (status, stderr).
+fn run_into_closed_pipe(args: &[&str], cwd: &Path, read: usize) -> (std::process::ExitStatus, String) {
+    let mut child =
+        Command::new(BIN).args(args).current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut out = child.stdout.take().unwrap();
-    let mut buf = [0u8; 100];
+    let mut buf = vec![0u8; read];
     out.read_exact(&mut buf).unwrap();
     drop(out);
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}: {err}");
-    assert!(err.is_empty(), "{err}");
+    (child.wait().unwrap(), err)
+}
+
+#[test]
+fn closed_output_pipe_ends_quietly_with_status_1() {
+    let d = tempfile::TempDir::new().unwrap();
+    make_big_plog(&d.path().join("big.plog"));
+    for args in [&["dump", "big.plog"][..], &["dump", "--sorted", "big.plog"][..]] {
+        for read in [0, 100] {
+            let (status, err) = run_into_closed_pipe(args, d.path(), read);
+            assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.is_empty(), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn full_output_device_is_a_clear_error() {
+    let d = tempfile::TempDir::new().unwrap();
+    make_big_plog(&d.path().join("big.plog"));
+    for args in [&["dump", "big.plog"][..], &["info", "big.plog"][..], &["--help"][..], &["--version"][..]] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let o = Command::new(BIN).args(args).current_dir(d.path()).stdout(full).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("ailuro-plog: error: cannot write to standard output: "), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn trailing_bytes_give_a_warning_not_an_incomplete_file() {
+    let d = tempfile::TempDir::new().unwrap();
+    let p = d.path().join("demo.plog");
+    make_plog(&p, true);
+    let len = std::fs::metadata(&p).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    std::io::Write::write_all(&mut f, b"garbage appended later\n").unwrap();
+    drop(f);
+    let o = run(&["dump", "demo.plog"], d.path());
+    assert_eq!(json_lines(&o).len(), 110);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("ailuro-plog: warning: ") && err.contains("23 bytes of trailing data"), "{err}");
+    assert!(err.contains(&format!("offset {len}")) && !err.contains("incomplete"), "{err}");
+    for args in [&["info", "demo.plog"][..], &["info", "--verify", "demo.plog"][..]] {
+        let o = run(args, d.path());
+        let text = stdout(&o);
+        assert!(text.contains("status:    complete"), "{text}");
+        assert!(text.contains(&format!("trailing:  23 bytes after the end of the plog (from offset {len})")), "{text}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("trailing data"));
+    }
+}
+
+#[test]
+fn out_of_order_records_dump_in_file_order_or_sorted() {
+    let d = tempfile::TempDir::new().unwrap();
+    let p = d.path().join("mixed.plog");
+    let mut w = PlogWriter::create(&p, &PlogHeader::new("cli test"), false).unwrap();
+    w.set_chunk_size(200);
+    // Per slice of 50 instructions: "trace" during it, "console" after it with earlier icounts.
+    for slice in 0..4u64 {
+        for i in slice * 50..slice * 50 + 50 {
+            w.record(i, i, "trace", "insn").emit().unwrap();
+        }
+        for i in [slice * 50 + 3, slice * 50 + 40] {
+            w.record(i, i, "console", "byte").field("b", 65u64).emit().unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let key = |j: &Json| (j["icount"].as_u64().unwrap(), j["plugin"].as_str().unwrap().to_owned());
+    let file_order: Vec<_> = json_lines(&run(&["dump", "mixed.plog"], d.path())).iter().map(key).collect();
+    assert_eq!(file_order.len(), 208);
+    assert_eq!(file_order[50], (3, "console".to_owned()));
+    let sorted: Vec<_> = json_lines(&run(&["dump", "--sorted", "mixed.plog"], d.path())).iter().map(key).collect();
+    let mut want = file_order.clone();
+    want.sort_by_key(|k| k.0);
+    assert_eq!(sorted, want);
+    assert_eq!(sorted[3..5], [(3, "trace".to_owned()), (3, "console".to_owned())]);
+    // --from/--to select by icount, not by position.
+    let range: Vec<_> =
+        json_lines(&run(&["dump", "mixed.plog", "--from", "40", "--to", "53"], d.path())).iter().map(key).collect();
+    let want_range: Vec<_> = file_order.iter().filter(|k| (40..=53).contains(&k.0)).cloned().collect();
+    assert_eq!(range, want_range);
+    assert!(range.contains(&(53, "console".to_owned())) && range.contains(&(40, "console".to_owned())));
+    let text = stdout(&run(&["info", "mixed.plog"], d.path()));
+    assert!(text.contains("icount:    0 .. 199") && text.contains("records:   208 in "), "{text}");
 }

@@ -189,6 +189,10 @@ impl<'a> Cx<'a> {
 
     /// Start a plugin-log record stamped with this program point and address space; `None` when
     /// no log is open. Finish it with [`Cx::emit`].
+    ///
+    /// Records may be written at any icount, also earlier than records already written (port
+    /// and MMIO events, for instance, arrive after the CPU slice they happened in): the log keeps
+    /// them in the order written, and readers sort when asked (`ailuro-plog dump --sorted`).
     pub fn record(&mut self, plugin: &str, kind: &str) -> Option<RecordBuilder<'_>> {
         let asid = self.cpu.map(|c| c.asid());
         let (icount, pc) = (self.icount, self.pc);
@@ -428,6 +432,11 @@ impl PluginSet {
     }
 
     /// The run ended: plugins finish (summaries returned in order), then the log is closed.
+    ///
+    /// Errors: the first of a failure reported during the run and not yet taken from
+    /// [`Self::control`] (e.g. a plugin-log write that failed: disk full), a plugin's `finish`
+    /// error, and a failure to finish the plugin log. The log is finished (or, after a write
+    /// failure, already removed) in every case.
     pub fn finish(&mut self, at: ProgramPoint, cpu: &dyn CpuView, ram: &GuestRam) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
         let mut err = None;
@@ -438,14 +447,18 @@ impl PluginSet {
                 err.get_or_insert(format!("plugin {}: {e}", p.name()));
             }
         });
+        // The earliest failure is the cause of the others (a failed write makes finishing the
+        // log fail too), so it is the one reported.
+        let mut err = self.control.error.take().or(err);
         if let Some(w) = self.plog.take() {
             let path = w.path().display().to_string();
             let records = w.record_count();
-            w.finish().map_err(|e| format!("cannot finish the plugin log: {e}"))?;
-            out.push(format!("plugin log {path}: {records} records"));
-        }
-        if let Some(e) = self.control.error.take() {
-            err.get_or_insert(e);
+            match w.finish() {
+                Ok(_) => out.push(format!("plugin log {path}: {records} records")),
+                Err(e) => {
+                    err.get_or_insert(format!("cannot finish the plugin log: {e}"));
+                }
+            }
         }
         err.map_or(Ok(out), Err)
     }

@@ -156,3 +156,142 @@ fn virtual_reads_walk_pages_and_never_fault() {
     assert!(!cx.read_virt(0xffffc, &mut b), "crosses into an unmapped page");
     assert_eq!(cx.read_virt_cstr(0x20_0000, 8), None);
 }
+
+/// Logs every instruction, like `trace`.
+struct TraceLike;
+
+impl Plugin for TraceLike {
+    fn name(&self) -> &'static str {
+        "trace"
+    }
+    fn hooks(&self) -> u32 {
+        hook::BEFORE_INSN
+    }
+    fn before_insn(&mut self, cx: &mut Cx) {
+        cx.log("trace", "insn", |r| r.field("text", "mov eax, ebx"));
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Logs port writes, which the machine delivers after each CPU slice with their own program
+/// points, like `console`.
+struct ConsoleLike;
+
+impl Plugin for ConsoleLike {
+    fn name(&self) -> &'static str {
+        "console"
+    }
+    fn hooks(&self) -> u32 {
+        machine_hook::PORT_IO
+    }
+    fn port_io(&mut self, cx: &mut Cx, _port: u16, _size: u8, value: u32, write: bool) {
+        if write {
+            cx.log("console", "byte", |r| r.field("byte", value));
+        }
+    }
+    fn finish(&mut self, cx: &mut Cx) -> Result<Option<String>, String> {
+        // A line still open at the end is reported with its (early) start.
+        let (i, pc) = (cx.icount, cx.pc);
+        cx.icount = 5;
+        cx.log("console", "line", |r| r.field("text", "unterminated"));
+        (cx.icount, cx.pc) = (i, pc);
+        Ok(None)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Run `slices` CPU slices of 100 instructions the way the machine does: instruction callbacks
+/// during the slice, then the port writes of the slice (at instructions 10 and 60 of it).
+fn run_slices(set: &mut PluginSet, ram: &GuestRam, slices: u64) {
+    for s in 0..slices {
+        let base = s * 100;
+        for i in base..base + 100 {
+            set.before_insn(&FakeCpu { icount: i }, ram);
+            if set.wants_stop() {
+                return;
+            }
+        }
+        for i in [base + 10, base + 60] {
+            set.port_io(ProgramPoint { icount: i, pc: 0x1000 + i }, 0x3f8, 1, u32::from(b'A'), true);
+        }
+    }
+}
+
+#[test]
+fn console_and_trace_records_out_of_icount_order_are_all_logged() {
+    for order in [["console", "trace"], ["trace", "console"]] {
+        let d = tempfile::TempDir::new().unwrap();
+        let p = d.path().join("ct.plog");
+        let plugins: Vec<Box<dyn Plugin>> = order
+            .iter()
+            .map(|n| if *n == "trace" { Box::new(TraceLike) as Box<dyn Plugin> } else { Box::new(ConsoleLike) })
+            .collect();
+        let mut set = PluginSet::from_plugins(plugins);
+        let mut w = PlogWriter::create(&p, &ailuro_plog::PlogHeader::new("test"), false).unwrap();
+        // Small chunks, so that late records land in chunks after the ones they belong between.
+        w.set_chunk_size(512);
+        set.set_plog(w);
+        let ram = GuestRam::new(0, 1 << 20).unwrap();
+        run_slices(&mut set, &ram, 5);
+        assert!(!set.wants_stop(), "{:?}", set.control);
+        let out = set.finish(ProgramPoint { icount: 500, pc: 0 }, &FakeCpu { icount: 500 }, &ram).unwrap();
+        assert_eq!(out, vec![format!("plugin log {}: 511 records", p.display())]);
+
+        let r = ailuro_plog::PlogReader::open(&p).unwrap();
+        assert!(r.is_complete());
+        let got: Vec<(u64, String)> = r.map(|x| x.unwrap()).map(|x| (x.icount, x.kind)).collect();
+        // In the order written: each slice's instructions, then its bytes; the open line last.
+        assert_eq!(got.len(), 511);
+        assert_eq!(got[100], (10, "byte".to_owned()));
+        assert_eq!(got[101], (60, "byte".to_owned()));
+        assert_eq!(got[510], (5, "line".to_owned()));
+        // Sorted: by icount, and at equal icounts in the order written.
+        let sorted: Vec<(u64, String)> = ailuro_plog::PlogReader::open(&p)
+            .unwrap()
+            .sorted()
+            .map(|x| x.unwrap())
+            .map(|x| (x.icount, x.kind))
+            .collect();
+        let mut want = got.clone();
+        want.sort_by_key(|x| x.0);
+        assert_eq!(sorted, want);
+        assert_eq!(sorted[5..7], [(5, "insn".to_owned()), (5, "line".to_owned())]);
+        assert_eq!(sorted[11..13], [(10, "insn".to_owned()), (10, "byte".to_owned())]);
+    }
+}
+
+#[test]
+fn a_failing_plugin_log_stops_the_run_with_an_error() {
+    let d = tempfile::TempDir::new().unwrap();
+    let p = d.path().join("full.plog");
+    let mut set = PluginSet::from_plugins(vec![Box::new(TraceLike), Box::new(ConsoleLike)]);
+    let mut w = PlogWriter::create(&p, &ailuro_plog::PlogHeader::new("test"), false).unwrap();
+    w.set_chunk_size(256);
+    // The disk fills up during the run.
+    w.inject_write_failure_after(700);
+    set.set_plog(w);
+    let ram = GuestRam::new(0, 1 << 20).unwrap();
+    run_slices(&mut set, &ram, 50);
+    assert!(set.wants_stop());
+    let e = set.control.error.clone().unwrap();
+    assert!(e.contains("cannot write the plugin log") && e.contains("no space left"), "{e}");
+    // The machine turns this Err into a failed run (non-zero exit status).
+    let e = set.finish(ProgramPoint::default(), &FakeCpu { icount: 0 }, &ram).unwrap_err();
+    assert!(e.contains("cannot write the plugin log") && e.contains("no space left"), "{e}");
+    assert!(!p.exists(), "the unfinishable plugin log was left behind");
+
+    // The disk fills up while the log is finished.
+    let mut set = PluginSet::from_plugins(vec![Box::new(TraceLike)]);
+    let mut w = PlogWriter::create(&p, &ailuro_plog::PlogHeader::new("test"), false).unwrap();
+    w.inject_write_failure_after(50);
+    set.set_plog(w);
+    run_slices(&mut set, &ram, 1);
+    assert!(!set.wants_stop());
+    let e = set.finish(ProgramPoint::default(), &FakeCpu { icount: 100 }, &ram).unwrap_err();
+    assert!(e.contains("cannot finish the plugin log"), "{e}");
+    assert!(!p.exists());
+}

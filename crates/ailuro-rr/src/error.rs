@@ -50,6 +50,15 @@ pub enum RecordingError {
         /// The bytes we found (lossily printed).
         found: String,
     },
+    /// A file cannot be created at this path: a directory or special file is in the way, or a
+    /// symbolic link that may only be replaced on explicit request.
+    #[error("cannot create {path}: {detail}")]
+    BadTarget {
+        /// The path concerned.
+        path: PathBuf,
+        /// What is in the way.
+        detail: String,
+    },
     /// The file's format version is newer than this build understands.
     #[error(
         "{path}: {what} format version {found} is newer than this build supports (up to {supported}); \

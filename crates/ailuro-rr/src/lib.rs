@@ -54,8 +54,8 @@ pub use log::{
 };
 pub use pack::{pack, unpack, PackInfo, PackOptions, UnpackInfo, UnpackOptions, RR_MAGIC};
 pub use snapshot::{
-    read_snapshot, read_snapshot_header, write_snapshot, Snapshot, SnapshotHeader, MAX_BLOB_LEN, MAX_CONFIG_LEN,
-    MAX_RAM_SIZE, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+    read_snapshot, read_snapshot_header, verify_snapshot, write_snapshot, Snapshot, SnapshotHeader, SnapshotInfo,
+    MAX_BLOB_LEN, MAX_CONFIG_LEN, MAX_RAM_SIZE, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
 };
 
 /// Guest architecture tag stored in snapshot and log headers.
@@ -123,9 +123,10 @@ pub fn recording_paths(name: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Whether either file of recording `name` exists (so that creating it would overwrite something).
+/// A symbolic link counts as existing even if it is dangling.
 pub fn recording_exists(name: &Path) -> bool {
     let (s, l) = recording_paths(name);
-    s.exists() || l.exists()
+    s.symlink_metadata().is_ok() || l.symlink_metadata().is_ok()
 }
 
 /// Error ([`RecordingError::AlreadyExists`]) if either file of recording `name` exists; for
@@ -133,11 +134,63 @@ pub fn recording_exists(name: &Path) -> bool {
 pub fn ensure_recording_absent(name: &Path) -> Result<()> {
     let (s, l) = recording_paths(name);
     for p in [s, l] {
-        if p.exists() {
+        if p.symlink_metadata().is_ok() {
             return Err(RecordingError::AlreadyExists { path: p, hint: "" });
         }
     }
     Ok(())
+}
+
+/// Check, before anything is written, that both files of recording `name` can be created: the
+/// directory exists and is writable (a temporary file is created and removed there), and each
+/// name is free or, with `overwrite`, holds a regular file or a symbolic link (which will be
+/// replaced itself, never the file it points to). A directory or special file at either name is
+/// refused even with `overwrite`, as is a symbolic link (even a dangling one) without it.
+///
+/// The run loop calls this before taking the snapshot, so that a recording that cannot be created
+/// fails before its snapshot is published. [`create_recording`] does it itself.
+pub fn check_recording_targets(name: &Path, overwrite: bool) -> Result<()> {
+    let (snp, log) = recording_paths(name);
+    for p in [&snp, &log] {
+        fsutil::check_target(p, overwrite, "")?;
+    }
+    // Writability: the only reliable test is to create a file (permissions, read-only mounts,
+    // ACLs, quotas on inodes). It also clears stale temporary files of dead processes.
+    drop(fsutil::TempFile::new_for(&snp)?);
+    Ok(())
+}
+
+/// Create recording `name` all-or-nothing: check both targets ([`check_recording_targets`]),
+/// write the snapshot, then create the log (header only) and return its writer. If creating the
+/// log fails, the snapshot this call published is taken back (and, with `overwrite`, the previous
+/// snapshot restored), so a failed call never leaves half a recording. The log header's arch,
+/// start icount and creator are the snapshot header's; its snapshot hash is that of the snapshot
+/// written (`writer.header().snapshot_hash`).
+#[allow(clippy::too_many_arguments)]
+pub fn create_recording(
+    name: &Path,
+    header: &SnapshotHeader,
+    cpu: &[u8],
+    devices: &[u8],
+    console: &[u8],
+    ram: &ailuro_bus::GuestRam,
+    overwrite: bool,
+) -> Result<LogWriter> {
+    check_recording_targets(name, overwrite)?;
+    let (snp, log) = recording_paths(name);
+    let (tmp, snapshot_hash) = snapshot::write_snapshot_temp(&snp, header, cpu, devices, console, ram, overwrite)?;
+    // Dropping `snp_published` on an error below rolls the snapshot back.
+    let (_, snp_published) = tmp.publish_undoable(overwrite, "")?;
+    let lh = LogHeader {
+        arch: header.arch,
+        start_icount: header.start_icount,
+        snapshot_hash,
+        creator: header.creator.clone(),
+    };
+    let (writer, log_published) = LogWriter::create_undoable(&log, &lh, overwrite)?;
+    snp_published.commit();
+    log_published.commit();
+    Ok(writer)
 }
 
 /// A recording opened for replay: its snapshot (RAM separately) and its log, checked to belong
@@ -172,22 +225,28 @@ pub fn open_recording(name: &Path, expected: Option<Arch>) -> Result<Recording> 
 
 /// Check that `log` continues `snapshot` (read from `snp_path`).
 pub fn check_pair(snp_path: &Path, snapshot: &Snapshot, log: &LogReader) -> Result<()> {
+    check_pair_parts(snp_path, &snapshot.header, &snapshot.file_hash, log)
+}
+
+/// [`check_pair`] for a snapshot known by its header and whole-file hash (as from
+/// [`verify_snapshot`]).
+pub fn check_pair_parts(snp_path: &Path, header: &SnapshotHeader, file_hash: &[u8; 32], log: &LogReader) -> Result<()> {
     let mismatch = |detail: String| RecordingError::Mismatch {
         snapshot: snp_path.to_path_buf(),
         log: log.path().to_path_buf(),
         detail,
     };
     let lh = log.header();
-    if lh.arch != snapshot.header.arch {
-        return Err(mismatch(format!("log is for {}, snapshot for {}", lh.arch, snapshot.header.arch)));
+    if lh.arch != header.arch {
+        return Err(mismatch(format!("log is for {}, snapshot for {}", lh.arch, header.arch)));
     }
-    if lh.start_icount != snapshot.header.start_icount {
+    if lh.start_icount != header.start_icount {
         return Err(mismatch(format!(
             "log starts at instruction {}, snapshot was taken at {}",
-            lh.start_icount, snapshot.header.start_icount
+            lh.start_icount, header.start_icount
         )));
     }
-    if lh.snapshot_hash != snapshot.file_hash {
+    if &lh.snapshot_hash != file_hash {
         return Err(mismatch("the log was recorded from a different snapshot (hash differs)".into()));
     }
     Ok(())
@@ -246,5 +305,73 @@ mod tests {
         record(&name, Arch::Arm, Some([1; 32]));
         let e = open_recording(&name, None).err().unwrap();
         assert!(e.to_string().contains("different snapshot"), "{e}");
+    }
+
+    fn snap_header() -> SnapshotHeader {
+        SnapshotHeader {
+            arch: Arch::I386,
+            ram_base: 0,
+            ram_size: 64 << 10,
+            start_icount: 5,
+            machine_config: vec![],
+            creator: "lib test".into(),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn check_recording_targets_refuses_before_anything_is_written() {
+        let d = tempfile::TempDir::new().unwrap();
+        let name = d.path().join("rec");
+        let (snp, log) = recording_paths(&name);
+        check_recording_targets(&name, false).unwrap();
+        // A dangling symbolic link at the log path: refused without overwrite (before the
+        // snapshot is written), replaced itself with it.
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &log).unwrap();
+        assert!(recording_exists(&name));
+        assert!(ensure_recording_absent(&name).is_err());
+        let e = check_recording_targets(&name, false).err().unwrap();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let ram = ailuro_bus::GuestRam::new(0, 64 << 10).unwrap();
+        let e = create_recording(&name, &snap_header(), b"c", b"d", b"e", &ram, false).err().unwrap();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(!snp.exists(), "no orphan snapshot");
+        check_recording_targets(&name, true).unwrap();
+        // A directory at the log path: refused even with overwrite.
+        std::fs::remove_file(&log).unwrap();
+        std::fs::create_dir(&log).unwrap();
+        for ow in [false, true] {
+            let e = check_recording_targets(&name, ow).err().unwrap();
+            assert!(e.to_string().contains("is a directory"), "{e}");
+            assert!(create_recording(&name, &snap_header(), b"c", b"d", b"e", &ram, ow).is_err());
+            assert!(!snp.exists(), "no orphan snapshot");
+        }
+        // A missing directory.
+        let e = check_recording_targets(&d.path().join("no/such/rec"), true).err().unwrap();
+        assert!(matches!(e, RecordingError::NotFound { what: "directory", .. }), "{e}");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "only the directory made above");
+    }
+
+    #[test]
+    fn create_recording_writes_a_replayable_pair() {
+        let d = tempfile::TempDir::new().unwrap();
+        let name = d.path().join("rec");
+        let mut ram = ailuro_bus::GuestRam::new(0, 64 << 10).unwrap();
+        ram.write(0x100, b"state").unwrap();
+        let mut w = create_recording(&name, &snap_header(), b"c", b"d", b"e", &ram, false).unwrap();
+        w.append(&LogEntry { icount: 7, event: Event::Reset }).unwrap();
+        w.finish(LogEnd { end_icount: 9, reason: EndReason::GuestExit(3), final_state_hash: [0; 32] }).unwrap();
+        let rec = open_recording(&name, Some(Arch::I386)).unwrap();
+        assert_eq!(rec.log.end_reason().and_then(EndReason::exit_code), Some(3));
+        assert_eq!(rec.log.header().creator, "lib test");
+        let e = create_recording(&name, &snap_header(), b"c", b"d", b"e", &ram, false).err().unwrap();
+        assert!(matches!(e, RecordingError::AlreadyExists { .. }), "{e}");
+        // Overwriting replaces both.
+        let w = create_recording(&name, &snap_header(), b"x", b"d", b"e", &ram, true).unwrap();
+        drop(w);
+        let rec = open_recording(&name, None).unwrap();
+        assert_eq!(rec.snapshot.cpu, b"x");
+        assert!(!rec.log.is_complete());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2, "no temporary files");
     }
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::codec::{checksum, show_magic, DecodeError, Put, Reader};
 use crate::error::{RecordingError, Result};
-use crate::event::{decode_event, kind, EventDecodeError, LogEntry, MAX_EVENT_DATA};
-use crate::fsutil::{create_file, parent_dir, sync_dir};
+use crate::event::{decode_event, kind, Event, EventDecodeError, LogEntry, MAX_EVENT_DATA};
+use crate::fsutil::{check_target, Published, TempFile};
 use crate::Arch;
 
 /// Magic at offset 0 of a log.
@@ -68,6 +68,10 @@ pub enum EndReason {
     PowerOff,
     /// The machine was reset and `-no-reboot` ended the run.
     Reset,
+    /// The CPU shut down (triple fault). Unlike the other reasons the last event is not a retired
+    /// instruction: the faulting instruction did not retire, so a replay must reproduce the shutdown
+    /// at the end instruction count before it compares the final state.
+    Shutdown,
     /// The user quit the emulator.
     Quit,
     /// The emulator stopped on an error.
@@ -86,7 +90,16 @@ impl EndReason {
             Self::Reset => (3, 0),
             Self::Quit => (4, 0),
             Self::Error => (5, 0),
+            Self::Shutdown => (6, 0),
             Self::Unknown(t, c) => (t, c),
+        }
+    }
+
+    /// The guest's exit status, for [`Self::GuestExit`].
+    pub fn exit_code(self) -> Option<i32> {
+        match self {
+            Self::GuestExit(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -98,6 +111,7 @@ impl EndReason {
             3 => Self::Reset,
             4 => Self::Quit,
             5 => Self::Error,
+            6 => Self::Shutdown,
             t => Self::Unknown(t, code),
         }
     }
@@ -285,7 +299,27 @@ fn parse_trailer(b: &[u8]) -> std::result::Result<LogTrailer, DecodeError> {
     let end_icount = r.u64()?;
     let tag = r.u8()?;
     r.bytes(3)?;
+    let code_at = r.pos();
     let code = r.i32()?;
+    // The code is the guest's exit status for GuestExit and 0 for every other known reason
+    // (unknown, newer reasons may use it as they like).
+    if code != 0
+        && matches!(
+            EndReason::from_tag(tag, code),
+            EndReason::EndRecord
+                | EndReason::PowerOff
+                | EndReason::Reset
+                | EndReason::Quit
+                | EndReason::Error
+                | EndReason::Shutdown
+        )
+    {
+        return Err(DecodeError::Range {
+            at: code_at,
+            what: "exit code of a non-exit end reason",
+            value: code as u32 as u64,
+        });
+    }
     let final_state_hash = r.array()?;
     let entry_count = r.u64()?;
     let at = r.pos();
@@ -319,6 +353,41 @@ fn parse_trailer(b: &[u8]) -> std::result::Result<LogTrailer, DecodeError> {
     })
 }
 
+/// The virtual-clock state after `event`, given the state before it: a `Clock` entry sets it, a
+/// `Reset` clears it (the machine's clock starts over), anything else keeps it. `Err(previous)`
+/// if `event` is a `Clock` entry going back in time.
+fn next_clock(last: Option<u64>, event: &Event) -> std::result::Result<Option<u64>, u64> {
+    match event {
+        Event::Clock { now_ns } => match last {
+            Some(prev) if *now_ns < prev => Err(prev),
+            _ => Ok(Some(*now_ns)),
+        },
+        Event::Reset => Ok(None),
+        _ => Ok(last),
+    }
+}
+
+/// The time of a `Clock` event (0 for other kinds; for messages).
+fn clock_ns(event: &Event) -> u64 {
+    match event {
+        Event::Clock { now_ns } => *now_ns,
+        _ => 0,
+    }
+}
+
+/// The footer for a trailer `trailer` at file offset `trailer_off`.
+fn encode_footer(trailer_off: u64, trailer: &[u8]) -> [u8; FOOTER_LEN] {
+    let mut footer = Vec::with_capacity(FOOTER_LEN);
+    footer.put_bytes(FOOTER_MAGIC);
+    footer.put_u64(trailer_off);
+    footer.put_u64(trailer.len() as u64);
+    let c: [u8; 16] = checksum(&[trailer, &footer]);
+    footer.put_bytes(&c);
+    let mut out = [0u8; FOOTER_LEN];
+    out.copy_from_slice(&footer);
+    out
+}
+
 /// Appends entries to a new log. See the module documentation for crash behaviour.
 pub struct LogWriter {
     path: PathBuf,
@@ -330,6 +399,9 @@ pub struct LogWriter {
     chunk_entries: u32,
     /// icount of the last appended entry (or the start icount).
     last_icount: u64,
+    /// Virtual time of the last `Clock` entry since the start or the last `Reset` (time never
+    /// goes backwards in between).
+    last_clock: Option<u64>,
     /// File offset where the next chunk goes (everything before it is whole chunks).
     offset: u64,
     chunks: Vec<ChunkInfo>,
@@ -344,16 +416,31 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Create the log at `path` and write its header. Without `overwrite` an existing file is
-    /// never touched ([`RecordingError::AlreadyExists`]).
+    /// never touched ([`RecordingError::AlreadyExists`]; a symbolic link, even a dangling one,
+    /// counts as existing). With `overwrite` an existing log is replaced atomically, and a symbolic
+    /// link at `path` is replaced itself: nothing is ever written through a link. A directory at
+    /// `path` is refused in both cases.
+    ///
+    /// The header is written to a temporary file first and moved into place once synced, so a log
+    /// under its final name always has a whole header.
     pub fn create(path: &Path, header: &LogHeader, overwrite: bool) -> Result<Self> {
+        let (w, published) = Self::create_undoable(path, header, overwrite)?;
+        published.commit();
+        Ok(w)
+    }
+
+    /// [`Self::create`], returning the publish so that a caller creating a whole recording can
+    /// undo it (see [`crate::create_recording`]).
+    pub(crate) fn create_undoable(path: &Path, header: &LogHeader, overwrite: bool) -> Result<(Self, Published)> {
         let hb = encode_header(header)?;
-        let mut file = create_file(path, overwrite, "")?;
-        file.write_all(&hb).map_err(|e| RecordingError::io("write", path, e))?;
-        // Make the (empty) log durable at once, so that a crash right after begin_record leaves
-        // a readable incomplete log rather than nothing.
-        file.sync_all().map_err(|e| RecordingError::io("sync", path, e))?;
-        sync_dir(&parent_dir(path));
-        Ok(Self {
+        check_target(path, overwrite, "")?;
+        let mut tmp = TempFile::new_for(path)?;
+        tmp.file().write_all(&hb).map_err(|e| RecordingError::io("write", path, e))?;
+        // publish syncs the file and its directory: the (empty) log is durable at once, so that a
+        // crash right after begin_record leaves a readable incomplete log rather than nothing.
+        let (mut file, published) = tmp.publish_undoable(overwrite, "")?;
+        file.seek(SeekFrom::Start(hb.len() as u64)).map_err(|e| RecordingError::io("seek in", path, e))?;
+        let w = Self {
             path: path.to_path_buf(),
             file,
             header: header.clone(),
@@ -361,6 +448,7 @@ impl LogWriter {
             chunk_first: 0,
             chunk_entries: 0,
             last_icount: header.start_icount,
+            last_clock: None,
             offset: hb.len() as u64,
             chunks: Vec::new(),
             stats: [(0, 0); kind::MAX as usize + 1],
@@ -368,7 +456,8 @@ impl LogWriter {
             chunk_target: DEFAULT_CHUNK_SIZE,
             poisoned: false,
             finished: false,
-        })
+        };
+        Ok((w, published))
     }
 
     /// Change the uncompressed size at which chunks are closed (clamped to 1 B..16 MiB). Smaller
@@ -425,6 +514,15 @@ impl LogWriter {
             });
         }
         entry.event.validate().map_err(|detail| RecordingError::InvalidInput { what: "log entry", detail })?;
+        let clock = next_clock(self.last_clock, &entry.event).map_err(|prev| RecordingError::InvalidInput {
+            what: "log entry",
+            detail: format!(
+                "Clock entry at icount {} goes back in time (to {} ns, the previous Clock entry said {prev} ns)",
+                entry.icount,
+                clock_ns(&entry.event)
+            ),
+        })?;
+        self.last_clock = clock;
         if self.chunk_entries == 0 {
             self.chunk_first = entry.icount;
             self.last_icount = entry.icount;
@@ -525,12 +623,7 @@ impl LogWriter {
             chunks: self.chunks.clone(),
         };
         let tb = encode_trailer(&trailer);
-        let mut footer = Vec::with_capacity(FOOTER_LEN);
-        footer.put_bytes(FOOTER_MAGIC);
-        footer.put_u64(self.offset);
-        footer.put_u64(tb.len() as u64);
-        let c: [u8; 16] = checksum(&[&tb, &footer]);
-        footer.put_bytes(&c);
+        let footer = encode_footer(self.offset, &tb);
         // Trailer and chunks are durable before the footer exists: a footer can never vouch for
         // data the disk does not have.
         let r = self
@@ -562,12 +655,20 @@ impl Drop for LogWriter {
 pub struct LogReader {
     path: PathBuf,
     file: File,
+    file_len: u64,
     version: u32,
     header: LogHeader,
     trailer: Option<LogTrailer>,
+    /// File offset of the trailer (complete logs only).
+    trailer_off: u64,
     chunks: Vec<ChunkInfo>,
+    /// Sum of the chunks' uncompressed payload lengths (the trailer's per-kind byte counts must
+    /// add up to it).
+    raw_total: u64,
     /// Offset of a partial structure at the end of an incomplete log.
     truncated_at: Option<u64>,
+    /// Bytes after the footer of a complete log: (offset, length).
+    trailing: Option<(u64, u64)>,
     /// Index of the next chunk to load.
     next_chunk: usize,
     /// Decompressed payload of the current chunk.
@@ -579,12 +680,33 @@ pub struct LogReader {
     peeked: Option<LogEntry>,
     /// Set when decoding failed; the position is then meaningless, so reading stops.
     failed: bool,
+    /// Entries decoded so far, and (count, encoded bytes) per kind: compared with the trailer
+    /// when the end of a complete log is reached.
+    read_entries: u64,
+    read_stats: Vec<(u64, u64)>,
+    /// Virtual time of the last `Clock` entry read (see [`next_clock`]).
+    last_clock: Option<u64>,
+    /// Whether the end-of-log checks against the trailer have passed.
+    end_checked: bool,
 }
 
+/// What [`LogReader::probe_trailer`] found at a chunk boundary starting with the trailer magic.
+enum TrailerProbe {
+    /// A valid trailer and footer; the footer ends at `end`.
+    Complete { trailer: LogTrailer, end: u64 },
+    /// The file ends inside the trailer or footer (or they were lost to a host crash, reading
+    /// back as zeros): the recording was cut short while finishing.
+    Cut,
+}
+
+/// Smallest trailer: no kind statistics, no chunks.
+const MIN_TRAILER_LEN: u64 = 76;
+
 impl LogReader {
-    /// Open a log and check its header, footer, trailer and chunk structure (not yet the chunk
+    /// Open a log and check its header, trailer, footer and chunk structure (not yet the chunk
     /// payloads, which are verified as they are read). An incomplete log opens fine; see
-    /// [`Self::is_complete`].
+    /// [`Self::is_complete`]. A complete log followed by unrelated bytes also opens, as complete;
+    /// see [`Self::trailing_bytes`].
     pub fn open(path: &Path) -> Result<Self> {
         let mut file = File::open(path).map_err(|e| RecordingError::open("nondet log", path, e))?;
         let file_len = file.metadata().map_err(|e| RecordingError::io("stat", path, e))?.len();
@@ -592,11 +714,15 @@ impl LogReader {
         let mut rd = Self {
             path: path.to_path_buf(),
             file,
+            file_len,
             version,
             header,
             trailer: None,
+            trailer_off: 0,
             chunks: Vec::new(),
+            raw_total: 0,
             truncated_at: None,
+            trailing: None,
             next_chunk: 0,
             cur: Vec::new(),
             cur_pos: 0,
@@ -605,36 +731,71 @@ impl LogReader {
             cur_icount: 0,
             peeked: None,
             failed: false,
+            read_entries: 0,
+            read_stats: vec![(0, 0); 256],
+            last_clock: None,
+            end_checked: false,
         };
-        let trailer_off = rd.read_footer(header_len, file_len)?;
-        let end = trailer_off.unwrap_or(file_len);
-        rd.scan_chunks(header_len, end, trailer_off.is_some())?;
-        if let Some(t) = &rd.trailer {
-            if let Some(i) = (0..t.chunks.len().max(rd.chunks.len())).find(|&i| t.chunks.get(i) != rd.chunks.get(i)) {
-                return Err(RecordingError::corrupt(
-                    path,
-                    "log trailer",
-                    end,
-                    format!("its chunk index disagrees with the chunks in the file from chunk {i} on"),
-                ));
+        // Fast path: a valid footer at the very end of the file says where the trailer is. If
+        // there is none (an incomplete log, or bytes appended after a complete one), the chunk
+        // walk from the start finds where the chunks end and looks for the trailer there. The
+        // walk reads every chunk header either way, so the slow path costs no more.
+        match rd.footer_at_end(header_len)? {
+            Some((t_off, t)) => {
+                rd.trailer = Some(t);
+                rd.trailer_off = t_off;
+                rd.scan_chunks(header_len, t_off, true)?;
             }
-            let last = rd.chunks.last().map_or(rd.header.start_icount, |c| c.last_icount);
-            if t.end_icount < last || t.end_icount < rd.header.start_icount {
-                return Err(RecordingError::corrupt(
-                    path,
-                    "log trailer",
-                    end,
-                    format!("end icount {} is before the last entry ({last})", t.end_icount),
-                ));
-            }
+            None => rd.scan_chunks(header_len, file_len, false)?,
+        }
+        if rd.trailer.is_some() {
+            rd.check_trailer()?;
         }
         Ok(rd)
     }
 
-    /// Read and check the footer. Returns the trailer offset if the log is complete.
-    fn read_footer(&mut self, header_len: u64, file_len: u64) -> Result<Option<u64>> {
+    /// Consistency of the trailer with the chunks found by the walk, checked at open.
+    fn check_trailer(&self) -> Result<()> {
+        let Some(t) = &self.trailer else {
+            return Ok(());
+        };
+        let bad = |detail: String| RecordingError::corrupt(&self.path, "log trailer", self.trailer_off, detail);
+        if let Some(i) = (0..t.chunks.len().max(self.chunks.len())).find(|&i| t.chunks.get(i) != self.chunks.get(i)) {
+            return Err(bad(format!("its chunk index disagrees with the chunks in the file from chunk {i} on")));
+        }
+        let last = self.chunks.last().map_or(self.header.start_icount, |c| c.last_icount);
+        if t.end_icount < last || t.end_icount < self.header.start_icount {
+            return Err(bad(format!("end icount {} is before the last entry ({last})", t.end_icount)));
+        }
+        let in_chunks: u64 = self.chunks.iter().map(|c| u64::from(c.entries)).sum();
+        if t.entry_count != in_chunks {
+            return Err(bad(format!("says {} entries, the chunks hold {in_chunks}", t.entry_count)));
+        }
+        let mut seen = [false; 256];
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for k in &t.kind_stats {
+            if std::mem::replace(&mut seen[k.kind as usize], true) || k.count == 0 {
+                return Err(bad(format!("kind {} listed twice or with no entries in its statistics", k.kind)));
+            }
+            count = count.saturating_add(k.count);
+            bytes = bytes.saturating_add(k.bytes);
+        }
+        if count != t.entry_count || bytes != self.raw_total {
+            return Err(bad(format!(
+                "per-kind statistics add up to {count} entries of {bytes} bytes, the chunks hold {} entries \
+                 of {} bytes",
+                t.entry_count, self.raw_total
+            )));
+        }
+        Ok(())
+    }
+
+    /// A valid footer at the end of the file, with its trailer: `Some((trailer offset, trailer))`.
+    /// Anything else is `None` (the chunk walk then decides what the end of the file is).
+    fn footer_at_end(&mut self, header_len: u64) -> Result<Option<(u64, LogTrailer)>> {
         let path = self.path.clone();
-        if file_len < header_len + FOOTER_LEN as u64 {
+        let file_len = self.file_len;
+        if file_len < header_len + MIN_TRAILER_LEN + FOOTER_LEN as u64 {
             return Ok(None);
         }
         let foot_off = file_len - FOOTER_LEN as u64;
@@ -645,34 +806,108 @@ impl LogReader {
         }
         let t_off = u64::from_le_bytes(f[8..16].try_into().unwrap_or_default());
         let t_len = u64::from_le_bytes(f[16..24].try_into().unwrap_or_default());
-        if t_off < header_len || t_len > MAX_TRAILER_LEN || t_off.checked_add(t_len) != Some(foot_off) || t_len < 8 {
-            return Err(RecordingError::corrupt(
-                &path,
-                "log footer",
-                foot_off,
-                format!("trailer position {t_off}+{t_len} does not end at the footer"),
-            ));
+        if t_off < header_len || t_off.checked_add(t_len) != Some(foot_off) {
+            return Ok(None);
         }
-        let mut tb = vec![0u8; t_len as usize];
-        read_at(&mut self.file, &path, t_off, &mut tb)?;
-        let c: [u8; 16] = checksum(&[&tb, &f[..24]]);
-        if c != f[24..40] {
-            return Err(RecordingError::corrupt(
-                &path,
-                "log trailer",
-                t_off,
-                "checksum mismatch (trailer or footer damaged)",
-            ));
+        match self.probe_trailer(t_off) {
+            Ok(TrailerProbe::Complete { trailer, end }) if end == file_len => Ok(Some((t_off, trailer))),
+            _ => Ok(None),
         }
-        if &tb[..4] != TRAILER_MAGIC || u32::from_le_bytes(tb[4..8].try_into().unwrap_or_default()) as u64 != t_len {
-            return Err(RecordingError::corrupt(&path, "log trailer", t_off, "bad trailer magic or length"));
-        }
-        let t = parse_trailer(&tb).map_err(|e| RecordingError::corrupt(&path, "log trailer", t_off, e.to_string()))?;
-        self.trailer = Some(t);
-        Ok(Some(t_off))
     }
 
-    /// Walk the chunk headers between `start` and `end`, building the chunk list.
+    /// At `pos`, a chunk boundary where the trailer magic (or a prefix of it, at the end of the
+    /// file) was found: read and verify the trailer and the footer after it.
+    fn probe_trailer(&mut self, pos: u64) -> Result<TrailerProbe> {
+        let path = self.path.clone();
+        let file_len = self.file_len;
+        let rem = file_len - pos;
+        let bad = |detail: String| RecordingError::corrupt(&path, "log trailer", pos, detail);
+        if rem < 8 {
+            return Ok(TrailerProbe::Cut);
+        }
+        let mut head = [0u8; 8];
+        read_at(&mut self.file, &path, pos, &mut head)?;
+        if &head[..4] != TRAILER_MAGIC {
+            return Err(bad(format!("expected trailer magic \"TRLR\", found \"{}\"", show_magic(&head[..4]))));
+        }
+        let t_len = u64::from(u32::from_le_bytes(head[4..8].try_into().unwrap_or_default()));
+        if !(MIN_TRAILER_LEN..=MAX_TRAILER_LEN).contains(&t_len) {
+            return Err(bad(format!("impossible trailer length {t_len}")));
+        }
+        if rem < t_len + FOOTER_LEN as u64 {
+            // The file ends inside the trailer or the footer: cut short while finishing. Unless
+            // the length field itself is damaged: the trailer's own counts, where present, must
+            // agree with it (otherwise a single flipped bit there would pass for a cut).
+            if rem >= 68 {
+                let mut k = [0u8; 4];
+                read_at(&mut self.file, &path, pos + 64, &mut k)?;
+                let k = u64::from(u32::from_le_bytes(k));
+                let n_at = 68 + 17 * k;
+                if k > 256 || n_at + 8 > t_len {
+                    return Err(bad(format!("{k} kind statistics do not fit a trailer of {t_len} bytes")));
+                }
+                if rem >= n_at + 8 {
+                    let mut n = [0u8; 8];
+                    read_at(&mut self.file, &path, pos + n_at, &mut n)?;
+                    let n = u64::from_le_bytes(n);
+                    if n.checked_mul(28).and_then(|b| b.checked_add(n_at + 8)) != Some(t_len) {
+                        return Err(bad(format!("length {t_len} disagrees with its {k} kinds and {n} chunks")));
+                    }
+                }
+            }
+            if rem > t_len {
+                // Whole trailer, partial footer: what is there must be the start of the footer
+                // the trailer calls for, or zeros.
+                let mut tb = vec![0u8; t_len as usize];
+                read_at(&mut self.file, &path, pos, &mut tb)?;
+                let want = encode_footer(pos, &tb);
+                let mut got = vec![0u8; (rem - t_len) as usize];
+                read_at(&mut self.file, &path, pos + t_len, &mut got)?;
+                if got != want[..got.len()] && got.iter().any(|&b| b != 0) {
+                    return Err(RecordingError::corrupt(
+                        &path,
+                        "log footer",
+                        pos + t_len,
+                        "the partial footer at the end of the file does not match the trailer",
+                    ));
+                }
+            }
+            return Ok(TrailerProbe::Cut);
+        }
+        let foot_off = pos + t_len;
+        let mut tb = vec![0u8; t_len as usize];
+        read_at(&mut self.file, &path, pos, &mut tb)?;
+        let mut f = [0u8; FOOTER_LEN];
+        read_at(&mut self.file, &path, foot_off, &mut f)?;
+        let end = foot_off + FOOTER_LEN as u64;
+        let footer_bad = |detail: &str| RecordingError::corrupt(&path, "log footer", foot_off, detail.to_string());
+        if f[..] != encode_footer(pos, &tb)[..] {
+            // A footer lost to a host crash (written, not synced) reads back as zeros: a cut.
+            if f.iter().all(|&b| b == 0) && self.is_zero(end, file_len)? {
+                return Ok(TrailerProbe::Cut);
+            }
+            if &f[..8] != FOOTER_MAGIC {
+                return Err(footer_bad(
+                    "the footer is damaged (the log has a full trailer, but no valid footer after it)",
+                ));
+            }
+            let t_off = u64::from_le_bytes(f[8..16].try_into().unwrap_or_default());
+            let len = u64::from_le_bytes(f[16..24].try_into().unwrap_or_default());
+            if t_off != pos || len != t_len {
+                return Err(footer_bad(&format!(
+                    "the footer is damaged: it places the trailer at {t_off}+{len}, the trailer is at {pos}+{t_len}"
+                )));
+            }
+            return Err(bad("checksum mismatch (trailer or footer damaged)".into()));
+        }
+        let trailer = parse_trailer(&tb).map_err(|e| bad(e.to_string()))?;
+        Ok(TrailerProbe::Complete { trailer, end })
+    }
+
+    /// Walk the chunk headers between `start` and `end`, building the chunk list. For a log
+    /// whose trailer is not yet known (`complete` false, `end` the end of the file), a trailer
+    /// found where the chunks end makes the log complete; bytes after its footer are recorded as
+    /// trailing garbage.
     fn scan_chunks(&mut self, start: u64, end: u64, complete: bool) -> Result<()> {
         let path = self.path.clone();
         let mut pos = start;
@@ -686,20 +921,16 @@ impl LogReader {
             read_at(&mut self.file, &path, pos, &mut hb[..n])?;
             let m = n.min(4);
             if !complete && hb[..m] == TRAILER_MAGIC[..m] {
-                // A trailer without a valid footer: either cut short while finishing (fine:
-                // incomplete) or complete but with a damaged footer (an error, not a quiet loss).
-                if n >= 8 {
-                    let t_len = u64::from(u32::from_le_bytes(hb[4..8].try_into().unwrap_or_default()));
-                    if rem == t_len + FOOTER_LEN as u64 {
-                        return Err(RecordingError::corrupt(
-                            &path,
-                            "log footer",
-                            end - FOOTER_LEN as u64,
-                            "the footer is damaged (the log has a full trailer)",
-                        ));
+                match self.probe_trailer(pos)? {
+                    TrailerProbe::Complete { trailer, end: footer_end } => {
+                        self.trailer = Some(trailer);
+                        self.trailer_off = pos;
+                        if footer_end < self.file_len {
+                            self.trailing = Some((footer_end, self.file_len - footer_end));
+                        }
                     }
+                    TrailerProbe::Cut => self.truncated_at = Some(pos),
                 }
-                self.truncated_at = Some(pos);
                 return Ok(());
             }
             // After a host crash the unsynced end of an unfinished log can read back as zeros
@@ -755,6 +986,7 @@ impl LogReader {
                 return Ok(());
             }
             self.chunks.push(ChunkInfo { offset: pos, first_icount: h.first, last_icount: h.last, entries: h.entries });
+            self.raw_total += u64::from(h.raw_len);
             prev_last = h.last;
             pos = chunk_end;
         }
@@ -822,6 +1054,44 @@ impl LogReader {
     /// For an incomplete log: offset of the partial data after the last whole chunk, if any.
     pub fn truncated_at(&self) -> Option<u64> {
         self.truncated_at
+    }
+
+    /// For a complete log with bytes after its footer: `(offset, length)` of those bytes. They
+    /// are not part of the recording (something appended to the file after it was finished) and
+    /// are ignored; the log is still complete and fully verified. Callers should show
+    /// [`Self::warnings`] to the user.
+    pub fn trailing_bytes(&self) -> Option<(u64, u64)> {
+        self.trailing
+    }
+
+    /// Number of bytes of the file that belong to the log: the file length, less any
+    /// [trailing bytes](Self::trailing_bytes) after the footer of a complete log.
+    pub fn data_len(&self) -> u64 {
+        self.trailing.map_or(self.file_len, |(off, _)| off)
+    }
+
+    /// Things a user should know that do not stop the log from being read, one line each,
+    /// prefixed with the file name (currently: trailing garbage after a complete log).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some((off, len)) = self.trailing {
+            w.push(format!(
+                "{}: {len} bytes of trailing garbage after the end-of-recording trailer at offset {off} ignored",
+                self.path.display()
+            ));
+        }
+        w
+    }
+
+    /// Why the recording ended (complete logs only). For [`EndReason::GuestExit`] this carries the
+    /// guest's exit status, see [`EndReason::exit_code`].
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.trailer.as_ref().map(|t| t.reason)
+    }
+
+    /// Hash of the final CPU+RAM state, which a replay must reproduce (complete logs only).
+    pub fn final_state_hash(&self) -> Option<[u8; 32]> {
+        self.trailer.as_ref().map(|t| t.final_state_hash)
     }
 
     /// The icount up to which the recording is known: the trailer's end icount for a complete
@@ -909,6 +1179,7 @@ impl LogReader {
     fn decode_next_inner(&mut self) -> Result<Option<LogEntry>> {
         while self.cur_left == 0 {
             if !self.load_chunk()? {
+                self.check_end()?;
                 return Ok(None);
             }
         }
@@ -934,6 +1205,16 @@ impl LogReader {
             .checked_add(delta)
             .filter(|&i| i <= c.last_icount)
             .ok_or_else(|| bad(format!("entry icount beyond the chunk's last icount {}", c.last_icount)))?;
+        self.last_clock = next_clock(self.last_clock, &event).map_err(|prev| {
+            bad(format!(
+                "Clock entry at icount {icount} goes back in time (to {} ns, the previous Clock entry said {prev} ns)",
+                clock_ns(&event)
+            ))
+        })?;
+        let k = &mut self.read_stats[usize::from(event.kind())];
+        k.0 += 1;
+        k.1 += r.pos() as u64;
+        self.read_entries += 1;
         self.cur_pos += r.pos();
         self.cur_icount = icount;
         self.cur_left -= 1;
@@ -946,6 +1227,36 @@ impl LogReader {
             }
         }
         Ok(Some(LogEntry { icount, event }))
+    }
+
+    /// At the end of a complete log: the entries read must be what the trailer says, in total
+    /// and per kind (count and encoded bytes).
+    fn check_end(&mut self) -> Result<()> {
+        if self.end_checked {
+            return Ok(());
+        }
+        if let Some(t) = &self.trailer {
+            let bad = |detail: String| RecordingError::corrupt(&self.path, "log trailer", self.trailer_off, detail);
+            if self.read_entries != t.entry_count {
+                return Err(bad(format!("says {} entries, the log holds {}", t.entry_count, self.read_entries)));
+            }
+            let mut want = vec![(0u64, 0u64); 256];
+            for k in &t.kind_stats {
+                want[usize::from(k.kind)] = (k.count, k.bytes);
+            }
+            if let Some(k) = (0..256).find(|&k| want[k] != self.read_stats[k]) {
+                return Err(bad(format!(
+                    "says {} {} entries of {} bytes, the log holds {} of {} bytes",
+                    want[k].0,
+                    Event::kind_name(k as u8),
+                    want[k].1,
+                    self.read_stats[k].0,
+                    self.read_stats[k].1
+                )));
+            }
+        }
+        self.end_checked = true;
+        Ok(())
     }
 
     /// The next entry, consuming it; `None` at the end of the log (for an incomplete log, at the
@@ -965,7 +1276,8 @@ impl LogReader {
         Ok(self.peeked.as_ref())
     }
 
-    /// Read every remaining entry, verifying all checksums; returns the number of entries.
+    /// Read every remaining entry, verifying all checksums (and, at the end of a complete log,
+    /// that the entries are what the trailer says); returns the number of entries.
     pub fn verify_rest(&mut self) -> Result<u64> {
         let mut n = 0;
         while self.next_entry()?.is_some() {

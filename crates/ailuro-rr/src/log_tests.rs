@@ -427,3 +427,252 @@ fn log_throughput() {
         fs::metadata(&p).unwrap().len() >> 10
     );
 }
+
+/// Offset of the trailer of a complete log, from its footer.
+fn trailer_offset(full: &[u8]) -> usize {
+    let f = &full[full.len() - FOOTER_LEN..];
+    u64::from_le_bytes(f[8..16].try_into().unwrap()) as usize
+}
+
+#[test]
+fn garbage_after_a_complete_log_is_ignored_with_a_warning() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("g-rr-nondet.log");
+    let entries = random_entries(400, 31);
+    let t = write_log(&p, &entries, 1024, true).unwrap();
+    let full = fs::read(&p).unwrap();
+    let fresh = LogReader::open(&p).unwrap();
+    assert_eq!((fresh.trailing_bytes(), fresh.data_len()), (None, full.len() as u64));
+    assert!(fresh.warnings().is_empty());
+    let mut rng = Rng(5);
+    let random: Vec<u8> = (0..5000).map(|_| rng.next() as u8).collect();
+    let tails: Vec<(&str, Vec<u8>)> = vec![
+        ("one byte", vec![0x42]),
+        ("zeros", vec![0; 4096]),
+        ("random", random),
+        ("chunk magic", b"CHNK and then some".to_vec()),
+        ("trailer magic", b"TRLR\x10\0\0\0".to_vec()),
+        ("footer magic at the end", [&b"junk"[..], &full[full.len() - FOOTER_LEN..]].concat()),
+        ("the whole log again", full.clone()),
+    ];
+    let q = d.path().join("q-rr-nondet.log");
+    for (what, tail) in tails {
+        fs::write(&q, [&full[..], &tail[..]].concat()).unwrap();
+        let mut r = LogReader::open(&q).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(r.is_complete(), "{what}");
+        assert_eq!(r.trailer(), Some(&t), "{what}");
+        assert_eq!(r.trailing_bytes(), Some((full.len() as u64, tail.len() as u64)), "{what}");
+        assert_eq!(r.data_len(), full.len() as u64, "{what}");
+        assert_eq!(r.end_reason(), Some(EndReason::GuestExit(-3)));
+        assert_eq!(r.final_state_hash(), Some([9; 32]));
+        let w = r.warnings();
+        assert_eq!(w.len(), 1);
+        let want = format!(
+            "q-rr-nondet.log: {} bytes of trailing garbage after the end-of-recording trailer at offset {} ignored",
+            tail.len(),
+            full.len()
+        );
+        assert!(w[0].ends_with(&want), "{what}: {}", w[0]);
+        let mut n = 0;
+        while let Some(e) = r.next_entry().unwrap() {
+            assert_eq!(e, entries[n]);
+            n += 1;
+        }
+        assert_eq!(n, entries.len());
+    }
+}
+
+#[test]
+fn damage_inside_a_log_with_trailing_garbage_is_still_detected() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("x.log");
+    let t = write_log(&p, &random_entries(60, 12), 512, true).unwrap();
+    assert!(t.chunks.len() >= 3);
+    let full = fs::read(&p).unwrap();
+    let q = d.path().join("bad.log");
+    for off in 0..full.len() {
+        let mut b = full.clone();
+        b[off] ^= 0x08;
+        b.extend_from_slice(b"garbage appended later");
+        fs::write(&q, &b).unwrap();
+        let res: Result<Vec<LogEntry>> = LogReader::open(&q).and_then(|r| r.collect());
+        assert!(res.is_err(), "corruption at offset {off} went unnoticed");
+    }
+    // A log whose footer is damaged and that has garbage after it is an error, not a cut.
+    let mut b = full.clone();
+    let n = b.len();
+    b[n - FOOTER_LEN] = b'X';
+    b.extend_from_slice(&[7; 100]);
+    fs::write(&q, &b).unwrap();
+    let e = LogReader::open(&q).err().unwrap();
+    assert!(e.to_string().contains("footer is damaged"), "{e}");
+}
+
+#[test]
+fn a_footer_lost_to_a_host_crash_reads_as_a_cut() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("z.log");
+    let entries = random_entries(100, 8);
+    write_log(&p, &entries, 1024, true);
+    let mut b = fs::read(&p).unwrap();
+    let t_off = trailer_offset(&b);
+    let n = b.len();
+    b[n - FOOTER_LEN..].fill(0);
+    fs::write(&p, &b).unwrap();
+    let r = LogReader::open(&p).unwrap();
+    assert!(!r.is_complete());
+    assert_eq!(r.truncated_at(), Some(t_off as u64));
+    assert_eq!(read_all(&p).unwrap(), entries);
+}
+
+/// Rewrite the trailer of the complete log at `p` through `edit`, with a valid footer.
+fn rewrite_trailer(p: &Path, edit: impl Fn(&mut LogTrailer)) {
+    let b = fs::read(p).unwrap();
+    let t_off = trailer_offset(&b);
+    let mut t = LogReader::open(p).unwrap().trailer().unwrap().clone();
+    edit(&mut t);
+    let tb = encode_trailer(&t);
+    let out = [&b[..t_off], &tb[..], &encode_footer(t_off as u64, &tb)[..]].concat();
+    fs::write(p, out).unwrap();
+}
+
+#[test]
+fn trailer_totals_reason_and_code_are_checked() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("t.log");
+    let entries = random_entries(300, 17);
+    write_log(&p, &entries, 1024, true);
+    let good = fs::read(&p).unwrap();
+    // Sanity: rewriting without change keeps a valid log.
+    rewrite_trailer(&p, |_| {});
+    assert_eq!(read_all(&p).unwrap(), entries);
+
+    // Wrong total: caught at open.
+    rewrite_trailer(&p, |t| t.entry_count += 1);
+    let e = LogReader::open(&p).err().unwrap();
+    assert!(e.to_string().contains("says 301 entries, the chunks hold 300"), "{e}");
+
+    // Per-kind statistics with the right sums but attributed to the wrong kinds: caught when the
+    // reader reaches the end.
+    fs::write(&p, &good).unwrap();
+    rewrite_trailer(&p, |t| {
+        let (a, b) = (t.kind_stats[0].kind, t.kind_stats[1].kind);
+        t.kind_stats[0].kind = b;
+        t.kind_stats[1].kind = a;
+    });
+    let mut r = LogReader::open(&p).unwrap();
+    let e = loop {
+        match r.next_entry() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("wrong per-kind statistics went unnoticed"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(&e, RecordingError::Corrupt { what, .. } if what == "log trailer"), "{e}");
+    assert!(e.to_string().contains("the log holds"), "{e}");
+
+    // Statistics whose byte total disagrees with the chunks, and duplicated kinds: at open.
+    fs::write(&p, &good).unwrap();
+    rewrite_trailer(&p, |t| t.kind_stats[0].bytes += 1);
+    assert!(LogReader::open(&p).err().unwrap().to_string().contains("per-kind statistics"));
+    fs::write(&p, &good).unwrap();
+    rewrite_trailer(&p, |t| {
+        let k = t.kind_stats[0];
+        t.kind_stats[1].kind = k.kind;
+    });
+    assert!(LogReader::open(&p).err().unwrap().to_string().contains("listed twice"));
+
+    // A non-zero code with a reason other than GuestExit; an unknown (newer) reason may have one.
+    fs::write(&p, &good).unwrap();
+    rewrite_trailer(&p, |t| t.reason = EndReason::Unknown(4, 7));
+    let e = LogReader::open(&p).err().unwrap();
+    assert!(e.to_string().contains("exit code of a non-exit end reason"), "{e}");
+    fs::write(&p, &good).unwrap();
+    rewrite_trailer(&p, |t| t.reason = EndReason::Unknown(77, 7));
+    let r = LogReader::open(&p).unwrap();
+    assert_eq!(r.end_reason(), Some(EndReason::Unknown(77, 7)));
+    assert_eq!(r.end_reason().and_then(EndReason::exit_code), None);
+    rewrite_trailer(&p, |t| t.reason = EndReason::GuestExit(42));
+    assert_eq!(LogReader::open(&p).unwrap().end_reason().and_then(EndReason::exit_code), Some(42));
+}
+
+#[test]
+fn clock_going_backwards_is_refused_by_the_writer_and_the_reader() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("c.log");
+    let mut w = LogWriter::create(&p, &header(0), false).unwrap();
+    let clock = |icount, now_ns| LogEntry { icount, event: Event::Clock { now_ns } };
+    w.append(&clock(10, 1000)).unwrap();
+    w.append(&clock(20, 1000)).unwrap(); // same time: fine
+    let e = w.append(&clock(30, 999)).err().unwrap();
+    assert!(matches!(e, RecordingError::InvalidInput { .. }), "{e}");
+    assert!(e.to_string().contains("goes back in time"), "{e}");
+    // A reset starts the machine's clock over.
+    w.append(&LogEntry { icount: 40, event: Event::Reset }).unwrap();
+    w.append(&clock(50, 5)).unwrap();
+    w.finish(end(60)).unwrap();
+    assert_eq!(read_all(&p).unwrap().len(), 4);
+
+    // A log with a backwards Clock, built by hand, is corrupt.
+    let q = d.path().join("k.log");
+    let mut file = fs::File::create(&q).unwrap();
+    file.write_all(&encode_header(&header(0)).unwrap()).unwrap();
+    let mut raw = Vec::new();
+    for (delta, ns) in [(0u64, 500u64), (1, 400)] {
+        raw.put_var(delta);
+        Event::Clock { now_ns: ns }.encode(&mut raw);
+    }
+    let payload = zstd::bulk::compress(&raw, 3).unwrap();
+    file.write_all(&encode_chunk_header(0, 3, 4, 2, raw.len() as u32, &payload)).unwrap();
+    file.write_all(&payload).unwrap();
+    drop(file);
+    let e = read_all(&q).err().unwrap();
+    assert!(matches!(&e, RecordingError::Corrupt { what, .. } if what == "chunk 0"), "{e}");
+    assert!(e.to_string().contains("Clock entry at icount 4 goes back in time"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn create_never_writes_through_a_symlink_and_refuses_directories() {
+    let d = TempDir::new().unwrap();
+    let victim = d.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let p = d.path().join("l-rr-nondet.log");
+    std::os::unix::fs::symlink(&victim, &p).unwrap();
+    let e = LogWriter::create(&p, &header(0), false).err().unwrap();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    let w = LogWriter::create(&p, &header(0), true).unwrap();
+    w.finish(end(5)).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious", "the link's target is untouched");
+    assert!(fs::symlink_metadata(&p).unwrap().file_type().is_file(), "the link itself was replaced");
+    assert!(LogReader::open(&p).unwrap().is_complete());
+    // Dangling link without overwrite: refused, and its target is not created.
+    let q = d.path().join("dangling.log");
+    std::os::unix::fs::symlink(d.path().join("nowhere"), &q).unwrap();
+    assert!(LogWriter::create(&q, &header(0), false).is_err());
+    assert!(!d.path().join("nowhere").exists());
+    // A directory is never replaced.
+    let dir = d.path().join("dir.log");
+    fs::create_dir(&dir).unwrap();
+    for ow in [false, true] {
+        let e = LogWriter::create(&dir, &header(0), ow).err().unwrap();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+    let mut names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["dangling.log", "dir.log", "l-rr-nondet.log", "victim"], "no temporary files left");
+}
+
+#[test]
+fn overwrite_replaces_an_existing_log_atomically() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("o.log");
+    write_log(&p, &random_entries(50, 2), 1024, true);
+    // A reader of the old log keeps reading the old file while the new one replaces it.
+    let mut old = LogReader::open(&p).unwrap();
+    let w = LogWriter::create(&p, &header(1), true).unwrap();
+    assert_eq!(old.verify_rest().unwrap(), 50);
+    drop(w);
+    let r = LogReader::open(&p).unwrap();
+    assert_eq!((r.header().start_icount, r.chunks().len()), (1, 0));
+}

@@ -9,9 +9,11 @@
 //!
 //! Unlike PANDA we write the real instruction count of the recording (PANDA read the first
 //! 8 bytes of its own log). Unpacking is defensive: MD5 first, then only the two expected regular
-//! files with plain names are extracted, via temporary files, never over existing files unless
-//! forced.
+//! files with plain names are extracted, to temporary files; both are verified completely (every
+//! checksum, the log's trailer, the pairing of log and snapshot) and only then published, both or
+//! neither, never over existing files unless forced.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -20,8 +22,8 @@ use md5::{Digest, Md5};
 
 use crate::codec::show_magic;
 use crate::error::{RecordingError, Result};
-use crate::fsutil::TempFile;
-use crate::{read_snapshot_header, recording_paths, LogReader, LOG_SUFFIX, SNAPSHOT_SUFFIX};
+use crate::fsutil::{check_target, TempFile};
+use crate::{check_pair_parts, recording_paths, verify_snapshot, LogReader, LOG_SUFFIX, SNAPSHOT_SUFFIX};
 
 /// Magic at offset 0 of a `.rr` file.
 pub const RR_MAGIC: &[u8; 8] = b"PANDA_RR";
@@ -48,6 +50,8 @@ pub struct PackInfo {
     pub instructions: u64,
     /// Whether the packed log is complete.
     pub complete: bool,
+    /// Things the user should know (e.g. trailing garbage after the log, which is not packed).
+    pub warnings: Vec<String>,
 }
 
 /// Options of [`unpack`].
@@ -57,13 +61,18 @@ pub struct UnpackOptions {
     pub dest_dir: PathBuf,
     /// Replace existing files.
     pub force: bool,
-    /// Check that the members are an Ailuro snapshot and log (turn off for PANDA recordings).
+    /// Verify the members completely before publishing them: the snapshot (every checksum), the
+    /// log (every chunk, and its trailer unless `allow_incomplete`) and that the log continues the
+    /// snapshot. Turn off for PANDA recordings, whose members are not in Ailuro's formats.
     pub validate: bool,
+    /// With `validate`: accept a log without trailer (a recording cut short, packed with
+    /// `rrpack --allow-incomplete`).
+    pub allow_incomplete: bool,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        Self { dest_dir: PathBuf::from("."), force: false, validate: true }
+        Self { dest_dir: PathBuf::from("."), force: false, validate: true, allow_incomplete: false }
     }
 }
 
@@ -80,6 +89,9 @@ pub struct UnpackInfo {
     pub instructions: u64,
     /// Whether the log is complete (`None` if not validated).
     pub complete: Option<bool>,
+    /// Things the user should know (trailing garbage after the log, an instruction count in the
+    /// container header that disagrees with the log).
+    pub warnings: Vec<String>,
 }
 
 /// Writer that feeds an MD5 of everything it passes on.
@@ -99,36 +111,28 @@ impl<W: Write> Write for Md5Writer<W> {
     }
 }
 
-/// BLAKE3 of a whole file, streamed.
-fn hash_file(path: &Path) -> Result<[u8; 32]> {
-    let f = File::open(path).map_err(|e| RecordingError::open("snapshot", path, e))?;
-    let mut h = blake3::Hasher::new();
-    h.update_reader(BufReader::with_capacity(1 << 20, f)).map_err(|e| RecordingError::io("read", path, e))?;
-    Ok(*h.finalize().as_bytes())
-}
-
-/// Pack recording `name` into a `.rr` file. The recording is checked first: both files present,
-/// log and snapshot belonging together, log complete unless `allow_incomplete`.
+/// Pack recording `name` into a `.rr` file. The recording is verified completely first, so that
+/// an archive is never written that `unpack` would refuse: both files present, the snapshot's
+/// every checksum, every chunk of the log, log and snapshot belonging together, log complete
+/// unless `allow_incomplete`. Trailing garbage after a complete log is not packed (see
+/// [`PackInfo::warnings`]). Errors while writing name the output file.
 pub fn pack(name: &Path, opts: &PackOptions) -> Result<PackInfo> {
     let (snp, logp) = recording_paths(name);
     let base = name.file_name().ok_or_else(|| RecordingError::InvalidInput {
         what: "recording name",
         detail: format!("{} has no file name component", name.display()),
     })?;
-    let sh = read_snapshot_header(&snp)?;
-    let log = LogReader::open(&logp)?;
+    let mut log = LogReader::open(&logp)?;
     if !opts.allow_incomplete {
         log.expect_complete(", use --allow-incomplete to pack it anyway")?;
     }
-    let mismatch = |detail: String| RecordingError::Mismatch { snapshot: snp.clone(), log: logp.clone(), detail };
-    if log.header().arch != sh.arch || log.header().start_icount != sh.start_icount {
-        return Err(mismatch("architecture or start instruction count differ".into()));
-    }
-    if hash_file(&snp)? != log.header().snapshot_hash {
-        return Err(mismatch("the log was recorded from a different snapshot (hash differs)".into()));
-    }
+    let snap = verify_snapshot(&snp)?;
+    check_pair_parts(&snp, &snap.header, &snap.file_hash, &log)?;
+    log.verify_rest()?;
     let instructions = log.instruction_count();
     let complete = log.is_complete();
+    let warnings = log.warnings();
+    let log_len = log.data_len();
     drop(log);
 
     let out = opts.out.clone().unwrap_or_else(|| {
@@ -136,44 +140,94 @@ pub fn pack(name: &Path, opts: &PackOptions) -> Result<PackInfo> {
         s.push(".rr");
         PathBuf::from(s)
     });
-    if !opts.force && out.exists() {
-        return Err(RecordingError::AlreadyExists { path: out, hint: ", use --force" });
-    }
+    check_target(&out, opts.force, ", use --force")?;
     let mut tmp = TempFile::new_for(&out)?;
-    let tmp_path = tmp.path.clone();
-    let werr = |e: io::Error| RecordingError::io("write", &tmp_path, e);
+    let snp_len = std::fs::metadata(&snp).map_err(|e| RecordingError::io("stat", &snp, e))?.len();
+    let files = [(snp.as_path(), SNAPSHOT_SUFFIX, snp_len), (logp.as_path(), LOG_SUFFIX, log_len)];
+    write_archive(tmp.file(), instructions, base, &files).map_err(|e| match e {
+        TarError::Input(p, e) => RecordingError::io("read", &p, e),
+        // The user's output file, not our temporary name, and never the input (a full disk is a
+        // problem of the output).
+        TarError::Output(e) => RecordingError::io("write", &out, e),
+    })?;
+    tmp.publish(opts.force, ", use --force")?;
+    Ok(PackInfo { out, instructions, complete, warnings })
+}
+
+/// Where writing an archive failed.
+#[derive(Debug)]
+enum TarError {
+    /// Reading this input file.
+    Input(PathBuf, io::Error),
+    /// Writing the output.
+    Output(io::Error),
+}
+
+/// Reader of one input file that flags its own failures, so that an error coming out of the tar
+/// builder (which reads the input and writes the output in one call) can be attributed. It also
+/// insists on exactly `left` bytes: a file that shrank while being archived would otherwise give
+/// a member shorter than its tar header says, i.e. a corrupt archive.
+struct InputReader<'a, R: Read> {
+    inner: R,
+    left: u64,
+    failed: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for InputReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        match self.inner.read(&mut buf[..max]) {
+            Ok(0) => {
+                self.failed.set(true);
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was being archived"))
+            }
+            Ok(n) => {
+                self.left -= n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.failed.set(true);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Write a whole `.rr` to `out`: header, xz-compressed tar of `files` (each `(path, suffix,
+/// length)`: the first `length` bytes of `path`, stored as `base` + suffix), then the MD5 patched
+/// into the header.
+fn write_archive<W: Write + Seek>(
+    out: &mut W,
+    instructions: u64,
+    base: &std::ffi::OsStr,
+    files: &[(&Path, &str, u64)],
+) -> std::result::Result<(), TarError> {
     let mut head = Vec::with_capacity(RR_HEADER_LEN);
     head.extend_from_slice(RR_MAGIC);
     head.extend_from_slice(&instructions.to_le_bytes());
     head.extend_from_slice(&[0u8; 16]); // MD5, patched below
-    tmp.file().write_all(&head).map_err(werr)?;
-    let digest = write_tar(tmp.file(), base, &[(&snp, SNAPSHOT_SUFFIX), (&logp, LOG_SUFFIX)]).map_err(|e| match e {
-        TarError::Input(p, e) => RecordingError::io("archive", &p, e),
-        TarError::Output(e) => werr(e),
-    })?;
-    let file = tmp.file();
-    file.seek(SeekFrom::Start(0x10)).map_err(werr)?;
-    file.write_all(&digest).map_err(werr)?;
-    tmp.publish(&out, opts.force, ", use --force")?;
-    Ok(PackInfo { out, instructions, complete })
+    out.write_all(&head).map_err(TarError::Output)?;
+    let digest = write_tar(&mut *out, base, files)?;
+    out.seek(SeekFrom::Start(0x10)).map_err(TarError::Output)?;
+    out.write_all(&digest).map_err(TarError::Output)?;
+    out.flush().map_err(TarError::Output)
 }
 
-enum TarError {
-    Input(PathBuf, io::Error),
-    Output(io::Error),
-}
-
-/// Write the xz-compressed tar of `files` (renamed to `base` + suffix) to `out`; returns the MD5
-/// of the bytes written.
-fn write_tar(
-    out: &mut File,
+/// Write the xz-compressed tar of `files` to `out`; returns the MD5 of the bytes written.
+fn write_tar<W: Write>(
+    out: W,
     base: &std::ffi::OsStr,
-    files: &[(&PathBuf, &str)],
+    files: &[(&Path, &str, u64)],
 ) -> std::result::Result<[u8; 16], TarError> {
     let md5w = Md5Writer { inner: BufWriter::with_capacity(1 << 20, out), md5: Md5::new() };
     let xz = xz2::write::XzEncoder::new(md5w, XZ_PRESET);
     let mut tar = tar::Builder::new(xz);
-    for (path, suffix) in files {
+    for &(path, suffix, len) in files {
         let mut member = base.to_os_string();
         member.push(suffix);
         let input = |e| TarError::Input(path.to_path_buf(), e);
@@ -181,15 +235,22 @@ fn write_tar(
         let md = f.metadata().map_err(input)?;
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
-        h.set_size(md.len());
+        h.set_size(len);
         h.set_mode(0o644);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(
             md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs()),
         );
-        // `take` guards against the file growing while we copy it.
-        tar.append_data(&mut h, Path::new(&member), BufReader::new(f).take(md.len())).map_err(input)?;
+        let failed = Cell::new(false);
+        let data = InputReader { inner: BufReader::new(f), left: len, failed: &failed };
+        tar.append_data(&mut h, Path::new(&member), data).map_err(|e| {
+            if failed.get() {
+                TarError::Input(path.to_path_buf(), e)
+            } else {
+                TarError::Output(e)
+            }
+        })?;
     }
     let xz = tar.into_inner().map_err(TarError::Output)?;
     let mut md5w = xz.finish().map_err(TarError::Output)?;
@@ -299,11 +360,10 @@ pub fn unpack(rr: &Path, opts: &UnpackOptions) -> Result<UnpackInfo> {
             }
         }
         let target = opts.dest_dir.join(&file);
-        if !opts.force && target.exists() {
-            return Err(RecordingError::AlreadyExists { path: target, hint: ", use --force" });
-        }
+        // Refuses directories, special files and (without --force) anything at the name, dangling
+        // symbolic links included, before anything is extracted.
+        check_target(&target, opts.force, ", use --force")?;
         let mut tmp = TempFile::new_for(&target)?;
-        let tp = tmp.path.clone();
         let mut w = BufWriter::with_capacity(1 << 20, tmp.file());
         // Copy by hand so that read errors (damaged archive) and write errors (our disk) get
         // the right message.
@@ -315,9 +375,9 @@ pub fn unpack(rr: &Path, opts: &UnpackOptions) -> Result<UnpackInfo> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(bad(format!("corrupt xz/tar data in member {:?}: {e}", p.display()))),
             };
-            w.write_all(&buf[..n]).map_err(|e| RecordingError::io("write", &tp, e))?;
+            w.write_all(&buf[..n]).map_err(|e| RecordingError::io("write", &target, e))?;
         }
-        w.flush().map_err(|e| RecordingError::io("write", &tp, e))?;
+        w.flush().map_err(|e| RecordingError::io("write", &target, e))?;
         drop(w);
         got.push((kind, base, target, tmp));
     }
@@ -327,23 +387,58 @@ pub fn unpack(rr: &Path, opts: &UnpackOptions) -> Result<UnpackInfo> {
     got.sort_by_key(|g| g.0 == Member::Log);
     let base = got[0].1.clone();
     let mut complete = None;
+    let mut warnings = Vec::new();
     if opts.validate {
-        let check = |what: &str, e: RecordingError| bad(format!("member {what} is not valid: {e}"));
-        read_snapshot_header(&got[0].3.path).map_err(|e| check(&format!("{base}{SNAPSHOT_SUFFIX}"), e))?;
-        let log = LogReader::open(&got[1].3.path).map_err(|e| check(&format!("{base}{LOG_SUFFIX}"), e))?;
+        let (snp_tmp, log_tmp) = (&got[0].3, &got[1].3);
+        let (snp_member, log_member) = (format!("{base}{SNAPSHOT_SUFFIX}"), format!("{base}{LOG_SUFFIX}"));
+        // Messages about the temporary files are about the members: say so by name.
+        let member_msg =
+            |msg: String, tmp: &TempFile, member: &str| msg.replace(&tmp.path.display().to_string(), member);
+        let invalid = |member: &str, tmp: &TempFile, e: RecordingError| {
+            bad(format!("member {member} is not valid: {}", member_msg(e.to_string(), tmp, member)))
+        };
+        let snap = verify_snapshot(&snp_tmp.path).map_err(|e| invalid(&snp_member, snp_tmp, e))?;
+        let mut log = LogReader::open(&log_tmp.path).map_err(|e| invalid(&log_member, log_tmp, e))?;
+        if !opts.allow_incomplete {
+            log.expect_complete(" (use --allow-incomplete to unpack it anyway)")
+                .map_err(|e| invalid(&log_member, log_tmp, e))?;
+        }
+        log.verify_rest().map_err(|e| invalid(&log_member, log_tmp, e))?;
+        check_pair_parts(&snp_tmp.path, &snap.header, &snap.file_hash, &log).map_err(|e| {
+            let msg = member_msg(member_msg(e.to_string(), snp_tmp, &snp_member), log_tmp, &log_member);
+            bad(format!("the members do not belong together: {msg}"))
+        })?;
         complete = Some(log.is_complete());
+        for w in log.warnings() {
+            warnings.push(format!("{}: {}", rr.display(), member_msg(w, log_tmp, &log_member)));
+        }
+        if instructions != log.instruction_count() {
+            // The header count is not covered by the MD5, and PANDA's own rrpack.py writes
+            // something else there: worth a note, not a refusal.
+            warnings.push(format!(
+                "{}: the archive header says {instructions} instructions, the log holds {}",
+                rr.display(),
+                log.instruction_count()
+            ));
+        }
     }
-    let mut paths = Vec::new();
-    for (_, _, target, tmp) in got {
-        tmp.publish(&target, opts.force, ", use --force")?;
-        paths.push(target);
-    }
+    // Publish both or neither: dropping the first publish (on the error return of the second)
+    // takes it back, restoring what it replaced under --force.
+    let mut it = got.into_iter();
+    let (Some((_, _, snp_target, snp_tmp)), Some((_, _, log_target, log_tmp))) = (it.next(), it.next()) else {
+        return Err(bad("internal error: members lost".into()));
+    };
+    let (_, snp_published) = snp_tmp.publish_undoable(opts.force, ", use --force")?;
+    let (_, log_published) = log_tmp.publish_undoable(opts.force, ", use --force")?;
+    snp_published.commit();
+    log_published.commit();
     Ok(UnpackInfo {
         name: opts.dest_dir.join(&base),
-        snapshot: paths[0].clone(),
-        log: paths[1].clone(),
+        snapshot: snp_target,
+        log: log_target,
         instructions,
         complete,
+        warnings,
     })
 }
 

@@ -37,7 +37,7 @@ fn make_recording(dir: &Path, name: &str, n: u64, incomplete: bool) -> PathBuf {
 }
 
 fn unpack_to(rr: &Path, dir: &Path, force: bool) -> Result<UnpackInfo> {
-    unpack(rr, &UnpackOptions { dest_dir: dir.to_path_buf(), force, validate: true })
+    unpack(rr, &UnpackOptions { dest_dir: dir.to_path_buf(), force, ..Default::default() })
 }
 
 #[test]
@@ -89,7 +89,12 @@ fn incomplete_recordings_need_allow_incomplete() {
     assert_eq!(info.instructions, 299 * 10);
     let out = d.path().join("o");
     fs::create_dir(&out).unwrap();
-    assert_eq!(unpack_to(&info.out, &out, false).unwrap().complete, Some(false));
+    // Unpacking an incomplete recording must be asked for too, and nothing is extracted otherwise.
+    let e = unpack_to(&info.out, &out, false).err().unwrap();
+    assert!(e.to_string().contains("incomplete") && e.to_string().contains("--allow-incomplete"), "{e}");
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    let opts = UnpackOptions { dest_dir: out.clone(), allow_incomplete: true, ..Default::default() };
+    assert_eq!(unpack(&info.out, &opts).unwrap().complete, Some(false));
 }
 
 #[test]
@@ -195,7 +200,7 @@ fn unsafe_or_unexpected_members_are_refused() {
     }
     // Without validation (PANDA recordings), plain members unpack; a "./" prefix is accepted.
     raw_rr(&rr, &[(b"./x-rr-snp", reg, b"a"), (b"x-rr-nondet.log", reg, b"b")]);
-    let u = unpack(&rr, &UnpackOptions { dest_dir: out.clone(), force: false, validate: false }).unwrap();
+    let u = unpack(&rr, &UnpackOptions { dest_dir: out.clone(), validate: false, ..Default::default() }).unwrap();
     assert_eq!(u.instructions, 42);
     assert_eq!(fs::read(out.join("x-rr-snp")).unwrap(), b"a");
     assert_eq!(fs::read(out.join("x-rr-nondet.log")).unwrap(), b"b");
@@ -240,4 +245,207 @@ fn interoperates_with_system_tar_like_pandas_scripts() {
     let u = unpack_to(&prr, &out, false).unwrap();
     assert_eq!(u.complete, Some(true));
     assert_eq!(fs::read(u.log).unwrap(), fs::read(recording_paths(&base).1).unwrap());
+}
+
+/// The two files of a recording, as bytes.
+fn members_of(base: &Path) -> (Vec<u8>, Vec<u8>) {
+    let (s, l) = recording_paths(base);
+    (fs::read(s).unwrap(), fs::read(l).unwrap())
+}
+
+fn dir_names(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn forged_archives_with_a_correct_md5_but_damaged_members_are_refused() {
+    let d = TempDir::new().unwrap();
+    let base = make_recording(d.path(), "r", 300, false);
+    let (snp, log) = members_of(&base);
+    // Another snapshot of the same machine at the same instruction, with other contents.
+    let other = d.path().join("other-rr-snp");
+    let sh = crate::read_snapshot_header(&recording_paths(&base).0).unwrap();
+    write_snapshot(&other, &sh, b"other cpu", b"dev", b"con", &GuestRam::new(0, 1 << 20).unwrap(), false).unwrap();
+    let other_snp = fs::read(&other).unwrap();
+    let incomplete = make_recording(d.path(), "i", 300, true);
+    let (inc_snp, inc_log) = members_of(&incomplete);
+    // A flipped byte in a chunk payload: the log's structure is fine, its data is not.
+    let c1 = LogReader::open(&recording_paths(&base).1).unwrap().chunks()[1].offset as usize;
+    let mut bad_log = log.clone();
+    bad_log[c1 + 70] ^= 1;
+    // A flipped byte near the end of the snapshot: its header is fine, its data is not.
+    let mut bad_snp = snp.clone();
+    let n = bad_snp.len();
+    bad_snp[n - 20] ^= 1;
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let rr = d.path().join("forged.rr");
+    let reg = tar::EntryType::Regular;
+    let cases: Vec<(&[u8], &[u8], &str)> = vec![
+        (&snp, &bad_log, "member x-rr-nondet.log is not valid: x-rr-nondet.log: chunk 1"),
+        (&bad_snp, &log, "member x-rr-snp is not valid: x-rr-snp: corrupt"),
+        (&other_snp, &log, "the members do not belong together"),
+        (&inc_snp, &inc_log, "member x-rr-nondet.log is not valid: x-rr-nondet.log is incomplete"),
+        (&snp, &log[..log.len() - 1], "member x-rr-nondet.log is not valid"),
+    ];
+    for (s, l, want) in cases {
+        raw_rr(&rr, &[(b"x-rr-snp", reg, s), (b"x-rr-nondet.log", reg, l)]);
+        let e = unpack_to(&rr, &out, false).err().unwrap();
+        let msg = e.to_string();
+        assert!(msg.starts_with(&format!("{}: ", rr.display())), "names the archive: {msg}");
+        assert!(msg.contains(want), "want {want:?}, got: {msg}");
+        assert!(!msg.contains(".tmp."), "no temporary names in messages: {msg}");
+        assert_eq!(dir_names(&out), Vec::<String>::new(), "{want}: nothing extracted, no temporary files");
+    }
+    // The genuine members unpack, with a note about the archive header's instruction count
+    // (raw_rr writes 42).
+    raw_rr(&rr, &[(b"x-rr-snp", reg, &snp), (b"x-rr-nondet.log", reg, &log)]);
+    let u = unpack_to(&rr, &out, false).unwrap();
+    assert!(u.warnings.iter().any(|w| w.contains("says 42 instructions, the log holds 3007")), "{:?}", u.warnings);
+}
+
+#[test]
+fn unpack_publishes_both_members_or_neither() {
+    let d = TempDir::new().unwrap();
+    let base = make_recording(d.path(), "r", 100, false);
+    let rr = pack(&base, &PackOptions::default()).unwrap().out;
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    // An old recording is there; its log name is taken by a directory. Even with --force the
+    // unpack fails, and the old snapshot is left exactly as it was.
+    fs::write(out.join("r-rr-snp"), b"old snapshot").unwrap();
+    fs::create_dir(out.join("r-rr-nondet.log")).unwrap();
+    for force in [false, true] {
+        let e = unpack_to(&rr, &out, force).err().unwrap();
+        assert!(e.to_string().contains("r-rr-"), "{e}");
+        assert_eq!(fs::read(out.join("r-rr-snp")).unwrap(), b"old snapshot");
+        assert_eq!(dir_names(&out), ["r-rr-nondet.log", "r-rr-snp"], "no temporary files");
+    }
+    // With --force and both names free to replace, both are replaced.
+    fs::remove_dir(out.join("r-rr-nondet.log")).unwrap();
+    fs::write(out.join("r-rr-nondet.log"), b"old log").unwrap();
+    unpack_to(&rr, &out, true).unwrap();
+    let (s, l) = members_of(&base);
+    assert_eq!(fs::read(out.join("r-rr-snp")).unwrap(), s);
+    assert_eq!(fs::read(out.join("r-rr-nondet.log")).unwrap(), l);
+    assert_eq!(dir_names(&out), ["r-rr-nondet.log", "r-rr-snp"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn unpack_never_writes_through_symlinks_and_clears_stale_temporaries() {
+    let d = TempDir::new().unwrap();
+    let base = make_recording(d.path(), "r", 100, false);
+    let rr = pack(&base, &PackOptions::default()).unwrap().out;
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let victim = d.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("r-rr-snp")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("nowhere"), out.join("r-rr-nondet.log")).unwrap();
+    let stale = out.join(".r-rr-snp.tmp.4294967294.5");
+    fs::write(&stale, b"left by kill -9").unwrap();
+    let e = unpack_to(&rr, &out, false).err().unwrap();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    unpack_to(&rr, &out, true).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert!(!d.path().join("nowhere").exists());
+    crate::open_recording(&out.join("r"), None).unwrap();
+    if Path::new("/proc/self").exists() {
+        assert_eq!(dir_names(&out), ["r-rr-nondet.log", "r-rr-snp"]);
+    }
+}
+
+#[test]
+fn pack_verifies_everything_and_leaves_trailing_garbage_out() {
+    let d = TempDir::new().unwrap();
+    let base = make_recording(d.path(), "r", 300, false);
+    let (snp, log) = recording_paths(&base);
+    let clean = fs::read(&log).unwrap();
+    fs::write(&log, [&clean[..], b"appended junk"].concat()).unwrap();
+    let info = pack(&base, &PackOptions::default()).unwrap();
+    assert!(info.complete);
+    assert_eq!(info.warnings.len(), 1);
+    assert!(info.warnings[0].contains("13 bytes of trailing garbage"), "{:?}", info.warnings);
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let u = unpack_to(&info.out, &out, false).unwrap();
+    assert!(u.warnings.is_empty(), "{:?}", u.warnings);
+    assert_eq!(fs::read(u.log).unwrap(), clean, "the archive holds the log without the junk");
+
+    // A damaged chunk payload (structure intact) or snapshot is refused, and no archive written.
+    let c = LogReader::open(&log).unwrap().chunks()[2].offset as usize;
+    let mut b = clean.clone();
+    b[c + 65] ^= 4;
+    fs::write(&log, &b).unwrap();
+    let o = d.path().join("x.rr");
+    let e = pack(&base, &PackOptions { out: Some(o.clone()), ..Default::default() }).err().unwrap();
+    assert!(matches!(e, RecordingError::ChunkChecksum { chunk: 2, .. }), "{e}");
+    fs::write(&log, &clean).unwrap();
+    let mut s = fs::read(&snp).unwrap();
+    let n = s.len();
+    s[n - 30] ^= 4;
+    fs::write(&snp, &s).unwrap();
+    assert!(pack(&base, &PackOptions { out: Some(o.clone()), ..Default::default() }).is_err());
+    assert!(!o.exists());
+}
+
+/// A seekable writer that fails with "no space left on device" once `limit` bytes are written.
+struct FullDisk {
+    inner: io::Cursor<Vec<u8>>,
+    limit: u64,
+}
+
+impl Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.inner.position() + buf.len() as u64 > self.limit {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for FullDisk {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+#[test]
+fn archive_write_errors_are_blamed_on_the_output_read_errors_on_the_input() {
+    let d = TempDir::new().unwrap();
+    let base = make_recording(d.path(), "r", 3000, false);
+    let (snp, log) = recording_paths(&base);
+    let len = |p: &Path| fs::metadata(p).unwrap().len();
+    let files = [(snp.as_path(), SNAPSHOT_SUFFIX, len(&snp)), (log.as_path(), LOG_SUFFIX, len(&log))];
+    let name = std::ffi::OsStr::new("r");
+    // Enough room: a valid archive.
+    let mut w = FullDisk { inner: io::Cursor::new(Vec::new()), limit: u64::MAX };
+    write_archive(&mut w, 5, name, &files).unwrap();
+    let full = w.inner.into_inner();
+    assert_eq!(Md5::digest(&full[0x20..])[..], full[0x10..0x20]);
+    // The disk fills up at various points: always an output error.
+    for limit in [0, 10, 0x20, 100, full.len() as u64 / 2, full.len() as u64 - 1] {
+        let mut w = FullDisk { inner: io::Cursor::new(Vec::new()), limit };
+        match write_archive(&mut w, 5, name, &files) {
+            Err(TarError::Output(e)) => assert_eq!(e.kind(), io::ErrorKind::StorageFull, "limit {limit}"),
+            other => panic!("limit {limit}: {other:?}"),
+        }
+    }
+    // An input that is shorter than announced (it shrank) or unreadable: an input error.
+    let short = [(snp.as_path(), SNAPSHOT_SUFFIX, len(&snp) + 1)];
+    let mut w = FullDisk { inner: io::Cursor::new(Vec::new()), limit: u64::MAX };
+    assert!(matches!(write_archive(&mut w, 5, name, &short), Err(TarError::Input(p, _)) if p == snp));
+    let dir = [(d.path(), SNAPSHOT_SUFFIX, 10)];
+    assert!(matches!(write_archive(&mut w, 5, name, &dir), Err(TarError::Input(..))));
+    // The mapping used by pack names the output .rr, never the input or a temporary file.
+    let out = d.path().join("out.rr");
+    let e = RecordingError::io("write", &out, io::Error::from(io::ErrorKind::StorageFull));
+    assert!(e.to_string().starts_with(&format!("cannot write {}", out.display())), "{e}");
 }

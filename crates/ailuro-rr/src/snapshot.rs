@@ -12,7 +12,7 @@ use ailuro_bus::{GuestRam, PAGE_SIZE};
 
 use crate::codec::{checksum, show_magic, DecodeError, Put, Reader};
 use crate::error::{RecordingError, Result};
-use crate::fsutil::TempFile;
+use crate::fsutil::{check_target, TempFile};
 use crate::{Arch, MAX_CREATOR_LEN};
 
 /// Magic at offset 0 of a snapshot.
@@ -141,8 +141,10 @@ fn encode_header(h: &SnapshotHeader) -> Vec<u8> {
 }
 
 /// Write a snapshot to `path` (via a temporary file, fsync and rename). Without `overwrite` an
-/// existing `path` is never replaced. `ram` must match the header's base and size. Returns the
-/// BLAKE3 of the file, to be stored in the log header.
+/// existing `path` (anything under that name, even a dangling symbolic link) is never replaced;
+/// with it, a symbolic link at `path` is replaced itself, never the file it points to. A directory
+/// is never replaced. `ram` must match the header's base and size. Returns the BLAKE3 of the
+/// file, to be stored in the log header.
 pub fn write_snapshot(
     path: &Path,
     header: &SnapshotHeader,
@@ -152,6 +154,21 @@ pub fn write_snapshot(
     ram: &GuestRam,
     overwrite: bool,
 ) -> Result<[u8; 32]> {
+    let (tmp, hash) = write_snapshot_temp(path, header, cpu, devices, console, ram, overwrite)?;
+    tmp.publish(overwrite, "")?;
+    Ok(hash)
+}
+
+/// Write a snapshot for `path` into a synced-on-publish temporary file, not yet published.
+pub(crate) fn write_snapshot_temp(
+    path: &Path,
+    header: &SnapshotHeader,
+    cpu: &[u8],
+    devices: &[u8],
+    console: &[u8],
+    ram: &GuestRam,
+    overwrite: bool,
+) -> Result<(TempFile, [u8; 32])> {
     let invalid = |detail: String| RecordingError::InvalidInput { what: "snapshot", detail };
     if ram.base() != header.ram_base || ram.size() != header.ram_size {
         return Err(invalid(format!(
@@ -170,13 +187,12 @@ pub fn write_snapshot(
             return Err(invalid(format!("{name} state of {} bytes exceeds {MAX_BLOB_LEN}", b.len())));
         }
     }
-    if !overwrite && path.exists() {
-        // Checked again atomically at publish time; this early check just avoids the work.
-        return Err(RecordingError::AlreadyExists { path: path.to_path_buf(), hint: "" });
-    }
+    // Checked again atomically at publish time; this early check avoids the work and refuses
+    // directories and (without overwrite) symbolic links before anything is written.
+    check_target(path, overwrite, "")?;
     let mut tmp = TempFile::new_for(path)?;
-    let tmp_path = tmp.path.clone();
-    let io = |e| RecordingError::io("write", &tmp_path, e);
+    // Errors name the snapshot being written, not the temporary file.
+    let io = |e| RecordingError::io("write", path, e);
     let mut w = HashWriter { inner: BufWriter::with_capacity(1 << 20, tmp.file()), hasher: blake3::Hasher::new() };
     w.write_all(&encode_header(header)).map_err(io)?;
     write_section(&mut w, TAG_CPU, &[cpu]).map_err(io)?;
@@ -188,8 +204,7 @@ pub fn write_snapshot(
     w.flush().map_err(io)?;
     let file_hash = *w.hasher.finalize().as_bytes();
     drop(w);
-    tmp.publish(path, overwrite, "")?;
-    Ok(file_hash)
+    Ok((tmp, file_hash))
 }
 
 fn write_ram<W: Write>(w: &mut W, ram: &GuestRam) -> std::io::Result<()> {
@@ -398,6 +413,53 @@ impl SnapReader<'_> {
     }
 }
 
+impl SnapReader<'_> {
+    /// Like [`Self::section`], but stream the payload through the checksum instead of returning
+    /// it (for blobs of up to 1 GiB that a verification does not need). Returns the length.
+    fn skip_section(&mut self, tag: &[u8; 4], max: u64) -> Result<u64> {
+        let name = format!("snapshot section {}", show_magic(tag));
+        let at = self.r.pos;
+        let mut head = [0u8; SECTION_HEAD];
+        self.read(&name, &mut head)?;
+        if &head[..4] != tag {
+            return Err(RecordingError::corrupt(
+                self.path,
+                name,
+                at,
+                format!("expected section \"{}\", found \"{}\"", show_magic(tag), show_magic(&head[..4])),
+            ));
+        }
+        let len = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        if len > max {
+            return Err(RecordingError::corrupt(self.path, name, at, format!("length {len} exceeds the limit {max}")));
+        }
+        if len + SECTION_CHECK as u64 > self.r.remaining() {
+            return Err(RecordingError::truncated(
+                self.path,
+                name,
+                at,
+                format!("section of {len} bytes, the file has {} left", self.r.remaining()),
+            ));
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&head);
+        let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.read(&name, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let mut c = [0u8; SECTION_CHECK];
+        self.read(&name, &mut c)?;
+        if h.finalize().as_bytes()[..SECTION_CHECK] != c {
+            return Err(RecordingError::corrupt(self.path, name, at, "checksum mismatch"));
+        }
+        Ok(len)
+    }
+}
+
 /// Read only the header of a snapshot (cheap; for arch checks and validation).
 pub fn read_snapshot_header(path: &Path) -> Result<SnapshotHeader> {
     Ok(SnapReader::open(path)?.read_header()?.1)
@@ -411,26 +473,67 @@ pub fn read_snapshot(path: &Path) -> Result<(Snapshot, GuestRam)> {
     let cpu = sr.section(TAG_CPU, MAX_BLOB_LEN)?;
     let devices = sr.section(TAG_DEVS, MAX_BLOB_LEN)?;
     let console = sr.section(TAG_CONS, MAX_BLOB_LEN)?;
-    let ram = read_ram(&mut sr, &header)?;
-    let before_end = *sr.r.hasher.finalize().as_bytes();
-    let end_at = sr.r.pos;
-    let end = sr.section(TAG_END, 32)?;
-    if end != before_end {
-        return Err(RecordingError::corrupt(path, "snapshot", end_at, "whole-file hash mismatch"));
-    }
-    if sr.r.remaining() != 0 {
-        return Err(RecordingError::corrupt(
-            path,
-            "snapshot",
-            sr.r.pos,
-            format!("{} unexpected bytes after the end", sr.r.remaining()),
-        ));
-    }
-    let file_hash = *sr.r.hasher.finalize().as_bytes();
+    let ram = read_ram(&mut sr, &header, true)?;
+    let file_hash = sr.finish()?;
+    let ram = ram.ok_or_else(|| RecordingError::corrupt(path, "snapshot RAM", 0, "no RAM read"))?;
     Ok((Snapshot { header, version, cpu, devices, console, file_hash }, ram))
 }
 
-fn read_ram(sr: &mut SnapReader<'_>, h: &SnapshotHeader) -> Result<GuestRam> {
+/// What [`verify_snapshot`] found: a snapshot's header and whole-file hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The header.
+    pub header: SnapshotHeader,
+    /// Format version of the file.
+    pub version: u32,
+    /// BLAKE3 of the whole file (what the log header's `snapshot_hash` must equal).
+    pub file_hash: [u8; 32],
+}
+
+/// Check a whole snapshot exactly as [`read_snapshot`] does (every section checksum, the RAM
+/// parts, the end hash, no trailing bytes) without keeping its contents: guest RAM is not
+/// allocated and the state blobs are streamed, so memory use is bounded by one RAM part (16 MiB)
+/// whatever the snapshot's size. For packing and unpacking, which must not accept a damaged
+/// snapshot but do not need its contents.
+pub fn verify_snapshot(path: &Path) -> Result<SnapshotInfo> {
+    let mut sr = SnapReader::open(path)?;
+    let (version, header) = sr.read_header()?;
+    for tag in [TAG_CPU, TAG_DEVS, TAG_CONS] {
+        sr.skip_section(tag, MAX_BLOB_LEN)?;
+    }
+    read_ram(&mut sr, &header, false)?;
+    let file_hash = sr.finish()?;
+    Ok(SnapshotInfo { header, version, file_hash })
+}
+
+impl SnapReader<'_> {
+    /// Read the `END_` section, check it against the hash of everything before it and that
+    /// nothing follows; returns the hash of the whole file.
+    fn finish(&mut self) -> Result<[u8; 32]> {
+        let before_end = *self.r.hasher.finalize().as_bytes();
+        let end_at = self.r.pos;
+        let end = self.section(TAG_END, 32)?;
+        if end != before_end {
+            return Err(RecordingError::corrupt(self.path, "snapshot", end_at, "whole-file hash mismatch"));
+        }
+        // Unlike a log (which is appended to and may legitimately be found with bytes after its
+        // end, see LogReader::trailing_bytes), a snapshot is written whole and renamed into place:
+        // anything after its end means the file is not what was written. That is an error.
+        if self.r.remaining() != 0 {
+            return Err(RecordingError::corrupt(
+                self.path,
+                "snapshot",
+                self.r.pos,
+                format!("{} unexpected bytes after the end", self.r.remaining()),
+            ));
+        }
+        Ok(*self.r.hasher.finalize().as_bytes())
+    }
+}
+
+/// Read the RAM page map and parts; with `alloc`, into a new [`GuestRam`] (allocated only once
+/// the map is validated), otherwise only verifying them.
+fn read_ram(sr: &mut SnapReader<'_>, h: &SnapshotHeader, alloc: bool) -> Result<Option<GuestRam>> {
     let path = sr.path;
     let ps = PAGE_SIZE as usize;
     let pages = h.ram_size / PAGE_SIZE;
@@ -451,8 +554,8 @@ fn read_ram(sr: &mut SnapReader<'_>, h: &SnapshotHeader) -> Result<GuestRam> {
         return Err(bad(head_at, format!("page bitmap of {} bytes for {pages} pages", bitmap.len())));
     }
     let is_set = |i: usize| bitmap[i / 8] & (1 << (i % 8)) != 0;
-    let mut ram = GuestRam::new(h.ram_base, h.ram_size).map_err(|e| bad(0, e.to_string()))?;
-    let data = ram.as_mut_slice();
+    let mut ram =
+        if alloc { Some(GuestRam::new(h.ram_base, h.ram_size).map_err(|e| bad(0, e.to_string()))?) } else { None };
     let pages = pages as usize;
     let ppp = ppp as usize;
     for part in 0..parts as usize {
@@ -483,8 +586,11 @@ fn read_ram(sr: &mut SnapReader<'_>, h: &SnapshotHeader) -> Result<GuestRam> {
                 format!("RAM part {part} decompressed to {} bytes, expected {}", raw.len(), want * ps),
             ));
         }
-        for (src, i) in raw.chunks_exact(ps).zip((first..last).filter(|&i| is_set(i))) {
-            data[i * ps..(i + 1) * ps].copy_from_slice(src);
+        if let Some(ram) = ram.as_mut() {
+            let data = ram.as_mut_slice();
+            for (src, i) in raw.chunks_exact(ps).zip((first..last).filter(|&i| is_set(i))) {
+                data[i * ps..(i + 1) * ps].copy_from_slice(src);
+            }
         }
     }
     Ok(ram)

@@ -189,3 +189,58 @@ fn large_snapshot_timing() {
     assert_eq!(r.hash(), ram.hash());
     eprintln!("1 GiB RAM, 128 MiB used: write {w:?}, read {rd:?}, file {} MiB", fs::metadata(&p).unwrap().len() >> 20);
 }
+
+#[test]
+fn verify_snapshot_checks_everything_read_snapshot_does() {
+    let d = TempDir::new().unwrap();
+    let (p, full) = small_snapshot(&d);
+    let info = verify_snapshot(&p).unwrap();
+    let (s, _) = read_snapshot(&p).unwrap();
+    assert_eq!((info.header, info.version, info.file_hash), (s.header, s.version, s.file_hash));
+    let q = d.path().join("bad");
+    for off in (0..full.len()).step_by(7) {
+        let mut b = full.clone();
+        b[off] ^= 0x10;
+        fs::write(&q, &b).unwrap();
+        assert!(verify_snapshot(&q).is_err(), "corruption at {off} unnoticed");
+    }
+    for cut in (0..full.len()).step_by(13) {
+        fs::write(&q, &full[..cut]).unwrap();
+        assert!(verify_snapshot(&q).is_err(), "truncation at {cut} unnoticed");
+    }
+    // Bytes after the end of a snapshot are an error (it is written whole and renamed into place,
+    // unlike a log, which is appended to).
+    fs::write(&q, [&full[..], b"x"].concat()).unwrap();
+    assert!(verify_snapshot(&q).err().unwrap().to_string().contains("unexpected bytes after the end"));
+}
+
+#[cfg(unix)]
+#[test]
+fn overwrite_replaces_a_symlink_not_its_target_and_stale_temporaries_go() {
+    let d = TempDir::new().unwrap();
+    let size = 256 << 10;
+    let ram = GuestRam::new(0x4000_0000, size).unwrap();
+    let victim = d.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let p = d.path().join("s-rr-snp");
+    std::os::unix::fs::symlink(&victim, &p).unwrap();
+    // A temporary file left by a writer killed with -9 (its PID is no process).
+    let stale = d.path().join(".s-rr-snp.tmp.4294967294.0");
+    fs::write(&stale, b"half a snapshot").unwrap();
+    let e = write_snapshot(&p, &header(size), b"", b"", b"", &ram, false).err().unwrap();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    write_snapshot(&p, &header(size), b"", b"", b"", &ram, true).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert!(fs::symlink_metadata(&p).unwrap().file_type().is_file());
+    read_snapshot(&p).unwrap();
+    if Path::new("/proc/self").exists() {
+        assert!(!stale.exists(), "stale temporary file removed");
+    }
+    let dir = d.path().join("dir-rr-snp");
+    fs::create_dir(&dir).unwrap();
+    let e = write_snapshot(&dir, &header(size), b"", b"", b"", &ram, true).err().unwrap();
+    assert!(e.to_string().contains("is a directory"), "{e}");
+    let mut names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["dir-rr-snp", "s-rr-snp", "victim"]);
+}

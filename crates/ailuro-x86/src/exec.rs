@@ -219,6 +219,10 @@ impl Cpu {
     /// ESP and EFLAGS are as before the instruction.
     pub(crate) fn step<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<()> {
         self.s.shadow = false;
+        self.s.ss_shadow = false;
+        // RF is cleared at the start of every instruction, after the instruction-breakpoint
+        // check (run loop); a fault pushes RF=1 anyway, IRET and task switches load it.
+        self.s.rflags &= !crate::RF;
         let idx = self.fetch(b)?;
         let e = &self.icache.e[idx];
         let len = u64::from(e.len);
@@ -276,7 +280,11 @@ impl Cpu {
         mut rip0: u64,
     ) -> Res<()> {
         let interrupt_possible = self.s.intr && self.flag(IF);
-        let chain = !interrupt_possible && !self.flag(crate::TF) && b.hooks & crate::mem::STEP_HOOKS == 0;
+        let interrupt_possible = interrupt_possible || self.s.nmi_pending;
+        // Breakpoints need the run loop between instructions (instruction breakpoints before,
+        // data-breakpoint traps after each one).
+        let chain =
+            !interrupt_possible && !self.bp_active && !self.flag(crate::TF) && b.hooks & crate::mem::STEP_HOOKS == 0;
         loop {
             self.s.rip = next;
             if let Err(e) = self.exec_fast(b, &u) {
@@ -605,6 +613,7 @@ impl Cpu {
                         self.load_seg(b, seg, v as u16)?;
                         if seg == SS {
                             self.s.shadow = true;
+                            self.s.ss_shadow = true;
                         }
                     } else {
                         self.reg_set(r, v);
@@ -1035,30 +1044,7 @@ impl Cpu {
                 self.note_asid(b, old);
                 Ok(())
             }
-            Code::Mov_r32_dr | Code::Mov_dr_r32 => {
-                self.need_cpl0()?;
-                let (dr, gp) = if i.code() == Code::Mov_r32_dr {
-                    (i.op1_register(), i.op0_register())
-                } else {
-                    (i.op0_register(), i.op1_register())
-                };
-                let mut n = (dr as u32 - Register::DR0 as u32) as usize;
-                if n == 4 || n == 5 {
-                    if self.s.cr4 & crate::CR4_DE != 0 {
-                        return ex(6);
-                    }
-                    n += 2;
-                }
-                if n > 7 {
-                    return ex(6);
-                }
-                if i.code() == Code::Mov_r32_dr {
-                    self.reg_set(gp, self.s.dr[n]);
-                } else {
-                    self.s.dr[n] = self.reg_get(gp) & 0xffff_ffff;
-                }
-                Ok(())
-            }
+            Code::Mov_r32_dr | Code::Mov_dr_r32 => self.exec_mov_dr(b, i),
             _ => {
                 let r0 = if i.op0_kind() == OpKind::Register { i.op0_register() } else { Register::None };
                 if (Register::ES..=Register::GS).contains(&r0) {
@@ -1070,6 +1056,7 @@ impl Cpu {
                     self.load_seg(b, seg, v as u16)?;
                     if seg == SS {
                         self.s.shadow = true;
+                        self.s.ss_shadow = true;
                     }
                     return Ok(());
                 }
@@ -1111,7 +1098,8 @@ impl Cpu {
                 }
             }
             4 => {
-                if v & !(CR4_TSD | CR4_PSE | CR4_PGE | crate::CR4_OSFXSR) != 0 {
+                // DE: debug extensions (I/O breakpoints, DR4/DR5 #UD), see debug.rs.
+                if v & !(CR4_TSD | crate::CR4_DE | CR4_PSE | CR4_PGE | crate::CR4_OSFXSR) != 0 {
                     return exc(13, 0);
                 }
                 self.s.cr4 = v;
@@ -1160,25 +1148,55 @@ impl Cpu {
         }
     }
 
+    /// ENTER, following the SDM/i386 pseudo-code and Bochs where the SDM is terse:
+    /// * pushes use the stack-address size (SS.B) for SP/ESP and the operand size for the data;
+    /// * FrameTemp is the *full* ESP after pushing EBP when the operand size is 32 (even on a
+    ///   16-bit stack, where the push moved only SP), SP when it is 16; EBP/BP <- FrameTemp;
+    /// * the nesting loop reads the display through EBP (32-bit stack) or BP (16-bit stack),
+    ///   stepping by the operand size;
+    /// * the final `- AllocSize` applies to ESP or SP by stack-address size (i386 manual);
+    /// * before anything is committed the processor checks that the final stack pointer is
+    ///   writable (#SS or #PF for an operand-size access there), so the whole instruction faults
+    ///   atomically: every read, every push slot and the final position are checked first, and
+    ///   memory and registers are written only when nothing can fault any more.
     fn exec_enter<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction) -> Res<()> {
         let size: u32 = if i.code() == Code::Enterw_imm16_imm8 { 2 } else { 4 };
+        let sz = u64::from(size);
         let alloc = u64::from(i.immediate16());
-        let level = u64::from(i.immediate8_2nd() & 31);
+        let level = usize::from(i.immediate8_2nd() & 31);
         let spm = self.sp_mask();
-        self.push(b, self.s.regs[5] & mask(size), size)?;
-        let frame = self.s.regs[4] & spm;
+        let (esp0, ebp0) = (self.s.regs[4], self.s.regs[5]);
+        // Values to push, in order: old (E)BP, level-1 display entries, FrameTemp.
+        let mut vals = [0u64; 33];
+        let mut n = 0;
+        vals[n] = ebp0 & mask(size);
+        n += 1;
+        let sp_after_bp = esp0.wrapping_sub(sz) & spm;
+        let frame = if size == 4 { ((esp0 & !spm) | sp_after_bp) & 0xffff_ffff } else { sp_after_bp & 0xffff };
         if level > 0 {
-            let mut bp = self.s.regs[5] & spm;
+            let mut bp = ebp0 & spm;
             for _ in 1..level {
-                bp = bp.wrapping_sub(u64::from(size)) & spm;
-                let v = self.rd(b, SS, bp, size)?;
-                self.push(b, v, size)?;
+                bp = bp.wrapping_sub(sz) & spm;
+                vals[n] = self.rd(b, SS, bp, size)?;
+                n += 1;
             }
-            self.push(b, frame, size)?;
+            vals[n] = frame;
+            n += 1;
+        }
+        let mut sp = esp0 & spm;
+        for _ in 0..n {
+            sp = sp.wrapping_sub(sz) & spm;
+            self.probe_write(b, SS, sp, size)?;
+        }
+        let final_sp = sp.wrapping_sub(alloc) & spm;
+        self.probe_write(b, SS, final_sp, size)?;
+        let mut sp = esp0 & spm;
+        for v in &vals[..n] {
+            sp = sp.wrapping_sub(sz) & spm;
+            self.wr(b, SS, sp, size, *v)?;
         }
         self.gpr_write(5, size, frame);
-        let sp = self.s.regs[4];
-        self.set_sp(sp.wrapping_sub(alloc));
+        self.set_sp(final_sp);
         Ok(())
     }
 
@@ -1359,8 +1377,10 @@ impl Cpu {
         let (a, b, c, d): (u32, u32, u32, u32) = match leaf {
             0 => (1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
             1 => {
-                // FPU, PSE, TSC, MSR, CX8, APIC, SEP, PGE, CMOV, FXSR: exactly what is implemented.
+                // FPU, DE, PSE, TSC, MSR, CX8, APIC, SEP, PGE, CMOV, PAT, FXSR: exactly what is
+                // implemented (DE: CR4.DE, see debug.rs; PAT: the MSR, see msr.rs).
                 let edx = 1
+                    | (1 << 2)
                     | (1 << 3)
                     | (1 << 4)
                     | (1 << 5)
@@ -1369,6 +1389,7 @@ impl Cpu {
                     | (1 << 11)
                     | (1 << 13)
                     | (1 << 15)
+                    | (1 << 16)
                     | (1 << 24);
                 (CPUID_SIGNATURE, 0, 0, edx)
             }
@@ -1381,51 +1402,17 @@ impl Cpu {
         self.s.regs[2] = u64::from(d);
     }
 
-    fn read_tsc<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> u64 {
+    pub(crate) fn read_tsc<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> u64 {
         let at = self.at();
         b.touched = true;
         b.p.read_timestamp(at).wrapping_add(self.s.tsc_offset)
     }
 
-    fn rdmsr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<u64> {
-        Ok(match self.s.regs[1] as u32 {
-            0x10 => self.read_tsc(b),
-            0x1b => self.s.apic_base,
-            // Platform ID and microcode revision: read as 0 (Linux reads them on family 6).
-            0x17 | 0x8b => 0,
-            0x174 => self.s.sysenter_cs,
-            0x175 => self.s.sysenter_esp,
-            0x176 => self.s.sysenter_eip,
-            _ => return exc(13, 0),
-        })
-    }
-
-    fn wrmsr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<()> {
-        let v = (self.s.regs[2] & 0xffff_ffff) << 32 | (self.s.regs[0] & 0xffff_ffff);
-        match self.s.regs[1] as u32 {
-            0x10 => {
-                let at = self.at();
-                b.touched = true;
-                let now = b.p.read_timestamp(at);
-                self.s.tsc_offset = v.wrapping_sub(now);
-            }
-            0x1b => {
-                if v & !0xf_ffff_f900 != 0 {
-                    return exc(13, 0);
-                }
-                self.s.apic_base = v;
-            }
-            0x8b => {}
-            0x174 => self.s.sysenter_cs = v & 0xffff,
-            0x175 => self.s.sysenter_esp = v,
-            0x176 => self.s.sysenter_eip = v,
-            _ => return exc(13, 0),
-        }
-        Ok(())
-    }
-
     /// I/O permission: CPL <= IOPL, or the TSS I/O bitmap allows every byte of the access.
     fn io_check<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, port: u16, size: u32) -> Res<()> {
+        if self.bp_active {
+            self.io_bp_check(port, size);
+        }
         if !self.pm() || self.s.cpl <= self.iopl() {
             return Ok(());
         }
@@ -1465,7 +1452,8 @@ impl Cpu {
             rep && matches!(
                 m,
                 M::Movsb | M::Movsw | M::Movsd | M::Stosb | M::Stosw | M::Stosd | M::Lodsb | M::Lodsw | M::Lodsd
-            ) && !(self.s.intr && self.flag(IF))
+            ) && !self.event_possible()
+                && !self.bp_active
                 && !self.flag(crate::TF)
                 && b.hooks & crate::mem::STEP_HOOKS == 0;
         loop {
@@ -1475,8 +1463,11 @@ impl Cpu {
                 return Ok(());
             }
             if !batch || b.touched || self.icache.invalidations != inval || self.s.icount + 1 >= self.stop_at {
-                // Stay on this instruction: the next iteration is the next "instruction".
+                // Stay on this instruction: the next iteration is the next "instruction". RF=1 as
+                // on hardware after a non-final iteration: an interrupt or trap here pushes RF=1,
+                // and the next iteration does not hit the instruction breakpoint again.
                 self.s.rip = self.cur_eip;
+                self.s.rflags |= crate::RF;
                 return Ok(());
             }
             self.s.icount += 1;

@@ -268,25 +268,32 @@ impl Cpu {
             return dst & m;
         }
         let (dst, src) = (dst & m, src & m);
-        let (r, cf) = if left {
-            // dst:src:dst (a 16-bit count above 16 takes bits from the repeated dst, like hardware).
-            let wide: u128 = ((dst as u128) << (2 * bits)) | ((src as u128) << bits) | dst as u128;
+        // The operation is a shift of the concatenation dst:src:dst (most significant first for
+        // SHLD, least significant first for SHRD). For counts up to the operand size that is the
+        // architectural dst:src (SHLD) / src:dst (SHRD) shift. A 16-bit SHLD/SHRD with a masked
+        // count of 17..31 is architecturally undefined; the third copy of dst reproduces Intel
+        // hardware (checked on an Intel host: result and CF match for every count, and QEMU
+        // implements the same "A:B:A" model). AMD parts differ; Intel is the host-diff oracle.
+        // (64-bit operands only exist in long mode, where the count is masked to 63: the third
+        // copy is never reached and would not fit a u128.)
+        let third = if size == 8 { 0 } else { (dst as u128) << (2 * bits) };
+        let wide: u128 = third | ((src as u128) << bits) | dst as u128;
+        let (r, cf) = if left && size == 8 {
+            let sh = ((dst as u128) << 64 | src as u128) << cnt;
+            (((sh >> 64) as u64) & m, (((dst as u128) << 64 | src as u128) >> (128 - cnt)) as u64 & 1)
+        } else if left {
             let sh = wide << cnt;
             (((sh >> (2 * bits)) as u64) & m, ((sh >> (3 * bits)) & 1) as u64)
         } else {
-            let wide: u128 = ((dst as u128) << (2 * bits)) | ((src as u128) << bits) | dst as u128;
-            let sh = wide >> cnt;
-            let r = ((sh >> bits) as u64) & m;
-            let r = if cnt <= bits { ((((src as u128) << bits) | dst as u128) >> cnt) as u64 & m } else { r };
-            let cf = if cnt <= bits {
-                ((((src as u128) << bits) | dst as u128) >> (cnt - 1)) as u64 & 1
-            } else {
-                (sh >> (bits - 1)) as u64 & 1
-            };
-            (r, cf)
+            ((wide >> cnt) as u64 & m, (wide >> (cnt - 1)) as u64 & 1)
         };
         let mut f = Self::szp(r, size) | cf;
-        if ((r ^ dst) >> (bits - 1)) & 1 != 0 {
+        // OF is defined only for a count of 1 (sign change). For larger counts Intel computes it
+        // with the 1-bit formula all the same: SHLD: dst[msb] ^ dst[msb-1]; SHRD: src[0] ^
+        // dst[msb] (measured on the host for 16- and 32-bit operands, every count 2..31). For a
+        // count of 1 both formulas equal the sign change of the result.
+        let of = if left { (dst >> (bits - 1)) ^ (dst >> (bits - 2)) } else { src ^ (dst >> (bits - 1)) };
+        if of & 1 != 0 {
             f |= OF;
         }
         self.set_status(f);

@@ -53,8 +53,8 @@
 //! # Known limitations
 //! * Task switches to 16-bit (286) TSSs raise #GP/#TS; the I/O bitmap is read from 32-bit TSSs
 //!   only. The TSS T (debug trap) bit is ignored.
-//! * Virtual-8086 mode is not implemented: POPF/IRET never set VM; IRET to VM=1 shuts down with a
-//!   clear reason.
+//! * Virtual-8086 mode is not implemented: POPF/IRET never set VM; IRET to VM=1 and a task switch
+//!   into a TSS whose EFLAGS has VM=1 shut down with a clear reason.
 //! * x87 FPU and FXSAVE/FXRSTOR are implemented (CPUID.1:EDX FPU and FXSR); MMX/SSE are not
 //!   (CPUID says so): FXSAVE stores MXCSR = 0x1f80, MXCSR_MASK = 0xffbf and zero XMM registers,
 //!   FXRSTOR ignores them except for the reserved-bit #GP check. An unmasked x87 exception is
@@ -63,20 +63,32 @@
 //!   FSCALE, FXTRACT, BCD, stack faults and the masked/unmasked exception responses match a real
 //!   x87 bit for bit in the differential tests; the transcendental instructions are correctly
 //!   rounded from a 128-bit internal result (within 1 ulp of, and usually identical to, the
-//!   hardware; see `softfloat.rs`). Where x87 vendors differ the host used for the differential
-//!   tests (AMD) decided: e.g. F2XM1 outside [-1, 1] returns its operand with PE.
-//! * Debug registers are stored but breakpoints are not implemented; no #AC alignment checks.
+//!   hardware; see `softfloat.rs`). Where x87 vendors differ, the CPU follows Intel (it presents
+//!   itself as GenuineIntel; the differential tests now run on an Intel Xeon, earlier on AMD
+//!   EPYC, where both agree the choice is theirs): e.g. F2XM1 outside [-1, 1] returns its operand
+//!   with PE, and FSCALE of a true denormal by ±0 returns it unchanged with only DE (no
+//!   underflow, even unmasked).
+//! * Debug registers (`debug.rs`): instruction, data and I/O breakpoints, general detect,
+//!   single-step, RF. Data breakpoints match accesses made by instructions through segmentation
+//!   (including pushes and string instructions), not implicit supervisor accesses (descriptor
+//!   tables, TSS, IDT) nor page walks. The TSS T bit, DR7.LE/GE and branch trace are ignored.
+//!   No #AC alignment checks.
 //! * A20 is always enabled; no SMM; no PAE / long mode yet (registers and state are 64-bit wide).
 //! * CPUID leaves other than 0, 1 and 0x8000_0000 return zeros.
 //! * LOCK is accepted on any instruction (single CPU); RDPMC raises #UD.
 
+#[cfg(test)]
+mod conf_tests;
+mod debug;
 mod exec;
 mod fast;
 mod flags;
 mod fpu;
 #[cfg(test)]
 mod fpu_tests;
+mod legacy;
 mod mem;
+mod msr;
 mod observe;
 mod prot;
 mod softfloat;
@@ -249,7 +261,9 @@ pub(crate) const CR4_PSE: u64 = 1 << 4;
 pub(crate) const CR4_PGE: u64 = 1 << 7;
 pub(crate) const CR4_OSFXSR: u64 = 1 << 9;
 
-const STATE_VERSION: u32 = 2;
+/// Version 3 added IA32_MISC_ENABLE, IA32_PAT, the NMI latch/blocking, the MOV SS debug-trap
+/// shadow and pending debug traps. Version 2 states still load (see `legacy.rs`).
+const STATE_VERSION: u32 = 3;
 
 /// Every architecturally visible bit of the CPU, plus the run-state the record/replay design
 /// depends on. This is what `save_state` serializes and `state_hash` hashes; caches live outside.
@@ -287,6 +301,19 @@ pub(crate) struct State {
     pub shadow: bool,
     /// x87 FPU registers, control/status/tag words and last-instruction pointers.
     pub fpu: fpu::Fpu,
+    /// IA32_MISC_ENABLE (MSR 0x1a0).
+    pub misc_enable: u64,
+    /// IA32_PAT (MSR 0x277).
+    pub pat: u64,
+    /// An NMI was raised ([`Cpu::raise_nmi`]) and not yet delivered.
+    pub nmi_pending: bool,
+    /// An NMI handler is running: further NMIs wait until the next IRET.
+    pub nmi_blocked: bool,
+    /// The last instruction was MOV SS / POP SS: debug traps (single-step, data breakpoints) and
+    /// instruction breakpoints wait until after the next instruction, like interrupts.
+    pub ss_shadow: bool,
+    /// Debug-trap conditions (DR6 B0..B3) of the current instruction not yet delivered.
+    pub dbg_pending: u32,
 }
 
 impl State {
@@ -314,19 +341,25 @@ impl State {
             cr3: 0,
             cr4: 0,
             efer: 0,
-            dr: [0, 0, 0, 0, 0xffff_0ff0, 0x400, 0xffff_0ff0, 0x400],
+            dr: [0, 0, 0, 0, debug::DR6_FIXED, 0x400, debug::DR6_FIXED, 0x400],
             cpl: 0,
             tsc_offset: 0,
             sysenter_cs: 0,
             sysenter_esp: 0,
             sysenter_eip: 0,
-            apic_base: 0xfee0_0000 | (1 << 11) | (1 << 8),
+            apic_base: msr::APIC_BASE_RESET,
             icount: 0,
             halted: false,
             shutdown: false,
             intr: false,
             shadow: false,
             fpu: fpu::Fpu::reset(),
+            misc_enable: msr::MISC_ENABLE_RESET,
+            pat: msr::PAT_RESET,
+            nmi_pending: false,
+            nmi_blocked: false,
+            ss_shadow: false,
+            dbg_pending: 0,
         }
     }
 }
@@ -370,6 +403,9 @@ pub struct Cpu {
     pub(crate) stop_at: u64,
     pub(crate) tlb: mem::Tlb,
     pub(crate) icache: mem::DecodeCache,
+    /// DR7 enables at least one breakpoint (cached from DR7; see `debug.rs`). While it is false
+    /// breakpoints cost one predictable branch per memory access and nothing per instruction.
+    pub(crate) bp_active: bool,
 }
 
 impl Cpu {
@@ -384,6 +420,7 @@ impl Cpu {
             cur_eip: 0,
             tlb: mem::Tlb::new(),
             icache: mem::DecodeCache::new(),
+            bp_active: false,
         }
     }
 
@@ -396,6 +433,7 @@ impl Cpu {
         self.s.icount = icount;
         self.s.intr = intr;
         self.flush_all_caches();
+        self.update_bp_active();
     }
 
     /// Retired-instruction count.
@@ -406,6 +444,35 @@ impl Cpu {
     /// Set the INTR pin level (only between `run` calls).
     pub fn set_intr(&mut self, level: bool) {
         self.s.intr = level;
+    }
+
+    /// Latch an NMI (edge-triggered, like the NMI pin): it is delivered through vector 2 at the
+    /// next instruction boundary where NMIs are not blocked (blocked from the delivery of an NMI
+    /// until the next IRET, and for one instruction after STI/MOV SS/POP SS). Several calls before
+    /// the delivery are one NMI. Call it only between `run` calls, like [`Cpu::set_intr`].
+    pub fn raise_nmi(&mut self) {
+        self.s.nmi_pending = true;
+    }
+
+    /// Whether an NMI is latched and not yet delivered.
+    pub fn nmi_pending(&self) -> bool {
+        self.s.nmi_pending
+    }
+
+    /// Whether NMIs are blocked (an NMI handler has not executed IRET yet).
+    pub fn nmi_blocked(&self) -> bool {
+        self.s.nmi_blocked
+    }
+
+    /// An NMI is latched and not blocked by a running NMI handler.
+    pub(crate) fn nmi_deliverable(&self) -> bool {
+        self.s.nmi_pending && !self.s.nmi_blocked
+    }
+
+    /// An interrupt or NMI may be delivered at some boundary of this `run` call (INTR and NMI
+    /// only change between calls): REP batching and fast-path chaining must stop at boundaries.
+    pub(crate) fn event_possible(&self) -> bool {
+        (self.s.intr && self.s.rflags & IF != 0) || self.s.nmi_pending
     }
 
     /// Current INTR pin level.
@@ -563,10 +630,16 @@ impl Cpu {
 
     /// Restore a state produced by [`Cpu::save_state`]. Flushes every cache.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), CpuStateError> {
-        let (st, rest): (State, &[u8]) = postcard::take_from_bytes(bytes)?;
-        if st.version != STATE_VERSION {
-            return Err(CpuStateError::Version { found: st.version, expected: STATE_VERSION });
-        }
+        // The version is the first field: read it alone, then decode the matching layout.
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(bytes)?;
+        let (st, rest): (State, &[u8]) = match version {
+            STATE_VERSION => postcard::take_from_bytes(bytes)?,
+            2 => {
+                let (old, rest): (legacy::StateV2, &[u8]) = postcard::take_from_bytes(bytes)?;
+                (old.into(), rest)
+            }
+            found => return Err(CpuStateError::Version { found, expected: STATE_VERSION }),
+        };
         if !rest.is_empty() {
             return Err(CpuStateError::Invalid(format!("{} trailing bytes after the state", rest.len())));
         }
@@ -578,6 +651,7 @@ impl Cpu {
         }
         self.s = st;
         self.flush_all_caches();
+        self.update_bp_active();
         Ok(())
     }
 
@@ -678,6 +752,17 @@ impl Cpu {
             if self.s.icount >= stop_at {
                 return RunExit::Limit;
             }
+            // NMI first: it has priority over INTR and ignores IF.
+            if self.s.nmi_pending && !self.s.nmi_blocked && !self.s.shadow {
+                self.s.halted = false;
+                self.s.nmi_pending = false;
+                self.s.nmi_blocked = true;
+                self.cur_pc = self.lin_pc();
+                if let Err(reason) = self.deliver_with_escalation(&mut b, 2, None, prot::Event::External) {
+                    return RunExit::Shutdown { reason };
+                }
+                continue;
+            }
             if self.s.intr && !self.s.shadow && self.s.rflags & IF != 0 {
                 self.s.halted = false;
                 self.cur_pc = self.lin_pc();
@@ -691,20 +776,50 @@ impl Cpu {
             if self.s.halted {
                 return RunExit::Halted;
             }
+            if self.bp_active && self.s.rflags & RF == 0 && !self.s.ss_shadow {
+                // Instruction breakpoints: a fault-class #DB before the instruction executes.
+                // The pushed RF stays as it is (0): the handler sets it to resume.
+                let hits = self.code_bp_hits(self.lin_pc());
+                if hits != 0 {
+                    self.cur_pc = self.lin_pc();
+                    self.s.dr[6] = (self.s.dr[6] & !0xf) | u64::from(hits);
+                    if let Err(reason) = self.deliver_with_escalation(&mut b, 1, None, prot::Event::Exception) {
+                        return RunExit::Shutdown { reason };
+                    }
+                    continue;
+                }
+            }
             let tf = self.s.rflags & TF != 0;
+            let pending0 = self.s.dbg_pending;
             let step = if b.hooks & mem::STEP_HOOKS != 0 { self.observed_step(&mut b) } else { self.step(&mut b) };
             match step {
                 Ok(()) => {
                     // INT n clears TF on delivery and is not followed by a single-step trap.
-                    if tf && self.s.rflags & TF != 0 {
-                        // Single-step trap after the instruction retired.
-                        self.s.dr[6] |= 1 << 14;
+                    let single_step = tf && self.s.rflags & TF != 0;
+                    // After MOV SS / POP SS the traps wait for the end of the next instruction.
+                    if (single_step || self.s.dbg_pending != 0) && !self.s.ss_shadow {
+                        // Trap-class #DB after the instruction retired: data breakpoints report
+                        // in B0..B3 (replacing older B bits), single-step in BS.
+                        let mut dr6 = self.s.dr[6];
+                        if self.s.dbg_pending != 0 {
+                            dr6 = (dr6 & !0xf) | u64::from(self.s.dbg_pending);
+                        }
+                        if single_step {
+                            dr6 |= debug::DR6_BS;
+                        }
+                        self.s.dr[6] = dr6;
+                        self.s.dbg_pending = 0;
                         if let Err(reason) = self.deliver_with_escalation(&mut b, 1, None, prot::Event::Exception) {
                             return RunExit::Shutdown { reason };
                         }
                     }
                 }
                 Err(Fault::Ex { vector, code }) => {
+                    // The instruction did not complete: its data breakpoints do not count. Every
+                    // fault-class exception pushes RF=1 so that the restarted instruction does not
+                    // hit its instruction breakpoint again (SDM Vol. 3 17.3.1.1).
+                    self.s.dbg_pending = pending0;
+                    self.s.rflags |= RF;
                     if let Err(reason) = self.deliver_with_escalation(&mut b, vector, code, prot::Event::Exception) {
                         return RunExit::Shutdown { reason };
                     }
@@ -716,7 +831,7 @@ impl Cpu {
             }
             // After HLT, wait only if no interrupt can wake the CPU right away (INTR already high
             // with IF=1: the loop delivers it at this same boundary).
-            if self.s.halted && !(self.s.intr && self.s.rflags & IF != 0) {
+            if self.s.halted && !(self.s.intr && self.s.rflags & IF != 0) && !self.nmi_deliverable() {
                 return RunExit::Halted;
             }
         }

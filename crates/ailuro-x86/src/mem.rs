@@ -553,7 +553,11 @@ impl Cpu {
     pub(crate) fn rd<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, seg: usize, off: u64, size: u32) -> Res<u64> {
         let lin = self.seg_addr(seg, off, size, false)?;
         let acc = self.user_acc();
-        self.lin_read(b, lin, size, acc)
+        let v = self.lin_read(b, lin, size, acc)?;
+        if self.bp_active {
+            self.data_bp_check(lin, size, false);
+        }
+        Ok(v)
     }
 
     /// Write `size` bytes at `seg:off` with the current privilege.
@@ -568,7 +572,11 @@ impl Cpu {
     ) -> Res<()> {
         let lin = self.seg_addr(seg, off, size, true)?;
         let acc = self.user_acc();
-        self.lin_write(b, lin, size, v, acc)
+        self.lin_write(b, lin, size, v, acc)?;
+        if self.bp_active {
+            self.data_bp_check(lin, size, true);
+        }
+        Ok(())
     }
 
     /// Check that `seg:off` is writable (used before multi-part updates).

@@ -501,6 +501,8 @@ impl Cpu {
 
     /// IRET/IRETD.
     pub(crate) fn iret<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, size: u32) -> Res<()> {
+        // IRET ends NMI blocking (also when it then faults, as documented for VMX-less parts).
+        self.s.nmi_blocked = false;
         if self.pm() && self.s.rflags & NT != 0 {
             // Return to the task in the current TSS's back link.
             let link = self.lin_read(b, self.s.tr.base & 0xffff_ffff, 2, 0)? as u16;
@@ -516,6 +518,7 @@ impl Cpu {
             self.s.rip = eip;
             self.set_sp(sp.wrapping_add(3 * s));
             self.write_flags(fl, size);
+            self.iret_rf(fl, size);
             return Ok(());
         }
         if size == 4 && fl & VM != 0 && self.s.cpl == 0 {
@@ -534,6 +537,7 @@ impl Cpu {
             self.s.rip = eip;
             self.set_sp(sp.wrapping_add(3 * s));
             self.write_flags_priv(fl, size, old_cpl);
+            self.iret_rf(fl, size);
             return Ok(());
         }
         let new_esp = self.peek(b, 3 * s, size)?;
@@ -541,6 +545,7 @@ impl Cpu {
         let sd = self.check_stack_sel(b, new_ss, rpl, 13)?;
         self.set_accessed(b, sel, d)?;
         self.write_flags_priv(fl, size, old_cpl);
+        self.iret_rf(fl, size);
         self.set_cs(seg, rpl);
         self.s.rip = eip;
         self.s.seg[SS] = desc_to_seg(new_ss, sd | (1 << 40));
@@ -563,6 +568,14 @@ impl Cpu {
             changeable &= 0xffff;
         }
         self.s.rflags = (self.s.rflags & !changeable) | (v & changeable) | 2;
+    }
+
+    /// IRETD loads RF from the popped image (POPF never does): a debug handler returns with RF=1
+    /// to skip the instruction breakpoint once.
+    fn iret_rf(&mut self, fl: u64, size: u32) {
+        if size == 4 {
+            self.s.rflags = (self.s.rflags & !RF) | (fl & RF);
+        }
     }
 
     /// POPF/IRET flag write at the current privilege level.
@@ -630,6 +643,10 @@ impl Cpu {
             b.obs.interrupt(&view, b.ram, &e);
         }
         self.block_start = true;
+        if vec == 1 && ev == Event::Exception {
+            // The processor clears DR7.GD when it delivers a #DB, so the handler can use the DRs.
+            self.s.dr[7] &= !crate::debug::DR7_GD;
+        }
         if !self.pm() {
             return self.deliver_real(b, vec);
         }
@@ -799,6 +816,13 @@ impl Cpu {
         for (k, v) in t.iter_mut().enumerate() {
             *v = self.lin_read(b, (new.base + 4 * k as u64) & 0xffff_ffff, 4, 0)? as u32;
         }
+        if u64::from(t[9]) & VM != 0 {
+            // Said as clearly as for IRET, instead of running 8086 code as protected-mode code.
+            return Err(Fault::Shutdown(format!(
+                "task switch into a virtual-8086 task (TSS {sel:#x}, EFLAGS {:#x}): VM86 is not supported",
+                t[9]
+            )));
+        }
         // Save the outgoing task.
         let mut fl = self.s.rflags;
         if kind == TaskSwitch::Iret {
@@ -843,6 +867,9 @@ impl Cpu {
         }
         self.s.rip = u64::from(t[8]);
         self.s.rflags = (new_fl & !VM) | 2;
+        // A task switch clears the local breakpoint enables L0..L3 (and LE).
+        self.s.dr[7] &= !0x155;
+        self.update_bp_active();
         for r in 0..8 {
             self.s.regs[r] = u64::from(t[10 + r]);
         }

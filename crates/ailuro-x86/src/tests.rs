@@ -49,12 +49,12 @@ impl Platform for TestPlat {
 
 pub(crate) const CODE: u64 = 0x10_0000;
 pub(crate) const USER_CODE: u64 = 0x20_0000;
-const GDT: u64 = 0x1000;
-const IDT: u64 = 0x2000;
-const STUBS: u64 = 0x3000;
-const TSS: u64 = 0x5000;
-const STACK: u64 = 0x8_0000;
-const STACK0: u64 = 0x7_0000;
+pub(crate) const GDT: u64 = 0x1000;
+pub(crate) const IDT: u64 = 0x2000;
+pub(crate) const STUBS: u64 = 0x3000;
+pub(crate) const TSS: u64 = 0x5000;
+pub(crate) const STACK: u64 = 0x8_0000;
+pub(crate) const STACK0: u64 = 0x7_0000;
 
 pub(crate) fn desc(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
     let (base, limit) = (u64::from(base), u64::from(limit));
@@ -1077,7 +1077,7 @@ fn ring3_int_switches_to_tss_stack_and_iret_returns() {
 
 // ---------------------------------------------------------------- paging
 
-fn paging_env(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
+pub(crate) fn paging_env(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
     let mut e = Env::flat(f);
     // Page directory at 0x10000: 0-4 MiB through a page table at 0x11000 (supervisor, RW),
     // 4-8 MiB as one 4 MiB user read-only page.
@@ -2265,7 +2265,7 @@ fn sixteen_bit_interrupt_gate_pushes_words() {
 
 /// A second 32-bit TSS at 0x6000 (GDT selector 0x38) whose task starts at `eip` with flat ring-0
 /// segments and ESP 0x6_8000.
-fn add_task(e: &mut Env, eip: u32) {
+pub(crate) fn add_task(e: &mut Env, eip: u32) {
     let t = 0x6000u64;
     e.ram.write_u64(GDT + 0x38, desc(t as u32, 0x67, 0x89, 0)).unwrap();
     e.cpu.s.gdtr.limit = 0x3f;

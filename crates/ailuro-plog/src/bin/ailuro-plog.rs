@@ -1,9 +1,14 @@
 //! `ailuro-plog`: look into plugin logs. `dump` prints records as JSON lines, `info` describes a
 //! file. Errors are one line on stderr (`ailuro-plog: error: ...`) with exit status 1.
+//!
+//! Output errors never panic (no `println!`): a closed pipe ends the program quietly with status
+//! 1, any other write error is reported with status 1.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+
+use ailuro_toolio::{error_chain, say};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ailuro_plog::{OwnedRecord, PlogError, PlogReader};
@@ -21,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print the records as JSON lines, one object per record, in file (icount) order.
+    /// Print the records as JSON lines, one object per record, in file order: the order the
+    /// plugins wrote them, which is not necessarily icount order (--sorted sorts).
     ///
     /// Columns: icount (number), pc and asid (hex strings; asid only if present), plugin, kind,
     /// then the record's fields. Integers stay exact JSON numbers even above 2^53; bytes are
@@ -41,6 +47,10 @@ enum Cmd {
         /// Only records at or before this instruction count (decimal or 0x hex).
         #[arg(long, value_name = "ICOUNT", value_parser = parse_u64)]
         to: Option<u64>,
+        /// Print the records in icount order (equal icounts in file order). Memory use is bounded;
+        /// a file whose records are extremely far out of order is an error.
+        #[arg(long)]
+        sorted: bool,
     },
     /// Describe a plog: header, metadata, record counts per plugin and kind, icount range, and
     /// whether it is complete.
@@ -66,7 +76,7 @@ fn parse_u64(s: &str) -> Result<u64, String> {
 /// Why a command failed.
 enum Failure {
     Plog(PlogError),
-    /// Writing to stdout failed; a closed pipe (`| head`) is not reported.
+    /// Writing to stdout failed; a closed pipe (`| head`) is not reported (but still status 1).
     Output(io::Error),
     Other(String),
 }
@@ -83,61 +93,71 @@ fn main() -> ExitCode {
         Err(e) => return cli_error(e),
     };
     let r = match cli.cmd {
-        Cmd::Dump { file, plugin, kind, from, to } => dump(&file, &plugin, &kind, from, to),
+        Cmd::Dump { file, plugin, kind, from, to, sorted } => dump(&file, &plugin, &kind, from, to, sorted),
         Cmd::Info { file, verify } => info(&file, verify),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        // Whoever closed the pipe has what they wanted; the output is still incomplete.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(1),
         Err(Failure::Output(e)) => fail(&format!("cannot write to standard output: {e}")),
         Err(Failure::Plog(e)) => fail(&error_chain(&e)),
         Err(Failure::Other(m)) => fail(&m),
     }
 }
 
+/// Warnings about the file as a whole (known when it is opened; printed after its records, so
+/// they are not lost in the output).
+fn file_warnings(file: &Path, r: &PlogReader) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some((off, len)) = r.trailing_bytes() {
+        w.push(format!(
+            "{PROG}: warning: {} has {len} bytes of trailing data after its end (from offset {off}); they are ignored",
+            file.display()
+        ));
+    }
+    if !r.is_complete() {
+        let span = r.icount_range().map_or("no records".to_owned(), |(a, b)| format!("instructions {a} to {b}"));
+        w.push(format!(
+            "{PROG}: warning: {} is incomplete (its writer did not finish); it holds {} records, {span}",
+            file.display(),
+            r.record_count()
+        ));
+    }
+    w
+}
+
 fn dump(
-    file: &std::path::Path,
+    file: &Path,
     plugins: &[String],
     kinds: &[String],
     from: Option<u64>,
     to: Option<u64>,
+    sorted: bool,
 ) -> Result<(), Failure> {
     let mut r = PlogReader::open(file)?;
-    if let Some(f) = from {
-        r.seek_icount(f);
-    }
+    let warnings = file_warnings(file, &r);
+    // Records are in emission order, so --to filters rather than stops; chunks entirely outside
+    // the range are still skipped unread.
+    r.select_icounts(from.unwrap_or(0), to.unwrap_or(u64::MAX));
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 << 10, stdout.lock());
     let wanted = |rec: &OwnedRecord| {
         (plugins.is_empty() || plugins.contains(&rec.plugin)) && (kinds.is_empty() || kinds.contains(&rec.kind))
     };
-    let mut result = Ok(());
-    while let Some(rec) = r.next_record().transpose() {
-        let rec = match rec {
-            Ok(rec) => rec,
-            Err(e) => {
-                result = Err(Failure::Plog(e));
-                break;
-            }
-        };
-        if to.is_some_and(|t| rec.icount > t) {
-            break;
-        }
+    let mut print = |rec: Result<OwnedRecord, PlogError>| -> Result<(), Failure> {
+        let rec = rec?;
         if wanted(&rec) {
             serde_json::to_writer(&mut out, &rec).map_err(|e| Failure::Output(e.into()))?;
             out.write_all(b"\n").map_err(Failure::Output)?;
         }
-    }
+        Ok(())
+    };
+    // Records before an error are printed (flushed below), then the error is reported.
+    let result = if sorted { r.sorted().try_for_each(&mut print) } else { r.try_for_each(&mut print) };
     out.flush().map_err(Failure::Output)?;
     result?;
-    if !r.is_complete() {
-        let last = r.icount_range().map_or("no records".to_owned(), |(_, l)| format!("up to instruction {l}"));
-        eprintln!(
-            "{PROG}: warning: {} is incomplete (its writer did not finish); it holds {} records, {last}",
-            file.display(),
-            r.record_count()
-        );
-    }
+    warnings.iter().for_each(|w| say(w));
     Ok(())
 }
 
@@ -147,7 +167,7 @@ struct Counts {
     bytes: Option<u64>,
 }
 
-fn info(file: &std::path::Path, verify: bool) -> Result<(), Failure> {
+fn info(file: &Path, verify: bool) -> Result<(), Failure> {
     let mut r = PlogReader::open(file)?;
     let mut kinds: BTreeMap<(String, String), Counts> = BTreeMap::new();
     let mut scanned = false;
@@ -205,6 +225,14 @@ fn info(file: &std::path::Path, verify: bool) -> Result<(), Failure> {
         }
         (false, None) => o += "status:    INCOMPLETE (the writer did not finish)\n",
     }
+    if let Some((off, len)) = r.trailing_bytes() {
+        o += &format!("trailing:  {len} bytes after the end of the plog (from offset {off}) are ignored\n");
+    }
+    o += if r.is_sorted_by_format() {
+        "order:     by icount (format version 1)\n"
+    } else {
+        "order:     as emitted, not necessarily by icount (dump --sorted sorts)\n"
+    };
     let (raw, comp) = r.payload_bytes();
     o += &format!("records:   {} in {} chunks\n", r.record_count(), r.chunks().len());
     match r.icount_range() {
@@ -226,26 +254,16 @@ fn info(file: &std::path::Path, verify: bool) -> Result<(), Failure> {
         }
     }
     let mut out = io::stdout().lock();
-    out.write_all(o.as_bytes()).and_then(|()| out.flush()).map_err(Failure::Output)
-}
-
-/// The error message with its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
+    out.write_all(o.as_bytes()).and_then(|()| out.flush()).map_err(Failure::Output)?;
+    // Incompleteness is in the report itself; trailing bytes are worth a warning.
+    if r.trailing_bytes().is_some() {
+        file_warnings(file, &r).iter().take(1).for_each(|w| say(w));
     }
-    msg.replace('\n', " ")
+    Ok(())
 }
 
 fn fail(msg: &str) -> ExitCode {
-    eprintln!("{PROG}: error: {msg}");
+    say(&format!("{PROG}: error: {msg}"));
     ExitCode::from(1)
 }
 
@@ -254,15 +272,19 @@ fn fail(msg: &str) -> ExitCode {
 fn cli_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
+        let mut out = io::stdout().lock();
+        return match out.write_all(e.render().to_string().as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(1),
+            Err(e) => fail(&format!("cannot write to standard output: {e}")),
+        };
     }
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        eprint!("{}", e.render());
+        say(e.render().to_string().trim_end());
         return ExitCode::from(1);
     }
     let text = e.render().to_string();
     let text = text.strip_prefix("error: ").unwrap_or(&text);
-    eprint!("{PROG}: error: {text}");
+    say(&format!("{PROG}: error: {}", text.trim_end()));
     ExitCode::from(1)
 }

@@ -1,0 +1,92 @@
+//! Model-specific registers of the emulated P6-class CPU: the one table of what exists.
+//!
+//! | MSR | name | reset | read | write |
+//! |---|---|---|---|---|
+//! | 0x10 | IA32_TSC | (run loop clock) | Platform time-stamp + offset | sets the offset |
+//! | 0x17 | IA32_PLATFORM_ID | 0 | 0 | #GP (read-only) |
+//! | 0x1b | IA32_APIC_BASE | 0xfee0_0900 (BSP, enabled) | value | #GP on reserved bits (0..7, 9, 10, 36..63) |
+//! | 0x8b | IA32_BIOS_SIGN_ID | 0 | 0 (no microcode update loaded) | ignored (the update trigger) |
+//! | 0x174..=0x176 | IA32_SYSENTER_CS/ESP/EIP | 0 | value | CS keeps 16 bits |
+//! | 0x1a0 | IA32_MISC_ENABLE | 0x1801 | value | see [`MISC_ENABLE_RW`] |
+//! | 0x277 | IA32_PAT | 0x0007_0406_0007_0406 | value | #GP if any entry is a reserved type (2, 3, 8..) |
+//!
+//! Everything else raises #GP(0), as on hardware: in particular the MTRRs (CPUID.1:EDX.MTRR=0),
+//! the machine-check MSRs (MCE/MCA=0), the performance counters and IA32_EFER (no long mode, NX or
+//! SYSCALL is advertised by either model yet). CPUID.1:EDX advertises MSR, TSC, APIC, SEP and PAT
+//! accordingly. PAT memory types have no effect in an emulator (every access is coherent), so the
+//! MSR is stored and checked but not used by the page walk.
+
+use ailuro_bus::Platform;
+
+use crate::mem::Bus;
+use crate::{exc, Cpu, Res};
+
+/// IA32_MISC_ENABLE after reset: fast strings enabled (bit 0, as the BIOS leaves it on P6 parts),
+/// branch-trace storage unavailable (bit 11) and PEBS unavailable (bit 12): the model has no debug
+/// store (CPUID.1:EDX.DS=0). Bit 7 (performance monitoring available) is 0: no PMU. Bit 22 (limit
+/// CPUID max leaf to 2) is 0; it would have no visible effect, the maximum basic leaf is 1.
+pub(crate) const MISC_ENABLE_RESET: u64 = 1 | (1 << 11) | (1 << 12);
+/// Bits software may change: fast strings (0), automatic thermal control (3), limit CPUID maxval
+/// (22). None of them changes the emulation.
+pub(crate) const MISC_ENABLE_RW: u64 = 1 | (1 << 3) | (1 << 22);
+/// Read-only bits: writes of any value are ignored (Linux writes back what it read).
+const MISC_ENABLE_RO: u64 = (1 << 7) | (1 << 11) | (1 << 12);
+/// IA32_PAT after reset (SDM Vol. 3 "PAT"): WB, WT, UC-, UC, WB, WT, UC-, UC.
+pub(crate) const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// IA32_APIC_BASE after reset: base 0xfee0_0000, global enable (bit 11), BSP (bit 8).
+pub(crate) const APIC_BASE_RESET: u64 = 0xfee0_0000 | (1 << 11) | (1 << 8);
+
+impl Cpu {
+    /// RDMSR of ECX (CPL 0 already checked).
+    pub(crate) fn rdmsr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<u64> {
+        Ok(match self.s.regs[1] as u32 {
+            0x10 => self.read_tsc(b),
+            0x17 | 0x8b => 0,
+            0x1b => self.s.apic_base,
+            0x174 => self.s.sysenter_cs,
+            0x175 => self.s.sysenter_esp,
+            0x176 => self.s.sysenter_eip,
+            0x1a0 => self.s.misc_enable,
+            0x277 => self.s.pat,
+            _ => return exc(13, 0),
+        })
+    }
+
+    /// WRMSR of EDX:EAX to ECX (CPL 0 already checked). Nothing changes on #GP.
+    pub(crate) fn wrmsr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<()> {
+        let v = (self.s.regs[2] & 0xffff_ffff) << 32 | (self.s.regs[0] & 0xffff_ffff);
+        match self.s.regs[1] as u32 {
+            0x10 => {
+                let at = self.at();
+                b.touched = true;
+                let now = b.p.read_timestamp(at);
+                self.s.tsc_offset = v.wrapping_sub(now);
+            }
+            0x1b => {
+                if v & !0xf_ffff_f900 != 0 {
+                    return exc(13, 0);
+                }
+                self.s.apic_base = v;
+            }
+            0x8b => {}
+            0x174 => self.s.sysenter_cs = v & 0xffff,
+            0x175 => self.s.sysenter_esp = v,
+            0x176 => self.s.sysenter_eip = v,
+            0x1a0 => {
+                if v & !(MISC_ENABLE_RW | MISC_ENABLE_RO) != 0 {
+                    return exc(13, 0);
+                }
+                self.s.misc_enable = (self.s.misc_enable & !MISC_ENABLE_RW) | (v & MISC_ENABLE_RW);
+            }
+            0x277 => {
+                // Each byte is a memory type; 2, 3 and 8..=255 are reserved.
+                if (0..8).any(|k| matches!((v >> (8 * k)) & 0xff, 2 | 3 | 8..)) {
+                    return exc(13, 0);
+                }
+                self.s.pat = v;
+            }
+            _ => return exc(13, 0),
+        }
+        Ok(())
+    }
+}
