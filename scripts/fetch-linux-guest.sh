@@ -1,15 +1,17 @@
 #!/bin/bash
 # Fetch the Linux guest (Debian bookworm's stock kernel + busybox-static) and build its initramfs.
 #
-#   scripts/fetch-linux-guest.sh [ARCH]       ARCH = i386 (default) | amd64 | armhf
+#   scripts/fetch-linux-guest.sh [ARCH]       ARCH = i386 (default) | i386-pae | amd64 | armhf
 #
 # Downloads, with apt-get from Debian's archive, exactly the .deb versions listed in
 # guests/linux/SHA256SUMS (kernel ABI 6.1.0-50):
-#   i386   linux-image-6.1.0-50-686:i386     busybox-static:i386
-#   amd64  linux-image-6.1.0-50-amd64:amd64  busybox-static:amd64
-#   armhf  linux-image-6.1.0-50-armmp:armhf  busybox-static:armhf
+#   i386      linux-image-6.1.0-50-686:i386      busybox-static:i386
+#   i386-pae  linux-image-6.1.0-50-686-pae:i386  busybox-static:i386  (same initramfs as i386)
+#   amd64     linux-image-6.1.0-50-amd64:amd64   busybox-static:amd64
+#   armhf     linux-image-6.1.0-50-armmp:armhf   busybox-static:armhf
 # checks their sha256 against that file (and fails if the archive serves anything else), extracts
-# them with dpkg-deb and runs scripts/build-initramfs.sh ARCH. Everything goes to
+# them with dpkg-deb and runs scripts/build-initramfs.sh ARCH (for i386-pae: the i386 build, on
+# this directory's busybox, so the archive is byte-identical to i386's). Everything goes to
 #   ${AILURO_CACHE:-$HOME/.cache/ailuro}/linux/ARCH/
 #     vmlinuz  config  busybox  initramfs.cpio.gz  debs/*.deb
 # and the paths are printed on stdout as NAME=PATH lines. Idempotent: cached .deb files whose
@@ -25,18 +27,20 @@ set -euo pipefail
 die() { echo "fetch-linux-guest: error: $*" >&2; exit 1; }
 log() { echo "fetch-linux-guest: $*" >&2; }
 
-arch=${1:-i386}
-case "$arch" in
-    i386) kpkg=linux-image-6.1.0-50-686 ;;
-    amd64) kpkg=linux-image-6.1.0-50-amd64 ;;
-    armhf) kpkg=linux-image-6.1.0-50-armmp ;;
-    *) die "usage: $0 [ARCH]   (ARCH = i386, amd64 or armhf; got '$arch')" ;;
+# $guest names the variant (and its cache directory); $arch is the Debian architecture.
+guest=${1:-i386}
+case "$guest" in
+    i386) arch=i386 kpkg=linux-image-6.1.0-50-686 ;;
+    i386-pae) arch=i386 kpkg=linux-image-6.1.0-50-686-pae ;;
+    amd64) arch=amd64 kpkg=linux-image-6.1.0-50-amd64 ;;
+    armhf) arch=armhf kpkg=linux-image-6.1.0-50-armmp ;;
+    *) die "usage: $0 [ARCH]   (ARCH = i386, i386-pae, amd64 or armhf; got '$guest')" ;;
 esac
 [ $# -le 1 ] || die "usage: $0 [ARCH]"
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 sums=$repo/guests/linux/SHA256SUMS
-cache=${AILURO_CACHE:-$HOME/.cache/ailuro}/linux/$arch
+cache=${AILURO_CACHE:-$HOME/.cache/ailuro}/linux/$guest
 debs=$cache/debs
 [ -f "$sums" ] || die "$sums is missing"
 for tool in dpkg dpkg-deb apt-get apt-cache sha256sum; do
@@ -153,7 +157,20 @@ else
     log "extracted kernel $kver and busybox into $cache"
 fi
 
-initramfs=$("$repo/scripts/build-initramfs.sh" "$arch")
+if [ "$guest" = "$arch" ]; then
+    initramfs=$("$repo/scripts/build-initramfs.sh" "$arch")
+else
+    # build-initramfs.sh knows Debian architectures only and reads CACHE/linux/ARCH/busybox: point a
+    # scratch cache's linux/$arch at this directory so that it builds here, from this busybox.
+    shim=$(mktemp -d "${TMPDIR:-/tmp}/ailuro-fetch.XXXXXX")
+    trap 'rm -rf "$shim"' EXIT
+    mkdir "$shim/linux"
+    ln -s "$cache" "$shim/linux/$arch"
+    AILURO_CACHE=$shim "$repo/scripts/build-initramfs.sh" "$arch" >/dev/null
+    rm -rf "$shim"
+    trap - EXIT
+    initramfs=$cache/initramfs.cpio.gz
+fi
 
 echo "kernel=$cache/vmlinuz"
 echo "initramfs=$initramfs"

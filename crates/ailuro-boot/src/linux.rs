@@ -52,8 +52,8 @@
 //! `tests/qemu_crosscheck.rs`.
 //!
 //! Determinism: the kernel's KASLR (on in Debian's config) draws entropy from RDRAND (if CPUID
-//! advertises it), RDTSC and the i8254; pass `nokaslr` if the CPU model cannot make those
-//! deterministic.
+//! advertises it), RDTSC and the i8254, all of which are deterministic in a live run and
+//! recorded, so a KASLR boot replays exactly (the Linux tests boot without `nokaslr`).
 
 use ailuro_bus::{GuestRam, RamError};
 

@@ -464,6 +464,9 @@ impl Placer {
 /// information structure (memory sizes, command line `cmdline`, modules, e820-style memory map,
 /// boot loader name "ailuro"), as QEMU's `-kernel` multiboot loader does.
 ///
+/// `cmdline` and each module's `name` are passed to the guest as given: to match QEMU the caller
+/// makes `cmdline` "KERNEL_PATH APPEND" and a module's name its whole "FILE args" spec.
+///
 /// Returns the entry state: EIP = kernel entry, EAX = [`MULTIBOOT_BOOTLOADER_MAGIC`], EBX = address
 /// of the information structure, ESI = 0. Never panics on malformed input; every problem is a
 /// [`BootError`]. On error RAM may have been partly written.

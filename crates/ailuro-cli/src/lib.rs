@@ -12,6 +12,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::thread;
 use std::time::Duration;
 
+use ailuro_machine::machine::PcDevices;
 use ailuro_machine::{BootImage, GuestArch, Host, HostEvent, Machine, MachineConfig, RunOptions, Stop};
 use ailuro_toolio::say;
 
@@ -85,6 +86,8 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
             (o.append.is_some(), "-append"),
             (o.record.is_some(), "-record"),
             (o.rtc_base.is_some(), "-rtc"),
+            // The recording's board state says which devices the guest had.
+            (o.pc_testdev, "-device pc-testdev"),
         ] {
             if given {
                 return Err(format!("{what} conflicts with -replay: a replay runs from its recording alone"));
@@ -106,19 +109,24 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
         let kernel = read_file("kernel", kernel_path)?;
         let mut modules = Vec::new();
         if let Some(list) = &o.initrd {
-            for spec in list.split(',').filter(|s| !s.is_empty()) {
-                let file = spec.split_whitespace().next().unwrap_or_default();
-                modules.push((spec.to_string(), read_file("initrd", Path::new(file))?));
+            // Each module's string (its command line) is the whole spec, file name included,
+            // with `,,` unescaped: what QEMU's multiboot loader passes.
+            for spec in options::split_module_list(list)? {
+                let data = read_file("initrd", Path::new(options::module_file(&spec)))?;
+                modules.push((spec, data));
             }
         }
+        let append = o.append.clone().unwrap_or_default();
         let config = MachineConfig {
             arch,
             ram_size: o.ram_size.unwrap_or(DEFAULT_RAM),
             rtc_base_unix: o.rtc_base.unwrap_or_else(host_unix_time),
-            cmdline: o.append.clone().unwrap_or_default(),
+            // The path as given on the command line (QEMU passes its argument unchanged).
+            cmdline: MachineConfig::guest_cmdline(&kernel, &kernel_path.to_string_lossy(), &append),
             no_reboot: o.no_reboot,
         };
-        let mut m = Machine::new_live(config, Some(BootImage { kernel, modules }), run_opts)?;
+        let devices = PcDevices { cmdline: append, pc_testdev: o.pc_testdev };
+        let mut m = Machine::new_live_with_devices(config, Some(BootImage { kernel, modules }), run_opts, devices)?;
         if let Some((name, overwrite)) = &o.record {
             m.begin_record(name, *overwrite)?;
         }

@@ -33,7 +33,8 @@ pub struct Options {
     pub ram_size: Option<u64>,
     /// `-kernel`.
     pub kernel: Option<PathBuf>,
-    /// `-initrd` (comma-separated list of module specs "FILE [args]").
+    /// `-initrd` (comma-separated list of module specs "FILE [args]", `,,` for a comma; see
+    /// [`split_module_list`]).
     pub initrd: Option<String>,
     /// `-append`.
     pub append: Option<String>,
@@ -59,6 +60,8 @@ pub struct Options {
     pub plugins: Vec<String>,
     /// `-pandalog FILE`.
     pub pandalog: Option<PathBuf>,
+    /// `-device pc-testdev`.
+    pub pc_testdev: bool,
     /// `-h`/`-help`.
     pub help: bool,
     /// `-version`.
@@ -71,8 +74,10 @@ pub fn usage(prog: &str) -> String {
         "usage: {prog} [options]
   -m SIZE                 guest RAM (MiB, or with M/G suffix; default 128)
   -kernel FILE            multiboot kernel to boot
-  -initrd FILE[,FILE...]  multiboot modules (each 'FILE args' may carry a command line)
-  -append CMDLINE         kernel command line
+  -initrd FILE[,FILE...]  multiboot modules (each 'FILE args' may carry a command line; ',,'
+                          stands for a comma)
+  -append CMDLINE         kernel command line (a multiboot kernel sees 'KERNEL CMDLINE', as in
+                          QEMU; also offered through fw_cfg)
   -nographic, -display none
                           no display (this emulator never has one); -nographic defaults the
                           serial port and the monitor to stdio, multiplexed (Ctrl-A c switches,
@@ -92,6 +97,9 @@ pub fn usage(prog: &str) -> String {
   -pandalog FILE          write the plugins' structured output to FILE (ailuro-plog dump FILE)
   -device isa-debug-exit[,iobase=0xf4,iosize=N]
                           accepted for QEMU compatibility (always present at 0xf4)
+  -device pc-testdev      QEMU's test device (ports 0xe0-0xeb, IRQ lines at 0x2000-0x2017,
+                          64 KiB of memory at 0xff000000), as kvm-unit-tests use it
+                          (QEMU's fw_cfg at ports 0x510/0x511 is always present, as on QEMU's pc)
   -version, -h"
     )
 }
@@ -221,6 +229,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         rtc_base: None,
         plugins: Vec::new(),
         pandalog: None,
+        pc_testdev: false,
         help: false,
         version: false,
     };
@@ -307,8 +316,20 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "device" => {
                 let v = value(name)?;
                 let mut parts = v.split(',');
-                if parts.next() != Some("isa-debug-exit") {
-                    return Err(format!("-device {v}: unsupported device (only isa-debug-exit is accepted)"));
+                match parts.next() {
+                    Some("isa-debug-exit") => {}
+                    Some("pc-testdev") => {
+                        if let Some(p) = parts.next() {
+                            return Err(format!("-device {v}: pc-testdev has no property '{p}'"));
+                        }
+                        o.pc_testdev = true;
+                        continue;
+                    }
+                    _ => {
+                        return Err(format!(
+                            "-device {v}: unsupported device (isa-debug-exit and pc-testdev are accepted)"
+                        ))
+                    }
                 }
                 for p in parts {
                     match p.split_once('=') {
@@ -342,6 +363,42 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     Ok(o)
+}
+
+/// Split a `-initrd` value into module specs ("FILE [args]") as QEMU's multiboot loader does:
+/// commas separate modules and `,,` stands for a literal comma (QEMU's option-value escape), so a
+/// module's command line may contain commas. Empty specs (e.g. a trailing comma) are refused,
+/// where QEMU would fail to open a file named "".
+pub fn split_module_list(list: &str) -> Result<Vec<String>, String> {
+    let mut specs = Vec::new();
+    let mut cur = String::new();
+    let mut chars = list.chars().peekable();
+    loop {
+        match chars.next() {
+            Some(',') if chars.peek() == Some(&',') => {
+                chars.next();
+                cur.push(',');
+            }
+            c @ (Some(',') | None) => {
+                if cur.is_empty() {
+                    return Err(format!(
+                        "-initrd {list}: empty module name (separate modules with one ',' and write ',,' for a comma)"
+                    ));
+                }
+                specs.push(std::mem::take(&mut cur));
+                if c.is_none() {
+                    return Ok(specs);
+                }
+            }
+            Some(c) => cur.push(c),
+        }
+    }
+}
+
+/// The file name of a module spec: everything before the first space (QEMU: the rest is the
+/// module's command line).
+pub fn module_file(spec: &str) -> &str {
+    spec.split(' ').next().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -382,6 +439,27 @@ mod tests {
         assert!(p("-replay a -replay b").unwrap_err().contains("-replay given twice"));
         assert!(p("-record a -record b,overwrite=on").unwrap_err().contains("-record given twice"));
         assert!(p("-pandalog a -pandalog b").unwrap_err().contains("-pandalog given twice"));
+    }
+
+    #[test]
+    fn devices() {
+        assert!(p("-device pc-testdev").unwrap().pc_testdev);
+        assert!(!p("-device isa-debug-exit,iobase=0xf4,iosize=0x4").unwrap().pc_testdev);
+        assert!(p("-device pc-testdev,foo=1").unwrap_err().contains("no property"));
+        assert!(p("-device e1000").unwrap_err().contains("pc-testdev"));
+    }
+
+    #[test]
+    fn module_lists_with_escaped_commas() {
+        assert_eq!(split_module_list("a").unwrap(), ["a"]);
+        assert_eq!(split_module_list("a x=1,b").unwrap(), ["a x=1", "b"]);
+        assert_eq!(split_module_list("m1 a,,b,m2 c,,,,d").unwrap(), ["m1 a,b", "m2 c,,d"]);
+        assert_eq!(split_module_list("m,,,n").unwrap(), ["m,", "n"]);
+        assert!(split_module_list("a,").is_err());
+        assert!(split_module_list("").is_err());
+        assert!(split_module_list("a,,,,").is_ok());
+        assert_eq!(module_file("dir/m1 a b"), "dir/m1");
+        assert_eq!(module_file("m2"), "m2");
     }
 
     #[test]

@@ -124,9 +124,9 @@ fn shared() -> &'static Shared {
             kernel.to_str().unwrap(),
             "-initrd",
             initrd.to_str().unwrap(),
-            // nokaslr: the kernel profile (osi_linux) carries link-time addresses.
+            // No nokaslr: the kernel randomizes its base (KASLR) and osi_linux finds the slide.
             "-append",
-            "console=ttyS0 panic=-1 nokaslr",
+            "console=ttyS0 panic=-1",
             "-display",
             "none",
             "-no-reboot",
@@ -235,14 +235,20 @@ fn memsavep_dumps_the_kernel_and_scissors_cuts_a_replayable_recording() {
     let s = shared();
     let dir = tmpdir("cut");
     // memsavep at 30%: the decompressed kernel is in place, its banner at linux_banner's
-    // physical address (0xc1a16740 - PAGE_OFFSET, from the kernel profile).
+    // physical address (0xc1a16740 - PAGE_OFFSET, from the kernel profile) moved by the KASLR
+    // slide, a multiple of the kernel's 16 MiB CONFIG_PHYSICAL_ALIGN (the guest boots without
+    // nokaslr).
     let img = dir.join("mem.raw");
     let (out, err) = replay(&s.name, &["-panda", &format!("memsavep:percent=30,file={}", img.display())]);
     assert_eq!(out.status.code(), Some(0), "memsavep replay: {err}");
     let mem = std::fs::read(&img).unwrap();
     assert_eq!(mem.len() as u64, 256 << 20, "a raw image of all of RAM");
     let banner = b"Linux version 6.1.0-50-686";
-    assert_eq!(&mem[0x1a1_6740..0x1a1_6740 + banner.len()], banner, "kernel banner at its physical address");
+    let at = (0x1a1_6740..mem.len() - banner.len())
+        .step_by(0x100_0000)
+        .find(|&a| &mem[a..a + banner.len()] == banner)
+        .expect("kernel banner at its physical address plus a KASLR slide");
+    eprintln!("memsavep: kernel banner at physical {at:#x} (slide {:#x})", at - 0x1a1_6740);
 
     // scissors: cut 2% out of the middle; the cut replays on its own.
     let (a, b) = (s.instructions / 100 * 40, s.instructions / 100 * 42);
@@ -350,7 +356,7 @@ fn a_window_recorded_from_the_monitor_replays_with_the_same_console() {
             "-initrd",
             initrd.to_str().unwrap(),
             "-append",
-            "console=ttyS0 nokaslr ailuro.shell=1 ailuro.workload=0",
+            "console=ttyS0 ailuro.shell=1 ailuro.workload=0",
             "-display",
             "none",
             "-serial",
@@ -538,7 +544,13 @@ fn linux_introspection_finds_the_workload_processes_and_system_calls() {
     // Process starts in the plugin log.
     let mut r = ailuro_plog::PlogReader::open(&plog).unwrap();
     let mut starts = Vec::new();
+    let mut slide = None;
     while let Some(rec) = r.next_record().unwrap() {
+        if rec.kind == "profile" {
+            // The guest boots without nokaslr: the profile was found with the kernel's KASLR
+            // slide (random per boot configuration, but fixed by the recording).
+            slide = Some(rec.get("kaslr_slide").and_then(|v| v.as_i64()).expect("kaslr_slide in the profile record"));
+        }
         if rec.kind == "proc_start" {
             // busybox runs applets as execve("/proc/self/exe", ["md5sum", ...]): argv[0] names it.
             let argv0 = rec.get("argv").and_then(|v| v.as_list()).and_then(|l| l.first()).and_then(|v| v.as_str());
@@ -550,6 +562,10 @@ fn linux_introspection_finds_the_workload_processes_and_system_calls() {
     for prog in ["tr", "wc", "cat", "./child.sh"] {
         assert!(starts.iter().any(|c| c == prog), "no proc_start of {prog}: {starts:?}");
     }
+    let slide = slide.expect("an osi_linux profile record");
+    // Printed, not asserted non-zero: the kernel may draw its lowest slot (slide 0) if the
+    // emulator's timing, from which the boot's entropy comes, changes.
+    eprintln!("KASLR slide: {slide:#x}; {}", err.lines().find(|l| l.starts_with("osi_linux:")).unwrap_or(""));
 }
 
 #[test]
@@ -579,9 +595,24 @@ fn a_kernel_panic_is_reported_and_exits_non_zero_under_no_reboot() {
     assert!(err.contains("guest kernel panic at instruction") && err.contains("Kernel panic - not syncing"), "{err}");
 }
 
+/// The 686-pae kernel (`scripts/fetch-linux-guest.sh i386-pae`) and its initramfs (identical to
+/// the i386 one).
+fn pae_guest_files() -> (PathBuf, PathBuf) {
+    let d = cache_dir().with_file_name("i386-pae");
+    let (k, i) = (d.join("vmlinuz"), d.join("initramfs.cpio.gz"));
+    assert!(
+        k.is_file() && i.is_file(),
+        "Linux PAE guest not found in {}: run scripts/fetch-linux-guest.sh i386-pae",
+        d.display()
+    );
+    (k, i)
+}
+
 #[test]
 fn linux_runs_the_workload_on_the_pic_only_interrupt_path() {
-    let (kernel, initrd) = guest_files();
+    // Also the PAE test: Debian's 686-pae kernel (PAE paging, 64-bit page-table entries) boots
+    // here instead of a further full Linux run.
+    let (kernel, initrd) = pae_guest_files();
     // No local APIC, no IOAPIC: timer and devices through the 8259 pair and the PIT.
     let out = run(
         &[
@@ -604,6 +635,10 @@ fn linux_runs_the_workload_on_the_pic_only_interrupt_path() {
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{}", tail(&console));
     assert!(console.contains("APIC disabled via kernel command line"), "{}", tail(&console));
+    assert!(console.contains("Linux version 6.1.0-50-686-pae "), "the PAE kernel ran: {}", tail(&console));
+    // Only a PAE kernel can use NX (a non-PAE one says it "cannot be enabled"): execute-disable
+    // pages through 64-bit entries and EFER.NXE.
+    assert!(console.contains("NX (Execute Disable) protection: active"), "{}", tail(&console));
     let expected = std::fs::read_to_string(Path::new(REPO).join("guests/linux/expected-deterministic.txt")).unwrap();
     assert_eq!(deterministic_section(&console), expected);
 }

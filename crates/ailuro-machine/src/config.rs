@@ -39,13 +39,33 @@ pub struct MachineConfig {
     pub ram_size: u64,
     /// Wall-clock time (Unix seconds) of the RTC at power-on.
     pub rtc_base_unix: i64,
-    /// Kernel command line given with `-append` (informational in recordings).
+    /// Kernel command line as the guest sees it (informational in recordings: the boot happens
+    /// before recording starts and the string is in the snapshot's RAM). For a Linux kernel the
+    /// `-append` text; for a multiboot kernel QEMU's "KERNEL_PATH APPEND" (see
+    /// [`MachineConfig::guest_cmdline`]).
     pub cmdline: String,
     /// Exit instead of resetting when the guest asks for a reset (`-no-reboot`).
     pub no_reboot: bool,
 }
 
+/// Does `image` carry a Linux x86 boot-protocol header ("HdrS" at 0x202)?
+pub fn is_linux_bzimage(image: &[u8]) -> bool {
+    image.get(0x202..0x206) == Some(&b"HdrS"[..])
+}
+
 impl MachineConfig {
+    /// The command line a kernel booted with `-kernel kernel_path -append append` sees, as QEMU
+    /// builds it: a Linux kernel gets `append` alone; a multiboot kernel gets the kernel's path as
+    /// given, a space, then `append` (QEMU formats "%s %s", so the space is there even without
+    /// `-append`; kvm-unit-tests and other multiboot kernels skip the first word as argv[0]).
+    pub fn guest_cmdline(kernel: &[u8], kernel_path: &str, append: &str) -> String {
+        if is_linux_bzimage(kernel) {
+            append.to_string()
+        } else {
+            format!("{kernel_path} {append}")
+        }
+    }
+
     /// Serialize for the snapshot header.
     pub fn to_bytes(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("serializing a MachineConfig cannot fail")
@@ -54,5 +74,20 @@ impl MachineConfig {
     /// Parse from a snapshot header.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiboot_command_line_starts_with_the_kernel_path() {
+        let elf = b"\x7fELF....";
+        assert_eq!(MachineConfig::guest_cmdline(elf, "dir/k.elf", "a=1 b"), "dir/k.elf a=1 b");
+        assert_eq!(MachineConfig::guest_cmdline(elf, "k.elf", ""), "k.elf ");
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(MachineConfig::guest_cmdline(&bz, "bzImage", "console=ttyS0"), "console=ttyS0");
     }
 }

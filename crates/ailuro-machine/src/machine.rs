@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ailuro_bus::GuestRam;
+/// Firmware data and optional devices of the PC board (`-device pc-testdev`, fw_cfg's command
+/// line), given to [`Machine::new_live_with_devices`].
+pub use ailuro_pc::PcDevices;
 use ailuro_pc::{BoardRequest, PcBoard, PcConfig};
 use ailuro_rr::{Event, LogEntry, LogReader};
 use ailuro_x86::{Cpu, CpuConfig, RunExit};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualClock;
-use crate::config::{GuestArch, MachineConfig};
+use crate::config::{is_linux_bzimage, GuestArch, MachineConfig};
 use crate::host::{Host, HostEvent};
 use crate::platforms::{describe, Divergence, EventStats, LivePlatform, Recorder, ReplayPlatform, SyncQueue};
 use crate::plugins::Plugins;
@@ -245,6 +248,9 @@ pub struct Machine {
     tap: ConsoleTap,
     paused: bool,
     boot: Option<BootImage>,
+    /// What the board is built with beyond `config` (kept for resets; a replay's board comes from
+    /// its snapshot).
+    devices: PcDevices,
     opts: RunOptions,
     console: Vec<u8>,
     /// Host time and virtual time when pacing (sleep=on) was last anchored.
@@ -260,11 +266,6 @@ pub struct Machine {
     record_failure: Option<String>,
 }
 
-/// Does `image` carry a Linux x86 boot-protocol header ("HdrS" at 0x202)?
-fn is_linux_bzimage(image: &[u8]) -> bool {
-    image.get(0x202..0x206) == Some(&b"HdrS"[..])
-}
-
 fn cpu_config(arch: GuestArch) -> CpuConfig {
     let _ = arch;
     CpuConfig::default()
@@ -273,8 +274,23 @@ fn cpu_config(arch: GuestArch) -> CpuConfig {
 impl Machine {
     /// Power on a live PC with `config`, loading `boot` (multiboot kernel) into RAM.
     pub fn new_live(config: MachineConfig, boot: Option<BootImage>, opts: RunOptions) -> Result<Self, String> {
+        Machine::new_live_with_devices(config, boot, opts, PcDevices::default())
+    }
+
+    /// Power on a live PC like [`Machine::new_live`], with the board's fw_cfg command line and
+    /// optional devices from `devices`. They reach a recording through the board state in its
+    /// snapshot, so a replay needs nothing more.
+    pub fn new_live_with_devices(
+        config: MachineConfig,
+        boot: Option<BootImage>,
+        opts: RunOptions,
+        devices: PcDevices,
+    ) -> Result<Self, String> {
         let ram = GuestRam::new(0, config.ram_size).map_err(|e| format!("cannot create guest RAM: {e}"))?;
-        let board = PcBoard::new(PcConfig { ram_size: config.ram_size, rtc_base_unix: config.rtc_base_unix });
+        let board = PcBoard::with_devices(
+            PcConfig { ram_size: config.ram_size, rtc_base_unix: config.rtc_base_unix },
+            &devices,
+        );
         let mut m = Machine {
             cpu: Cpu::new(cpu_config(config.arch)),
             ram,
@@ -282,6 +298,7 @@ impl Machine {
             tap: ConsoleTap::default(),
             paused: opts.start_paused,
             boot,
+            devices,
             pace: (Instant::now(), 0),
             opts,
             config,
@@ -306,6 +323,7 @@ impl Machine {
             tap,
             paused: opts.start_paused,
             boot: None,
+            devices: PcDevices::default(),
             pace: (Instant::now(), 0),
             opts,
             console: Vec::new(),
@@ -500,15 +518,7 @@ impl Machine {
             .and_then(|p| p.set.get::<ailuro_osi::OsiLinux>())
             .ok_or("info processes needs the osi_linux plugin (-panda osi_linux)")?;
         let view = self.cpu.observer_view();
-        let list = osi.processes_with(&view, &self.ram);
-        if list.is_empty() {
-            return Ok(format!(
-                "no process list at instruction {} (kernel not up yet, or no usable kernel profile: {:?})",
-                self.cpu.icount(),
-                osi.status()
-            ));
-        }
-        Ok(ailuro_osi::format_process_list(&list))
+        Ok(osi.process_listing_with(&view, &self.ram).trim_end().to_string())
     }
 
     /// First and last instruction count of the recording being replayed.
@@ -798,7 +808,10 @@ impl Machine {
         host.message(&format!("{why} at instruction {at}; resetting the machine"));
         self.cpu.reset();
         self.ram.as_mut_slice().fill(0);
-        let board = PcBoard::new(PcConfig { ram_size: self.config.ram_size, rtc_base_unix: self.config.rtc_base_unix });
+        let board = PcBoard::with_devices(
+            PcConfig { ram_size: self.config.ram_size, rtc_base_unix: self.config.rtc_base_unix },
+            &self.devices,
+        );
         self.mode =
             Mode::Live(Box::new(Live { board, clock: VirtualClock::new(0, self.cpu.icount()), recorder: None }));
         self.tap = ConsoleTap::default();

@@ -16,6 +16,7 @@
 
 pub mod asidstory;
 pub mod decode;
+mod kaslr;
 pub mod linux;
 mod maple;
 pub mod proc_events;

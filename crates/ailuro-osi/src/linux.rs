@@ -4,7 +4,9 @@
 //! profile (`docs/KERNEL-PROFILES.md`): the running task (the per-cpu `current_task`), the task
 //! list (`init_task.tasks`), a task's memory map (the `mm_struct.mm_mt` maple tree) and the path
 //! of a `struct file`. It never trusts a profile it has not checked: the profile's `linux_banner`
-//! must be in guest memory at the profile's address (see [`OsiLinux`] for when that is checked).
+//! must be in guest memory at the profile's address, or at that address moved by KASLR (found
+//! once, see [`crate::kaslr`]; every symbol is then used slid). See [`OsiLinux`] for when that
+//! is checked.
 //! Without a matching profile it prints one message and stays disabled; every query then answers
 //! `None` or an empty list, and the replay goes on.
 //!
@@ -199,7 +201,11 @@ pub enum Status {
 /// Resolved offsets of everything the walkers read (no string lookups on hot paths).
 #[derive(Clone, Debug)]
 pub(crate) struct Layout {
+    arch: Arch,
     pub page_offset: u64,
+    /// KASLR: how far the kernel image is from the profile's link-time addresses (the symbols
+    /// below already include it; 0 until [`Layout::slid`]).
+    pub slide: i64,
     pub init_task: u64,
     pub linux_banner: u64,
     per_cpu_offsets: u64,
@@ -297,7 +303,9 @@ impl Layout {
             None => None,
         };
         Ok(Layout {
+            arch: p.arch(),
             page_offset,
+            slide: 0,
             init_task: lk(p.symbol("init_task"))?,
             linux_banner: lk(p.symbol("linux_banner"))?,
             per_cpu_offsets: lk(p.symbol(&p.per_cpu.offsets_symbol))?,
@@ -339,6 +347,23 @@ impl Layout {
             mount,
             files,
         })
+    }
+
+    /// This layout for a kernel image moved by `slide` (KASLR): every symbol inside the image
+    /// moves (per-cpu offsets that are not addresses stay, see [`crate::kaslr::slides`]);
+    /// structure offsets and the direct map's base do not change.
+    pub(crate) fn slid(&self, slide: i64) -> Layout {
+        let base = self.page_offset;
+        let mv = |a: u64| crate::kaslr::apply(self.arch, a, base, slide);
+        let mut l = self.clone();
+        l.slide = slide;
+        l.init_task = mv(self.init_task);
+        l.linux_banner = mv(self.linux_banner);
+        l.per_cpu_offsets = mv(self.per_cpu_offsets);
+        l.current_task_sym = mv(self.current_task_sym);
+        l.entry_int80 = self.entry_int80.map(mv);
+        l.entry_sysenter = self.entry_sysenter.map(mv);
+        l
     }
 }
 
@@ -499,9 +524,11 @@ struct Cache {
 /// and lazily by queries (at most once per million instructions while paging is off), every
 /// candidate profile's banner is compared with guest memory at its `linux_banner` address. The
 /// first that matches is used for the rest of the run. If none matches once paging is on (the
-/// i386 kernel turns paging on itself, after it is in place), or at the end of the run,
-/// introspection is disabled with one message on stderr naming the kernel release found in
-/// memory (a scan of RAM for `Linux version `), and a `disabled` plog record.
+/// i386 kernel turns paging on itself, after it is decompressed and in place) or at the end of
+/// the run, RAM is searched once for a profile's banner moved by KASLR ([`crate::kaslr`]); a copy
+/// that passes the checks decides that profile with its slide. Failing that, introspection is
+/// disabled with one message on stderr naming the kernel release found in memory (a scan of RAM
+/// for `Linux version `), and a `disabled` plog record.
 pub struct OsiLinux {
     candidates: Vec<Candidate>,
     banner_check: bool,
@@ -591,13 +618,13 @@ impl OsiLinux {
         let mut found = Vec::new();
         for (i, c) in self.candidates.iter().enumerate() {
             if !self.banner_check {
-                return self.ready(i);
+                return self.ready(i, c.layout.clone());
             }
             let want = c.profile.kernel.banner.len() + 1;
             let m = KMem::new(v, c.layout.page_offset);
             let bytes = m.bytes(c.layout.linux_banner, want).or_else(|| m.bytes(c.layout.linux_banner, want - 1));
             match bytes.map(|b| c.profile.check_banner(&b)) {
-                Some(BannerCheck::Match) => return self.ready(i),
+                Some(BannerCheck::Match) => return self.ready(i, c.layout.clone()),
                 Some(other) => found.push(other),
                 None => {}
             }
@@ -611,6 +638,13 @@ impl OsiLinux {
         if !last && at_address.is_none() {
             return None;
         }
+        // Not at the link-time address: a kernel moved by KASLR? Searched only now (paging on:
+        // the kernel is decompressed and in place; or a definite answer is due), once.
+        for (i, c) in self.candidates.iter().enumerate() {
+            if let Some(moved) = find_moved(v, c) {
+                return self.ready(i, moved);
+            }
+        }
         let in_ram = at_address.or_else(|| find_banner_in_ram(v));
         let avail: Vec<String> =
             self.candidates.iter().map(|c| format!("{} ({})", c.profile.kernel.release, c.source)).collect();
@@ -621,23 +655,25 @@ impl OsiLinux {
                  (processes, memory maps, pid/comm of system calls) is disabled; the replay continues. \
                  Derive a profile for this kernel from its debug package and pass it with \
                  -panda osi_linux:profile=FILE (docs/KERNEL-PROFILES.md). If that release is the \
-                 profile's, the kernel was moved by KASLR: boot the guest with nokaslr.",
+                 profile's, its banner is neither at the profile's address nor where KASLR could \
+                 have moved it: the profile comes from another build of that release.",
                 avail.join(", ")
             ),
             None => format!(
                 "no Linux kernel banner (\"Linux version ...\") found in guest memory, and none at the \
-                 linux_banner address of {}: this is not a Linux guest, the kernel is not loaded yet, \
-                 or KASLR moved it (boot with nokaslr). Linux introspection is disabled; the replay \
-                 continues. Profiles: docs/KERNEL-PROFILES.md.",
+                 linux_banner address of {} (nor at any address KASLR could have moved it to): this is \
+                 not a Linux guest or the kernel is not loaded yet. Linux introspection is disabled; \
+                 the replay continues. Profiles: docs/KERNEL-PROFILES.md.",
                 avail.join(", ")
             ),
         };
         self.disable(msg)
     }
 
-    fn ready(&self, i: usize) -> Option<&Active> {
+    /// Decide for candidate `i` with `l`, its layout as found in memory (moved by KASLR or not).
+    fn ready(&self, i: usize, l: Layout) -> Option<&Active> {
         let c = &self.candidates[i];
-        let a = Active { source: c.source.clone(), profile: c.profile.clone(), l: c.layout.clone() };
+        let a = Active { source: c.source.clone(), profile: c.profile.clone(), l };
         let _ = self.decided.set(Decided::Ready(Box::new(a)));
         match self.decided.get() {
             Some(Decided::Ready(a)) => Some(a),
@@ -659,9 +695,9 @@ impl OsiLinux {
         }
         match self.decided.get() {
             Some(Decided::Ready(a)) => {
-                let (release, source) = (a.profile.kernel.release.clone(), a.source.clone());
+                let (release, source, slide) = (a.profile.kernel.release.clone(), a.source.clone(), a.l.slide);
                 cx.log("osi_linux", "profile", |r| {
-                    r.field("release", release.as_str()).field("source", source.as_str())
+                    r.field("release", release.as_str()).field("source", source.as_str()).field("kaslr_slide", slide)
                 });
             }
             Some(Decided::Disabled(m)) => {
@@ -674,6 +710,36 @@ impl OsiLinux {
     }
 
     // ----- the typed API -----
+
+    /// KASLR: how far the guest's kernel image is from the profile's link-time addresses (bytes,
+    /// virtual; 0 for a kernel at its link address), once the profile is decided. Every address
+    /// the queries use already includes it.
+    pub fn kaslr_slide(&self) -> Option<i64> {
+        match self.decided.get() {
+            Some(Decided::Ready(a)) => Some(a.l.slide),
+            _ => None,
+        }
+    }
+
+    /// `info processes`: [`format_process_list`] of [`OsiLinux::processes_with`], preceded by a
+    /// line with the KASLR slide when the kernel was moved; a one-line explanation when there is
+    /// no process list (kernel not up yet, or introspection disabled).
+    pub fn process_listing_with(&self, cpu: &dyn CpuView, ram: &GuestRam) -> String {
+        let list = self.processes_with(cpu, ram);
+        if list.is_empty() {
+            return format!(
+                "no process list at instruction {} (kernel not up yet, or no usable kernel profile: {:?})\n",
+                cpu.icount(),
+                self.status()
+            );
+        }
+        let mut s = String::new();
+        if let Some(slide) = self.kaslr_slide().filter(|&s| s != 0) {
+            let _ = writeln!(s, "kernel moved by KASLR: slide {}", crate::kaslr::format_slide(slide));
+        }
+        s.push_str(&format_process_list(&list));
+        s
+    }
 
     /// Address of the running task's `task_struct` (CPU 0's per-cpu `current_task`).
     pub fn current_task_addr(&self, cx: &Cx) -> Option<u64> {
@@ -1049,6 +1115,32 @@ fn file_path(l: &Layout, m: &KMem, file: u64) -> Option<String> {
     Some(s)
 }
 
+/// KASLR: `c`'s layout moved to where its kernel is, if the profile's banner is in RAM at a
+/// slid address (see [`crate::kaslr`]) that reads back through the slid `linux_banner` (the page
+/// tables agree) and the slid `init_task` is the idle task (pid 0, `comm` "swapper...": zeroed
+/// memory or a stray copy of the banner does not pass).
+fn find_moved(v: &View, c: &Candidate) -> Option<Layout> {
+    let ram = v.ram?;
+    let l = &c.layout;
+    // Without KASLR the image is at physical = virtual - image_virt_to_phys.
+    let link_pa = l.linux_banner.checked_sub(l.page_offset)?;
+    let banner = c.profile.kernel.banner.as_bytes();
+    for pa in crate::kaslr::banner_copies(ram.as_slice(), ram.base(), banner, link_pa) {
+        let translate = |va: u64| v.cpu.and_then(|cpu| cpu.virt_to_phys(ram, va));
+        let Some(slide) = crate::kaslr::virt_slide(l.arch, l.linux_banner, link_pa, pa, translate) else { continue };
+        let moved = l.slid(slide);
+        let m = KMem::new(v, moved.page_offset);
+        let reads_back =
+            m.bytes(moved.linux_banner, banner.len() + 1).is_some_and(|b| c.profile.check_banner(&b).is_match());
+        let idle = read_task(&moved, &m, moved.init_task)
+            .is_some_and(|t| t.pid == 0 && t.tgid == 0 && t.comm.starts_with("swapper"));
+        if reads_back && idle {
+            return Some(moved);
+        }
+    }
+    None
+}
+
 /// Find a `Linux version RELEASE ...` banner anywhere in RAM (the kernel's `linux_banner`, or its
 /// copy in the printk buffer): (release, banner line).
 fn find_banner_in_ram(v: &View) -> Option<(String, String)> {
@@ -1156,9 +1248,13 @@ impl Plugin for OsiLinux {
         self.announce(cx);
         Ok(match self.decided.get() {
             Some(Decided::Ready(a)) => Some(format!(
-                "osi_linux: Linux {} (profile {}): {} processes seen, {} address-space switches",
+                "osi_linux: Linux {} (profile {}{}): {} processes seen, {} address-space switches",
                 a.profile.kernel.release,
                 a.source,
+                match a.l.slide {
+                    0 => String::new(),
+                    s => format!(", KASLR slide {}", crate::kaslr::format_slide(s)),
+                },
                 self.seen.borrow().len(),
                 self.switches
             )),

@@ -291,7 +291,7 @@ fn the_banner_decides_and_another_kernel_disables_with_one_clear_message() {
     // ... once paging is on without a banner: disabled, explaining the possible causes.
     let st = query_with(&w.g.ram, &FakeCpu::new(w.cat_asid), &[], |o, _| o.status());
     let Status::Disabled(msg) = st else { panic!("{st:?}") };
-    assert!(msg.contains("no Linux kernel banner") && msg.contains("nokaslr"), "{msg}");
+    assert!(msg.contains("no Linux kernel banner") && msg.contains("KASLR"), "{msg}");
     // ... and a banner elsewhere in RAM (say the printk buffer) names the release.
     w.g.wbytes(KBASE + 0x0280_0000, b"<5>Linux version 6.6.6-custom (me@host) (gcc 13) #7 SMP\n\0");
     let st = query_with(&w.g.ram, &FakeCpu::new(w.cat_asid), &[], |o, _| o.status());
@@ -833,4 +833,68 @@ fn switching_to_the_instruction_fallback_mid_run_asks_for_a_wake() {
     set.wake(&cpu, &w.g.ram);
     assert_eq!(set.wake_at(), None);
     assert_eq!(set.wanted() & ailuro_plugin::hook::AFTER_BLOCK, ailuro_plugin::hook::AFTER_BLOCK);
+}
+
+/// The world's profile with every kernel-image symbol `by` bytes lower: the kernel in RAM is
+/// then `by` above the profile's link-time addresses, as after a KASLR move.
+fn moved_profile(w: &World, by: u64) -> ailuro_kprofile::KernelProfile {
+    let mut p = w.g.p.clone();
+    for a in p.symbols.values_mut() {
+        if a.0 >= KBASE {
+            a.0 -= by;
+        }
+    }
+    p
+}
+
+#[test]
+fn a_kernel_moved_by_kaslr_is_found_and_read_at_its_slid_addresses() {
+    let w = world();
+    let by = 0x0100_0000;
+    let p = moved_profile(&w, by);
+    let link_int80 = p.symbol("entry_INT80_32").unwrap();
+    let osi =
+        || OsiLinux::new(vec![crate::linux::Candidate::new("moved.toml".into(), p.clone()).unwrap()], true, "i386");
+
+    // Paging off (the decompressor may still be writing the kernel): not searched yet.
+    let o = osi();
+    assert_eq!(o.check_with(&FakeCpu::new(0), &w.g.ram), Status::Pending);
+    assert_eq!(o.kaslr_slide(), None);
+
+    // Paging on: found by its banner, every query works at the slid addresses.
+    let o = osi();
+    let cpu = FakeCpu::new(w.cat_asid);
+    assert_eq!(
+        o.check_with(&cpu, &w.g.ram),
+        Status::Ready { release: "6.1.0-50-686".into(), source: "moved.toml".into() }
+    );
+    assert_eq!(o.kaslr_slide(), Some(by as i64));
+    let names: Vec<String> = o.processes_with(&cpu, &w.g.ram).iter().map(|p| p.comm.clone()).collect();
+    assert_eq!(names, ["swapper/0", "init", "kthreadd", "sh", "cat"]);
+    assert_eq!(o.current_process_with(&cpu, &w.g.ram).map(|p| p.pid), Some(43));
+    let listing = o.process_listing_with(&cpu, &w.g.ram);
+    assert!(listing.starts_with("kernel moved by KASLR: slide +0x1000000\n"), "{listing}");
+    assert!(listing.contains(" cat "), "{listing}");
+    // System call entry points move too (syscalls hooks them).
+    let moved = crate::linux::Layout::new(&p).unwrap().slid(by as i64);
+    assert_eq!(moved.entry_int80, Some(link_int80 + by));
+    assert_eq!(moved.slide, by as i64);
+
+    // Not moved: slide 0 and no KASLR line.
+    let o = OsiLinux::new(vec![crate::linux::Candidate::new("s.toml".into(), w.g.p.clone()).unwrap()], true, "i386");
+    assert!(matches!(o.check_with(&cpu, &w.g.ram), Status::Ready { .. }));
+    assert_eq!(o.kaslr_slide(), Some(0));
+    assert!(o.process_listing_with(&cpu, &w.g.ram).starts_with("   PID"));
+
+    // A stray copy of the banner at a slid address, with no kernel around it, is not taken.
+    let mut w = world();
+    let banner = w.g.p.kernel.banner.clone();
+    w.g.set_banner(b"\0\0\0\0");
+    let at = w.g.sym("linux_banner") + 0x0020_0000;
+    let mut b = banner.into_bytes();
+    b.push(0);
+    w.g.wbytes(at, &b);
+    let o = OsiLinux::new(vec![crate::linux::Candidate::new("s.toml".into(), w.g.p.clone()).unwrap()], true, "i386");
+    let Status::Disabled(msg) = o.check_with(&FakeCpu::new(w.cat_asid), &w.g.ram) else { panic!("not disabled") };
+    assert!(msg.contains("6.1.0-50-686"), "{msg}");
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod acpi_pm;
+pub mod fw_cfg;
 mod i8042;
 mod ioapic;
 mod lapic;
@@ -21,9 +22,11 @@ mod pci;
 mod pic;
 mod pit;
 mod rtc;
+pub mod testdev;
 mod uart;
 
 use acpi_pm::{AcpiPm, PmAction};
+use fw_cfg::{FwCfg, FW_CFG_PORT_DATA, FW_CFG_PORT_SEL};
 use i8042::I8042;
 use ioapic::{IoApic, IOAPIC_BASE};
 use lapic::{Lapic, LAPIC_BASE};
@@ -33,6 +36,7 @@ use pit::Pit;
 use rtc::Rtc;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use testdev::PcTestdev;
 use uart::Uart;
 
 /// Board configuration.
@@ -42,6 +46,18 @@ pub struct PcConfig {
     pub ram_size: u64,
     /// Wall-clock time of the RTC at virtual time 0, in seconds since the Unix epoch.
     pub rtc_base_unix: i64,
+}
+
+/// What the board shows the guest beyond [`PcConfig`]: firmware data and optional devices.
+///
+/// Not part of `PcConfig` because `PcConfig` is inside the saved board layout of earlier
+/// versions; these take effect through the device state they create, which is saved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PcDevices {
+    /// Command line offered through fw_cfg (`FW_CFG_CMDLINE_*`): the `-append` text.
+    pub cmdline: String,
+    /// QEMU's `-device pc-testdev` (ports 0xe0–0xeb, 0x2000–0x2017, MMIO 0xff000000).
+    pub pc_testdev: bool,
 }
 
 /// Something a device asks of the machine, collected with [`PcBoard::take_requests`].
@@ -76,7 +92,11 @@ pub enum BoardStateError {
 
 /// Version of the `save_state` layout.
 // 3: the local APIC latches NMI IPIs.
-const STATE_VERSION: u32 = 3;
+// 4: fw_cfg and the optional pc-testdev follow the board (version 3 blobs still load: their
+//    board had neither device, and keeps having neither).
+const STATE_VERSION: u32 = 4;
+/// The previous layout, still accepted by [`PcBoard::load_state`].
+const STATE_VERSION_V3: u32 = 3;
 const COM1_BASE: u16 = 0x3f8;
 const COM1_IRQ: u8 = 4;
 const RTC_IRQ: u8 = 8;
@@ -117,13 +137,23 @@ pub struct PcBoard {
     pic_out: bool,
     /// System control port A (0x92): bit 1 is the fast A20 gate (stored only).
     port92: u8,
+    /// QEMU's fw_cfg (ports 0x510/0x511). `None` only on a board restored from a version 3
+    /// state, which predates it. Saved after the board (see [`SavedRef`]), so skipped here.
+    #[serde(skip)]
+    fw_cfg: Option<FwCfg>,
+    /// pc-testdev, only when asked for. Saved after the board, like `fw_cfg`.
+    #[serde(skip)]
+    testdev: Option<Box<PcTestdev>>,
 }
 
-/// Saved form: a version tag in front of the board.
+/// Saved form: a version tag in front of the board, then the devices added in version 4 (kept
+/// out of the board's own layout so a version 3 blob still decodes as a board).
 #[derive(Serialize)]
 struct SavedRef<'a> {
     version: u32,
     board: &'a PcBoard,
+    fw_cfg: &'a Option<FwCfg>,
+    testdev: &'a Option<Box<PcTestdev>>,
 }
 
 #[derive(Deserialize)]
@@ -136,12 +166,31 @@ struct Saved {
     #[allow(dead_code)]
     version: u32,
     board: PcBoard,
+    fw_cfg: Option<FwCfg>,
+    testdev: Option<Box<PcTestdev>>,
+}
+
+/// Version 3 layout: the board alone.
+#[derive(Deserialize)]
+struct SavedV3 {
+    #[allow(dead_code)]
+    version: u32,
+    board: PcBoard,
 }
 
 impl PcBoard {
-    /// A board in its power-on state at virtual time 0.
+    /// A board in its power-on state at virtual time 0, with fw_cfg (empty command line) and no
+    /// optional devices.
     pub fn new(cfg: PcConfig) -> PcBoard {
+        PcBoard::with_devices(cfg, &PcDevices::default())
+    }
+
+    /// A board in its power-on state at virtual time 0, with fw_cfg offering `devices.cmdline` and
+    /// the optional devices `devices` asks for.
+    pub fn with_devices(cfg: PcConfig, devices: &PcDevices) -> PcBoard {
         let mut b = PcBoard {
+            fw_cfg: Some(FwCfg::new(cfg.ram_size, &devices.cmdline)),
+            testdev: devices.pc_testdev.then(|| Box::new(PcTestdev::new())),
             rtc: Rtc::new(cfg.rtc_base_unix, cfg.ram_size),
             cfg,
             now_ns: 0,
@@ -207,6 +256,11 @@ impl PcBoard {
     /// Port input. Unmapped ports read as all ones of the access size.
     pub fn io_read(&mut self, port: u16, size: u8) -> u32 {
         let size = normalise_io_size(size);
+        // fw_cfg's port pair reads one data byte whatever the access (QEMU's "comb" region only
+        // accepts byte reads; a wider one is treated as one here rather than as several).
+        if (port == FW_CFG_PORT_SEL || port == FW_CFG_PORT_DATA) && self.fw_cfg.is_some() {
+            return self.fw_cfg.as_mut().map_or(0, |f| f.read_data() as u32);
+        }
         let v = match self.pci.io_read(port, size) {
             Some(v) => v,
             None => {
@@ -229,6 +283,11 @@ impl PcBoard {
         if port == DEBUG_EXIT_PORT {
             // isa-debug-exit takes the whole value of a write of any size.
             self.requests.push(BoardRequest::DebugExit(((value << 1) | 1) as i32));
+        } else if port == FW_CFG_PORT_SEL && size == 2 && self.fw_cfg.is_some() {
+            // Only a 16-bit write selects; byte writes would go to the (read-only) data register.
+            if let Some(f) = self.fw_cfg.as_mut() {
+                f.select(value as u16);
+            }
         } else {
             match self.pci.io_write(port, size, value) {
                 Some(true) => self.requests.push(BoardRequest::Reset),
@@ -263,6 +322,9 @@ impl PcBoard {
             0x70 | 0x71 => self.rtc.io_read(port, now),
             0x80 => 0xff,
             0x92 => self.port92,
+            p if PcTestdev::claims_read(p) && self.testdev.is_some() => {
+                self.testdev.as_ref().map_or(0xff, |t| t.read8(p))
+            }
             p if (PM_BASE..PM_BASE + PM_LEN).contains(&p) => self.pm.read8(p - PM_BASE, now),
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
                 let v = self.com1.read(p - COM1_BASE, now);
@@ -310,12 +372,22 @@ impl PcBoard {
                 self.serial_out.extend(self.com1.take_output());
                 self.feed_com1();
             }
+            p if PcTestdev::claims_write(p) => {
+                if let Some(t) = self.testdev.as_mut() {
+                    t.write8(p, v);
+                }
+            }
             _ => {}
         }
     }
 
     /// MMIO load. Addresses no device claims read as all ones.
     pub fn mmio_read(&mut self, addr: u64, size: u8) -> u64 {
+        if PcTestdev::claims_mmio(addr) {
+            if let Some(t) = &self.testdev {
+                return t.mmio_read(addr, size) & size_mask64(size);
+            }
+        }
         let now = self.now_ns;
         let dword = |b: &PcBoard, off: u64| -> u32 {
             if in_window(addr, LAPIC_BASE) {
@@ -342,6 +414,12 @@ impl PcBoard {
 
     /// MMIO store. Addresses no device claims ignore writes.
     pub fn mmio_write(&mut self, addr: u64, size: u8, value: u64) {
+        if PcTestdev::claims_mmio(addr) {
+            if let Some(t) = self.testdev.as_mut() {
+                t.mmio_write(addr, size, value);
+                return;
+            }
+        }
         let now = self.now_ns;
         // The APICs only take naturally aligned 32-bit (or wider) stores.
         if size < 4 || addr & 3 != 0 {
@@ -410,29 +488,45 @@ impl PcBoard {
 
     /// The whole board state as bytes (postcard, with a version tag).
     pub fn save_state(&self) -> Vec<u8> {
-        postcard::to_stdvec(&SavedRef { version: STATE_VERSION, board: self })
-            .expect("serialising plain data into a Vec cannot fail")
+        postcard::to_stdvec(&SavedRef {
+            version: STATE_VERSION,
+            board: self,
+            fw_cfg: &self.fw_cfg,
+            testdev: &self.testdev,
+        })
+        .expect("serialising plain data into a Vec cannot fail")
     }
 
     /// Rebuild a board from [`PcBoard::save_state`] bytes.
     pub fn load_state(bytes: &[u8]) -> Result<PcBoard, BoardStateError> {
         let (v, _) =
             postcard::take_from_bytes::<SavedVersion>(bytes).map_err(|e| BoardStateError::Malformed(e.to_string()))?;
-        if v.version != STATE_VERSION {
-            return Err(BoardStateError::Version { found: v.version, expected: STATE_VERSION });
-        }
-        let (saved, rest) =
-            postcard::take_from_bytes::<Saved>(bytes).map_err(|e| BoardStateError::Malformed(e.to_string()))?;
+        let malformed = |e: postcard::Error| BoardStateError::Malformed(e.to_string());
+        let (b, rest) = match v.version {
+            STATE_VERSION => {
+                let (saved, rest) = postcard::take_from_bytes::<Saved>(bytes).map_err(malformed)?;
+                let mut b = saved.board;
+                b.fw_cfg = saved.fw_cfg;
+                b.testdev = saved.testdev;
+                (b, rest)
+            }
+            // A board from before fw_cfg: restore it as it was, without the new devices, so the
+            // guest keeps seeing the machine it was recorded on.
+            STATE_VERSION_V3 => {
+                let (saved, rest) = postcard::take_from_bytes::<SavedV3>(bytes).map_err(malformed)?;
+                (saved.board, rest)
+            }
+            found => return Err(BoardStateError::Version { found, expected: STATE_VERSION }),
+        };
         if !rest.is_empty() {
             return Err(BoardStateError::Malformed(format!("{} trailing bytes", rest.len())));
         }
-        let b = saved.board;
         b.validate()?;
         Ok(b)
     }
 
     fn validate(&self) -> Result<(), BoardStateError> {
-        let checks: [(bool, &'static str); 9] = [
+        let checks: [(bool, &'static str); 11] = [
             (self.pic.valid(), "8259 state out of range"),
             (self.pit.valid(), "8254 state out of range"),
             (self.rtc.valid(), "CMOS state out of range"),
@@ -442,6 +536,8 @@ impl PcBoard {
             (self.ioapic.valid(), "IOAPIC redirection table has the wrong size"),
             (self.pci.valid(), "PCI configuration space has the wrong size"),
             (self.pm.valid(), "ACPI PM state out of range"),
+            (self.fw_cfg.as_ref().is_none_or(|f| f.valid()), "fw_cfg read position out of range"),
+            (self.testdev.as_ref().is_none_or(|t| t.valid()), "pc-testdev memory has the wrong size"),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, what)) => Err(BoardStateError::Inconsistent(what)),
@@ -482,10 +578,24 @@ impl PcBoard {
             (AUX_IRQ, self.kbc.irq12()),
             (SCI_IRQ, self.pm.sci()),
         ];
+        // pc-testdev may drive any line; a shared line is high while either source holds it.
+        let testdev = self.testdev.as_ref().map_or(0u16, |t| t.irq_levels());
+        let mut driven = 0u16;
         for (irq, level) in lines {
+            driven |= 1 << irq;
+            let level = level || testdev & (1 << irq) != 0;
             let cur = self.isa_levels & (1 << irq) != 0;
             if cur != level {
                 self.set_isa_irq(irq, level);
+            }
+        }
+        // Lines no built-in device drives: only the testdev (low without it).
+        for irq in 0..16u8 {
+            if driven & (1 << irq) == 0 {
+                let level = testdev & (1 << irq) != 0;
+                if (self.isa_levels & (1 << irq) != 0) != level {
+                    self.set_isa_irq(irq, level);
+                }
             }
         }
         // LINT0 in fixed delivery mode turns a rising 8259 output into a local interrupt.

@@ -681,3 +681,119 @@ fn nmi_ipi_reaches_take_nmi_and_survives_save_load() {
     b.mmio_write(LAPIC + 0x300, 4, 0x0008_0400);
     assert!(b.take_nmi());
 }
+
+fn testdev_board() -> PcBoard {
+    PcBoard::with_devices(
+        PcConfig { ram_size: 128 << 20, rtc_base_unix: 1_700_000_000 },
+        &PcDevices { cmdline: "a b".into(), pc_testdev: true },
+    )
+}
+
+fn fw_cfg_read(b: &mut PcBoard, key: u16, n: usize) -> Vec<u8> {
+    b.io_write(0x510, 2, key as u32);
+    (0..n).map(|_| b.io_read(0x511, 1) as u8).collect()
+}
+
+#[test]
+fn fw_cfg_is_present_by_default() {
+    let mut b = board();
+    assert_eq!(fw_cfg_read(&mut b, 0x0000, 4), b"QEMU");
+    assert_eq!(fw_cfg_read(&mut b, 0x0003, 8), (128u64 << 20).to_le_bytes());
+    assert_eq!(fw_cfg_read(&mut b, 0x0005, 2), [1, 0]);
+    assert_eq!(fw_cfg_read(&mut b, 0x0014, 4), [1, 0, 0, 0]);
+    // Byte writes to the selector do not select (QEMU: only a 16-bit write does).
+    b.io_write(0x510, 1, 0x05);
+    assert_eq!(b.io_read(0x511, 1), 0, "still past the end of the CMDLINE_SIZE item");
+    // No DMA interface.
+    assert_eq!(b.io_read(0x514, 4), 0xffff_ffff);
+}
+
+#[test]
+fn fw_cfg_command_line_from_devices() {
+    let mut b = testdev_board();
+    assert_eq!(fw_cfg_read(&mut b, 0x0014, 4), [4, 0, 0, 0]);
+    assert_eq!(fw_cfg_read(&mut b, 0x0015, 5), b"a b\0\0");
+}
+
+#[test]
+fn pc_testdev_absent_unless_asked_for() {
+    let mut b = board();
+    assert_eq!(b.io_read(0xe0, 4), 0xffff_ffff);
+    b.io_write(0xe0, 4, 0x1234);
+    assert_eq!(b.io_read(0xe0, 4), 0xffff_ffff);
+    assert_eq!(b.io_read(0xe8, 1), 0xff);
+    b.mmio_write(0xff00_0000, 4, 7);
+    assert_eq!(b.mmio_read(0xff00_0000, 4), 0xffff_ffff);
+    b.io_write(0x2003, 1, 1);
+    assert!(!b.intr_level());
+}
+
+#[test]
+fn pc_testdev_registers_through_the_board() {
+    let mut b = testdev_board();
+    b.io_write(0xe0, 4, 0xcafe_f00d);
+    assert_eq!(b.io_read(0xe0, 4), 0xcafe_f00d);
+    assert_eq!(b.io_read(0xe2, 2), 0xcafe);
+    assert_eq!(b.io_read(0xeb, 1), 0xca);
+    b.io_write(0xe9, 1, 0x11);
+    assert_eq!(b.io_read(0xe0, 4), 0xcafe_110d);
+    // Flush page: accepted, no effect on anything the guest can read.
+    b.io_write(0xe4, 4, 0x0010_0000);
+    assert_eq!(b.io_read(0xe0, 4), 0xcafe_110d);
+    assert_eq!(b.io_read(0xe4, 4), 0xffff_ffff);
+    b.mmio_write(0xff00_0ff0, 8, 0x1122_3344_5566_7788);
+    assert_eq!(b.mmio_read(0xff00_0ff0, 8), 0x1122_3344_5566_7788);
+    assert_eq!(b.mmio_read(0xff00_0ff4, 2), 0x3344);
+    assert_eq!(b.mmio_read(0xff01_0000, 4), 0xffff_ffff, "past the 64 KiB window");
+}
+
+#[test]
+fn pc_testdev_irq_lines_reach_pic_and_ioapic() {
+    let mut b = testdev_board();
+    init_pic(&mut b);
+    // Mask the PIT so only the testdev line matters.
+    b.io_write(0x21, 1, 0x01);
+    b.io_write(0x2005, 1, 1);
+    assert!(b.intr_level());
+    assert_eq!(b.interrupt_ack(), 0x35);
+    b.io_write(0x20, 1, 0x20);
+    b.io_write(0x2005, 1, 0);
+    assert!(!b.intr_level());
+    // Through the IOAPIC (edge, unmasked, vector 0x45) with the local APIC enabled.
+    let mut b = testdev_board();
+    lapic_write(&mut b, 0xf0, 0x1ff);
+    ioapic_route(&mut b, 7, 0x45);
+    b.io_write(0x2007, 1, 1);
+    assert!(b.intr_level());
+    assert_eq!(b.interrupt_ack(), 0x45);
+    // A line shared with COM1 stays high while the testdev holds it.
+    let mut b = testdev_board();
+    b.io_write(0x2004, 1, 1);
+    b.advance_to(1_000_000);
+    assert_ne!(b.isa_levels & (1 << 4), 0);
+}
+
+#[test]
+fn fw_cfg_and_testdev_survive_save_load() {
+    let mut b = testdev_board();
+    b.io_write(0xe0, 4, 0x55aa);
+    b.mmio_write(0xff00_0010, 4, 0x77);
+    b.io_write(0x510, 2, 0);
+    b.io_read(0x511, 1);
+    let mut c = PcBoard::load_state(&b.save_state()).unwrap();
+    assert_eq!(c, b);
+    assert_eq!(c.io_read(0x511, 1), b'E' as u32);
+    assert_eq!(c.io_read(0xe0, 4), 0x55aa);
+    assert_eq!(c.mmio_read(0xff00_0010, 4), 0x77);
+}
+
+#[test]
+fn version_3_state_loads_without_the_new_devices() {
+    let a = board();
+    // Version 3 wrote the version tag and the board alone (the new devices are not in its layout).
+    let v3 = postcard::to_stdvec(&(3u32, &a)).unwrap();
+    let mut b = PcBoard::load_state(&v3).unwrap();
+    assert!(b.fw_cfg.is_none() && b.testdev.is_none());
+    assert_eq!(b.io_read(0x511, 1), 0xff, "the recorded machine had no fw_cfg");
+    assert!(b.save_state().len() > v3.len());
+}

@@ -185,7 +185,8 @@ fn misc_enable_pat_and_missing_msrs() {
     assert_ne!(cpuid_edx & (1 << 2), 0, "DE advertised (CR4.DE implemented)");
     assert_eq!(cpuid_edx & (1 << 12), 0, "no MTRRs");
     assert_eq!(cpuid_edx & (1 << 7), 0, "no MCE");
-    // #GP(0): reserved MISC_ENABLE bit, reserved PAT type, MSRs this model does not have.
+    // #GP(0): reserved MISC_ENABLE bit, reserved PAT type, reserved EFER bits, MSRs this model
+    // does not have.
     for (msr, write, eax_v, edx_v) in [
         (0x1a0u32, true, 2u32, 0u32),
         (0x277, true, 0x0000_0002, 0),
@@ -194,7 +195,9 @@ fn misc_enable_pat_and_missing_msrs() {
         (0xfe, false, 0, 0),
         (0x2ff, false, 0, 0),
         (0x179, false, 0, 0),
-        (0xc000_0080, false, 0, 0),
+        (0xc000_0080, true, 1 << 8, 0), // EFER.LME: no long mode
+        (0xc000_0080, true, 1, 0),      // EFER.SCE: no SYSCALL
+        (0xc000_0081, false, 0, 0),     // STAR
         (0x1234, false, 0, 0),
     ] {
         let mut e = Env::flat(|a| {
@@ -456,26 +459,39 @@ fn nmi_through_a_task_gate() {
 // ---------------------------------------------------------------- state format, VM86
 
 #[test]
-fn version2_state_still_loads() {
+fn version2_and_version3_states_still_load() {
     let mut e = run_flat(|a| {
         a.mov(eax, 0x1234)?;
         a.hlt()
     });
-    let v3 = e.cpu.save_state();
+    let v4 = e.cpu.save_state();
+    assert_eq!(v4[0], 4);
     let s = &e.cpu.s;
-    let tail =
+    // Each version appended fields at the end: cut them off to get the older layouts.
+    let v4_tail = postcard::to_stdvec(&s.pdpte).unwrap();
+    let mut v3 = v4[..v4.len() - v4_tail.len()].to_vec();
+    v3[0] = 3;
+    let v3_tail =
         postcard::to_stdvec(&(s.misc_enable, s.pat, s.nmi_pending, s.nmi_blocked, s.ss_shadow, s.dbg_pending)).unwrap();
-    let mut v2 = v3[..v3.len() - tail.len()].to_vec();
-    assert_eq!(v2[0], 3);
+    let mut v2 = v3[..v3.len() - v3_tail.len()].to_vec();
     v2[0] = 2;
+    for old in [&v3, &v2] {
+        let mut c = Cpu::new(CpuConfig::i386());
+        c.load_state(old).unwrap();
+        assert_eq!(c.gpr(Gpr::Rax), 0x1234);
+        assert_eq!(c.state_hash(), e.cpu.state_hash(), "new fields at their reset values");
+    }
     let mut c = Cpu::new(CpuConfig::i386());
-    c.load_state(&v2).unwrap();
-    assert_eq!(c.gpr(Gpr::Rax), 0x1234);
-    assert_eq!(c.state_hash(), e.cpu.state_hash(), "new fields at their reset values");
     v2[0] = 9;
-    assert!(matches!(c.load_state(&v2), Err(CpuStateError::Version { found: 9, expected: 3 })));
+    assert!(matches!(c.load_state(&v2), Err(CpuStateError::Version { found: 9, expected: 4 })));
+    c.load_state(&v3).unwrap();
     e.cpu.s.nmi_blocked = true;
     assert_ne!(c.state_hash(), e.cpu.state_hash());
+    e.cpu.s.nmi_blocked = false;
+    e.cpu.s.pdpte[2] = 0x5001;
+    assert_ne!(c.state_hash(), e.cpu.state_hash(), "the PDPTE registers are state");
+    c.load_state(&e.cpu.save_state()).unwrap();
+    assert_eq!(c.s.pdpte[2], 0x5001);
 }
 
 #[test]

@@ -8,8 +8,8 @@ use crate::flags::{sext, Alu, Shift};
 use crate::mem::{mask, Bus};
 use crate::prot::Event;
 use crate::{
-    ex, exc, Cpu, Res, SegReg, AF, CF, CPUID_SIGNATURE, CR0_EM, CR0_MP, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CR4_PGE,
-    CR4_PSE, CR4_TSD, DF, IF, OF, PF, SF, ZF,
+    ex, exc, Cpu, Res, SegReg, AF, CF, CPUID_SIGNATURE, CR0_EM, CR0_MP, CR0_PE, CR0_PG, CR0_TS, CR0_WP, CR4_PAE,
+    CR4_PGE, CR4_PSE, CR4_TSD, DF, IF, OF, PF, SF, ZF,
 };
 
 const CS: usize = SegReg::Cs as usize;
@@ -824,7 +824,7 @@ impl Cpu {
                 // LMSW cannot clear PE.
                 let bits = CR0_PE | CR0_MP | CR0_EM | CR0_TS;
                 let nv = (self.s.cr0 & !(CR0_MP | CR0_EM | CR0_TS)) | (v & bits);
-                self.write_cr(0, nv)?;
+                self.write_cr(b, 0, nv)?;
             }
             M::Clts => {
                 self.need_cpl0()?;
@@ -1040,7 +1040,7 @@ impl Cpu {
                 let n = i.op0_register() as u32 - Register::CR0 as u32;
                 let v = self.reg_get(i.op1_register());
                 let old = self.asid();
-                self.write_cr(n, v)?;
+                self.write_cr(b, n, v)?;
                 self.note_asid(b, old);
                 Ok(())
             }
@@ -1067,7 +1067,7 @@ impl Cpu {
         }
     }
 
-    pub(crate) fn write_cr(&mut self, n: u32, v: u64) -> Res<()> {
+    pub(crate) fn write_cr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, n: u32, v: u64) -> Res<()> {
         let v = v & 0xffff_ffff;
         match n {
             0 => {
@@ -1080,6 +1080,12 @@ impl Cpu {
                 let supported = 0xe005_003f;
                 let nv = (v & supported) | crate::CR0_ET;
                 let old = self.s.cr0;
+                // SDM Vol. 3 4.4.1: with PAE, a MOV to CR0 that changes PG, CD or NW while
+                // paging ends up enabled reloads the PDPTEs (and faults before any change).
+                let reload = CR0_PG | crate::CR0_CD | crate::CR0_NW;
+                if nv & CR0_PG != 0 && self.s.cr4 & CR4_PAE != 0 && (old ^ nv) & reload != 0 {
+                    self.load_pdptes(b, self.s.cr3)?;
+                }
                 self.s.cr0 = nv;
                 if (old ^ nv) & (CR0_PG | CR0_WP | CR0_PE) != 0 {
                     self.tlb.flush_all();
@@ -1090,6 +1096,9 @@ impl Cpu {
             }
             2 => self.s.cr2 = v,
             3 => {
+                if self.s.cr0 & CR0_PG != 0 && self.s.cr4 & CR4_PAE != 0 {
+                    self.load_pdptes(b, v)?;
+                }
                 self.s.cr3 = v;
                 if self.s.cr4 & CR4_PGE != 0 {
                     self.tlb.flush_non_global();
@@ -1099,8 +1108,15 @@ impl Cpu {
             }
             4 => {
                 // DE: debug extensions (I/O breakpoints, DR4/DR5 #UD), see debug.rs.
-                if v & !(CR4_TSD | crate::CR4_DE | CR4_PSE | CR4_PGE | crate::CR4_OSFXSR) != 0 {
+                let known = CR4_TSD | crate::CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | crate::CR4_OSFXSR;
+                if v & !known != 0 {
                     return exc(13, 0);
+                }
+                // SDM Vol. 3 4.4.1: changing PAE, PGE or PSE with paging on and PAE (then) set
+                // reloads the PDPTEs.
+                if self.s.cr0 & CR0_PG != 0 && v & CR4_PAE != 0 && (self.s.cr4 ^ v) & (CR4_PAE | CR4_PGE | CR4_PSE) != 0
+                {
+                    self.load_pdptes(b, self.s.cr3)?;
                 }
                 self.s.cr4 = v;
                 self.tlb.flush_all();
@@ -1377,13 +1393,16 @@ impl Cpu {
         let (a, b, c, d): (u32, u32, u32, u32) = match leaf {
             0 => (1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
             1 => {
-                // FPU, DE, PSE, TSC, MSR, CX8, APIC, SEP, PGE, CMOV, PAT, FXSR: exactly what is
-                // implemented (DE: CR4.DE, see debug.rs; PAT: the MSR, see msr.rs).
+                // FPU, DE, PSE, TSC, MSR, PAE, CX8, APIC, SEP, PGE, CMOV, PAT, FXSR: exactly what is
+                // implemented (DE: CR4.DE, see debug.rs; PAT: the MSR, see msr.rs; PAE: mem.rs,
+                // with MAXPHYADDR 36, which is what software assumes when leaf 0x8000_0008 is
+                // absent, as it is here).
                 let edx = 1
                     | (1 << 2)
                     | (1 << 3)
                     | (1 << 4)
                     | (1 << 5)
+                    | (1 << 6)
                     | (1 << 8)
                     | (1 << 9)
                     | (1 << 11)
@@ -1393,7 +1412,10 @@ impl Cpu {
                     | (1 << 24);
                 (CPUID_SIGNATURE, 0, 0, edx)
             }
-            0x8000_0000 => (0x8000_0000, 0, 0, 0),
+            // Extended leaves up to 0x8000_0001, for NX (EDX bit 20: XD in PAE entries and
+            // EFER.NXE, see mem.rs and msr.rs). No 0x8000_0008: MAXPHYADDR is the default 36.
+            0x8000_0000 => (0x8000_0001, 0, 0, 0),
+            0x8000_0001 => (0, 0, 0, 1 << 20),
             _ => (0, 0, 0, 0),
         };
         self.s.regs[0] = u64::from(a);

@@ -4,8 +4,12 @@
 //! replay execute identically; the CPU never consults host time, randomness or hash-map order.
 //!
 //! # Structure
-//! * `mem.rs`: segmentation checks, two-level paging (4 KiB, 4 MiB PSE, PGE global pages, CR0.WP,
-//!   accessed/dirty bits, #PF error codes and CR2) behind a direct-mapped software TLB, RAM/MMIO
+//! * `mem.rs`: segmentation checks, two-level 32-bit paging (4 KiB, 4 MiB PSE) and PAE paging
+//!   (CR4.PAE: PDPTE registers loaded by MOV CR3 and by the CR0/CR4 writes that enter PAE paging,
+//!   64-bit entries, 2 MiB pages, 36-bit physical addresses, reserved-bit #PF with RSVD, NX with
+//!   EFER.NXE), PGE
+//!   global pages, CR0.WP, accessed/dirty bits, #PF error codes and CR2, behind a direct-mapped
+//!   software TLB that caches translations independently of the walk format; RAM/MMIO
 //!   access, and the decode cache. Decoded instructions are cached by guest-physical address (plus
 //!   code size) and validated by a per-RAM-page generation counter; any write to a page that holds
 //!   cached code (by the CPU, including the current instruction's own page, or from outside through
@@ -73,8 +77,14 @@
 //!   (including pushes and string instructions), not implicit supervisor accesses (descriptor
 //!   tables, TSS, IDT) nor page walks. The TSS T bit, DR7.LE/GE and branch trace are ignored.
 //!   No #AC alignment checks.
-//! * A20 is always enabled; no SMM; no PAE / long mode yet (registers and state are 64-bit wide).
-//! * CPUID leaves other than 0, 1 and 0x8000_0000 return zeros.
+//! * A20 is always enabled; no SMM; no long mode yet (registers and state are 64-bit wide).
+//! * Paging: no PSE-36 (PSE pages stay below 4 GiB), no PCID/SMEP/SMAP. IA32_EFER holds only
+//!   NXE (LME/SCE are reserved: no long mode or SYSCALL yet). MAXPHYADDR is 36 (CPUID has no
+//!   leaf 0x8000_0008, for which the SDM says that is the width with PAE). Page attributes
+//!   (PAT/PCD/PWT) do not affect caching. The host-difference test (`tests/host_diff.rs`) runs
+//!   user-mode instructions natively, so it cannot cover paging: the unit tests and the
+//!   686-pae Linux boot do.
+//! * CPUID leaves other than 0, 1, 0x8000_0000 and 0x8000_0001 (NX only) return zeros.
 //! * LOCK is accepted on any instruction (single CPU); RDPMC raises #UD.
 
 #[cfg(test)]
@@ -258,12 +268,16 @@ pub(crate) const CR0_PG: u64 = 1 << 31;
 pub(crate) const CR4_TSD: u64 = 1 << 2;
 pub(crate) const CR4_DE: u64 = 1 << 3;
 pub(crate) const CR4_PSE: u64 = 1 << 4;
+pub(crate) const CR4_PAE: u64 = 1 << 5;
 pub(crate) const CR4_PGE: u64 = 1 << 7;
 pub(crate) const CR4_OSFXSR: u64 = 1 << 9;
+/// IA32_EFER.NXE: execute-disable (bit 63 of PAE entries) enabled.
+pub(crate) const EFER_NXE: u64 = 1 << 11;
 
 /// Version 3 added IA32_MISC_ENABLE, IA32_PAT, the NMI latch/blocking, the MOV SS debug-trap
-/// shadow and pending debug traps. Version 2 states still load (see `legacy.rs`).
-const STATE_VERSION: u32 = 3;
+/// shadow and pending debug traps; version 4 the PAE PDPTE registers. Versions 2 and 3 still load
+/// (see `legacy.rs`).
+const STATE_VERSION: u32 = 4;
 
 /// Every architecturally visible bit of the CPU, plus the run-state the record/replay design
 /// depends on. This is what `save_state` serializes and `state_hash` hashes; caches live outside.
@@ -314,6 +328,11 @@ pub(crate) struct State {
     pub ss_shadow: bool,
     /// Debug-trap conditions (DR6 B0..B3) of the current instruction not yet delivered.
     pub dbg_pending: u32,
+    /// The four PAE page-directory-pointer-table entries, loaded from memory by MOV CR3 (and by
+    /// the CR0/CR4 writes that enter PAE paging, and task switches) like the processor's internal
+    /// PDPTE registers: later writes to the PDPT in memory do not matter until the next load, so
+    /// they are architectural state and part of the snapshot.
+    pub pdpte: [u64; 4],
 }
 
 impl State {
@@ -360,6 +379,7 @@ impl State {
             nmi_blocked: false,
             ss_shadow: false,
             dbg_pending: 0,
+            pdpte: [0; 4],
         }
     }
 }
@@ -634,6 +654,10 @@ impl Cpu {
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(bytes)?;
         let (st, rest): (State, &[u8]) = match version {
             STATE_VERSION => postcard::take_from_bytes(bytes)?,
+            3 => {
+                let (old, rest): (legacy::StateV3, &[u8]) = postcard::take_from_bytes(bytes)?;
+                (old.into(), rest)
+            }
             2 => {
                 let (old, rest): (legacy::StateV2, &[u8]) = postcard::take_from_bytes(bytes)?;
                 (old.into(), rest)

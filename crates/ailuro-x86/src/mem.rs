@@ -6,7 +6,7 @@ use ailuro_bus::{GuestRam, Platform, ProgramPoint};
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction};
 
 use crate::fast::Uop;
-use crate::{ex, exc, Cpu, Fault, Res, SegReg, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE};
+use crate::{ex, exc, Cpu, Fault, Res, SegReg, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE};
 
 /// RAM and the platform for the duration of one `run` call.
 pub(crate) struct Bus<'a, P: Platform + ?Sized> {
@@ -27,8 +27,24 @@ pub(crate) const BLOCK_HOOKS: u32 = hook::BEFORE_BLOCK | hook::AFTER_BLOCK | hoo
 /// Access kind bits; W and U are placed like the #PF error code bits.
 pub(crate) const ACC_W: u8 = 2;
 pub(crate) const ACC_U: u8 = 4;
-/// Instruction fetch (selects the instruction TLB; not an error-code bit without NX).
+/// Instruction fetch (selects the instruction TLB; placed like the #PF error code's I/D bit,
+/// which is reported only with PAE and EFER.NXE).
 pub(crate) const ACC_X: u8 = 16;
+
+/// Physical-address width (CPUID reports no leaf 0x8000_0008, for which the SDM says 36 with PAE).
+pub(crate) const MAXPHYADDR: u32 = 36;
+/// Physical-address bits 35:12 of a PAE paging entry.
+pub(crate) const PAE_ADDR: u64 = ((1 << MAXPHYADDR) - 1) & !0xfff;
+/// Reserved bits of PAE PDEs/PTEs: above MAXPHYADDR, including bit 63 (XD) unless EFER.NXE.
+pub(crate) const PAE_RSVD: u64 = !((1 << MAXPHYADDR) - 1);
+/// Bit 63 of a PAE entry: execute-disable when EFER.NXE=1.
+pub(crate) const PAE_XD: u64 = 1 << 63;
+/// Further reserved bits of a PAE PDE that maps a 2 MiB page (bit 12 is PAT).
+pub(crate) const PAE_RSVD_2M: u64 = 0x1f_e000;
+/// Reserved bits of a present PDPTE: 2:1, 8:5 and everything above MAXPHYADDR.
+const PDPTE_RSVD: u64 = !((1 << MAXPHYADDR) - 1) | 0x1e6;
+/// Error-code bit of a #PF caused by a reserved bit set in a paging entry.
+pub(crate) const PF_RSVD: u32 = 8;
 
 const TLB_SIZE: usize = 1024;
 const TLB_VALID: u64 = 1 << 40;
@@ -317,19 +333,20 @@ impl Cpu {
         self.walk(b, lin, acc)
     }
 
-    /// Two-level 32-bit page walk (4 KiB pages, 4 MiB pages with CR4.PSE), setting A/D bits.
+    /// Two-level 32-bit page walk (4 KiB pages, 4 MiB pages with CR4.PSE), setting A/D bits;
+    /// with CR4.PAE the PAE walk instead.
     #[inline(never)]
     fn walk<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
+        if self.s.cr4 & CR4_PAE != 0 {
+            return self.walk_pae(b, lin, acc);
+        }
         let write = acc & ACC_W != 0;
-        let user = acc & ACC_U != 0;
-        let pf = |cpu: &mut Cpu, present: bool| -> Res<u64> {
-            cpu.s.cr2 = lin;
-            exc(14, u32::from(present) | u32::from(acc & (ACC_W | ACC_U)))
-        };
+        // No I/D error-code bit without PAE and NXE.
+        let acc_pf = acc & !ACC_X;
         let pde_addr = (self.s.cr3 & 0xffff_f000) | ((lin >> 20) & 0xffc);
         let pde = self.phys_read(b, pde_addr, 4);
         if pde & 1 == 0 {
-            return pf(self, false);
+            return self.page_fault(lin, acc_pf, 0);
         }
         let large = pde & 0x80 != 0 && self.s.cr4 & CR4_PSE != 0;
         let (pte_addr, pte) = if large {
@@ -338,16 +355,13 @@ impl Cpu {
             let a = (pde & 0xffff_f000) | ((lin >> 10) & 0xffc);
             let pte = self.phys_read(b, a, 4);
             if pte & 1 == 0 {
-                return pf(self, false);
+                return self.page_fault(lin, acc_pf, 0);
             }
             (a, pte)
         };
         let u_ok = pde & pte & 4 != 0;
         let w_ok = pde & pte & 2 != 0;
-        let wp = self.s.cr0 & CR0_WP != 0;
-        if (user && !u_ok) || (write && !w_ok && (user || wp)) {
-            return pf(self, true);
-        }
+        self.check_perm(lin, acc_pf, u_ok, w_ok)?;
         // Accessed bits (and dirty on write) are set only for successful translations.
         if pde & 0x20 == 0 {
             self.phys_write(b, pde_addr, 4, pde | 0x20);
@@ -363,13 +377,98 @@ impl Cpu {
             pte_now |= 0x40;
             self.phys_write(b, pde_addr, 4, pte_now);
         }
-        let dirty = pte_now & 0x40 != 0;
         let ppage = if large { (pte_now & 0xffc0_0000) | (lin & 0x003f_f000) } else { pte_now & 0xffff_f000 };
+        Ok(self.tlb_fill(lin, acc, ppage, u_ok, w_ok, pte_now))
+    }
+
+    /// PAE page walk (SDM Vol. 3 4.4): PDPTE register -> 64-bit PDE (2 MiB page when PS=1) ->
+    /// 64-bit PTE (4 KiB page). Entries are read and their A/D bits written as 8-byte quantities,
+    /// as the processor does. Present entries with reserved bits set (physical-address bits at or
+    /// above MAXPHYADDR, bit 63 unless EFER.NXE, bits 20:13 of a 2 MiB PDE) give #PF with RSVD in
+    /// the error code and set no accessed bit. With EFER.NXE, an instruction fetch from a page
+    /// whose PDE or PTE has XD set is a protection #PF, and every fetch #PF reports I/D.
+    fn walk_pae<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
+        let write = acc & ACC_W != 0;
+        let nxe = self.s.efer & crate::EFER_NXE != 0;
+        // The I/D error-code bit exists only with NXE (SDM Vol. 3 4.7).
+        let acc_pf = if nxe { acc } else { acc & !ACC_X };
+        let rsvd = if nxe { PAE_RSVD & !PAE_XD } else { PAE_RSVD };
+        // The PDPTE registers' reserved bits were checked when they were loaded (#GP then).
+        let pdpte = self.s.pdpte[((lin >> 30) & 3) as usize];
+        if pdpte & 1 == 0 {
+            return self.page_fault(lin, acc_pf, 0);
+        }
+        let pde_addr = (pdpte & PAE_ADDR) | ((lin >> 18) & 0xff8);
+        let pde = self.phys_read(b, pde_addr, 8);
+        if pde & 1 == 0 {
+            return self.page_fault(lin, acc_pf, 0);
+        }
+        let large = pde & 0x80 != 0;
+        if pde & rsvd != 0 || (large && pde & PAE_RSVD_2M != 0) {
+            return self.page_fault(lin, acc_pf, 1 | PF_RSVD);
+        }
+        let (pte_addr, pte) = if large {
+            (pde_addr, pde)
+        } else {
+            let a = (pde & PAE_ADDR) | ((lin >> 9) & 0xff8);
+            let pte = self.phys_read(b, a, 8);
+            if pte & 1 == 0 {
+                return self.page_fault(lin, acc_pf, 0);
+            }
+            if pte & rsvd != 0 {
+                return self.page_fault(lin, acc_pf, 1 | PF_RSVD);
+            }
+            (a, pte)
+        };
+        let u_ok = pde & pte & 4 != 0;
+        let w_ok = pde & pte & 2 != 0;
+        self.check_perm(lin, acc_pf, u_ok, w_ok)?;
+        // Only fetch walks fill the instruction TLB, so a non-executable page never gets an entry
+        // there and the fast paths need no execute permission bit.
+        if acc & ACC_X != 0 && nxe && (pde | pte) & PAE_XD != 0 {
+            return self.page_fault(lin, acc_pf, 1);
+        }
+        if pde & 0x20 == 0 {
+            self.phys_write(b, pde_addr, 8, pde | 0x20);
+        }
+        let base = if large { pde | 0x20 } else { pte };
+        let want = base | 0x20 | if write { 0x40 } else { 0 };
+        if want != base {
+            self.phys_write(b, pte_addr, 8, want);
+        }
+        let ppage = if large { (want & PAE_ADDR & !0x1f_ffff) | (lin & 0x1f_f000) } else { want & PAE_ADDR };
+        Ok(self.tlb_fill(lin, acc, ppage, u_ok, w_ok, want))
+    }
+
+    /// #PF for `lin` with the present/RSVD bits `bits` plus the access's W/U (and, when the
+    /// caller leaves it in `acc`, I/D) bits; sets CR2.
+    fn page_fault(&mut self, lin: u64, acc: u8, bits: u32) -> Res<u64> {
+        self.s.cr2 = lin;
+        exc(14, bits | u32::from(acc & (ACC_W | ACC_U | ACC_X)))
+    }
+
+    /// Protection check of a present translation (U/S, R/W, CR0.WP); #PF with P=1 on failure.
+    #[inline]
+    fn check_perm(&mut self, lin: u64, acc: u8, u_ok: bool, w_ok: bool) -> Res<()> {
+        let (write, user) = (acc & ACC_W != 0, acc & ACC_U != 0);
+        let wp = self.s.cr0 & CR0_WP != 0;
+        if (user && !u_ok) || (write && !w_ok && (user || wp)) {
+            self.page_fault(lin, acc, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Cache a successful translation; `leaf` is the final entry with its A/D bits as written.
+    /// The TLB entry only holds the physical page and the pre-checked permissions, so the fast
+    /// path is the same for every walk format.
+    fn tlb_fill(&mut self, lin: u64, acc: u8, ppage: u64, u_ok: bool, w_ok: bool, leaf: u64) -> u64 {
+        let wp = self.s.cr0 & CR0_WP != 0;
         let mut perm = 0;
         if u_ok {
             perm |= PERM_UR;
         }
-        if dirty {
+        // Writes are pre-approved only once D is set, so the first write still walks to set it.
+        if leaf & 0x40 != 0 {
             if w_ok && u_ok {
                 perm |= PERM_UW;
             }
@@ -377,13 +476,29 @@ impl Cpu {
                 perm |= PERM_SW;
             }
         }
-        if pte_now & 0x100 != 0 && self.s.cr4 & CR4_PGE != 0 {
+        if leaf & 0x100 != 0 && self.s.cr4 & CR4_PGE != 0 {
             perm |= PERM_G;
         }
         let vpn = lin >> 12;
         let t = if acc & ACC_X != 0 { &mut self.tlb.i } else { &mut self.tlb.d };
         t[tlb_index(vpn)] = TlbEntry { tag: vpn | TLB_VALID, ppage, perm };
-        Ok(ppage | (lin & 0xfff))
+        ppage | (lin & 0xfff)
+    }
+
+    /// Load the four PAE PDPTE registers from the 32-byte-aligned PDPT that `cr3` points to.
+    /// A present PDPTE with reserved bits set (bits 2:1, 8:5, bits at or above MAXPHYADDR) is
+    /// #GP(0), and then nothing changes (SDM Vol. 3 4.4.1).
+    pub(crate) fn load_pdptes<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, cr3: u64) -> Res<()> {
+        let base = cr3 & 0xffff_ffe0;
+        let mut e = [0u64; 4];
+        for (k, slot) in e.iter_mut().enumerate() {
+            *slot = self.phys_read(b, base + 8 * k as u64, 8);
+            if *slot & 1 != 0 && *slot & PDPTE_RSVD != 0 {
+                return exc(13, 0);
+            }
+        }
+        self.s.pdpte = e;
+        Ok(())
     }
 
     /// Read `size` (1..=8) bytes at a physical address: RAM directly, anything else via MMIO.

@@ -9,9 +9,11 @@
 //! | 0x174..=0x176 | IA32_SYSENTER_CS/ESP/EIP | 0 | value | CS keeps 16 bits |
 //! | 0x1a0 | IA32_MISC_ENABLE | 0x1801 | value | see [`MISC_ENABLE_RW`] |
 //! | 0x277 | IA32_PAT | 0x0007_0406_0007_0406 | value | #GP if any entry is a reserved type (2, 3, 8..) |
+//! | 0xc000_0080 | IA32_EFER | 0 | value | #GP unless only NXE (bit 11) is set |
 //!
 //! Everything else raises #GP(0), as on hardware: in particular the MTRRs (CPUID.1:EDX.MTRR=0),
-//! the machine-check MSRs (MCE/MCA=0), the performance counters and IA32_EFER (no long mode, NX or
+//! the machine-check MSRs (MCE/MCA=0) and the performance counters. IA32_EFER exists because NX
+//! is advertised (CPUID 0x8000_0001:EDX bit 20); LME and SCE are reserved (no long mode or
 //! SYSCALL is advertised by either model yet). CPUID.1:EDX advertises MSR, TSC, APIC, SEP and PAT
 //! accordingly. PAT memory types have no effect in an emulator (every access is coherent), so the
 //! MSR is stored and checked but not used by the page walk.
@@ -48,6 +50,7 @@ impl Cpu {
             0x176 => self.s.sysenter_eip,
             0x1a0 => self.s.misc_enable,
             0x277 => self.s.pat,
+            0xc000_0080 => self.s.efer,
             _ => return exc(13, 0),
         })
     }
@@ -84,6 +87,16 @@ impl Cpu {
                     return exc(13, 0);
                 }
                 self.s.pat = v;
+            }
+            0xc000_0080 => {
+                if v & !crate::EFER_NXE != 0 {
+                    return exc(13, 0);
+                }
+                if (self.s.efer ^ v) & crate::EFER_NXE != 0 {
+                    // XD bits change meaning (reserved <-> execute-disable): drop cached walks.
+                    self.tlb.flush_all();
+                }
+                self.s.efer = v;
             }
             _ => return exc(13, 0),
         }

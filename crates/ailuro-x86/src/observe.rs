@@ -4,7 +4,7 @@
 use ailuro_bus::observe::CpuView;
 use ailuro_bus::GuestRam;
 
-use crate::{Cpu, SegReg, CR0_PG, CR4_PSE};
+use crate::{Cpu, SegReg, CR0_PG, CR4_PAE, CR4_PSE};
 
 /// Register numbering of [`CpuView::reg`] for x86.
 pub const X86_REG_NAMES: &[&str] = &[
@@ -69,9 +69,13 @@ impl CpuView for View<'_> {
 }
 
 impl Cpu {
-    /// Address-space identifier: CR3 without its flag bits while paging is on, else 0.
+    /// Address-space identifier: CR3 without its flag bits while paging is on, else 0. With PAE
+    /// the PDPT is only 32-byte aligned (Linux packs several processes' PDPTs into one page), so
+    /// its bits 11:5 count too.
     pub fn asid(&self) -> u64 {
-        if self.s.cr0 & CR0_PG != 0 {
+        if self.s.cr0 & CR0_PG != 0 && self.s.cr4 & CR4_PAE != 0 {
+            self.s.cr3 & 0xffff_ffe0
+        } else if self.s.cr0 & CR0_PG != 0 {
             self.s.cr3 & 0xffff_f000
         } else {
             0
@@ -84,6 +88,9 @@ impl Cpu {
         let lin = lin & 0xffff_ffff;
         if self.s.cr0 & CR0_PG == 0 {
             return Some(lin);
+        }
+        if self.s.cr4 & CR4_PAE != 0 {
+            return self.debug_translate_pae(ram, lin);
         }
         let rd = |a: u64| ram.read_u32(a).ok().map(u64::from);
         let pde = rd((self.s.cr3 & 0xffff_f000) | ((lin >> 20) & 0xffc))?;
@@ -98,6 +105,33 @@ impl Cpu {
             return None;
         }
         Some((pte & 0xffff_f000) | (lin & 0xfff))
+    }
+
+    /// [`Cpu::debug_translate`] for PAE paging: the CPU's PDPTE registers, then 64-bit entries.
+    /// Entries with reserved bits set translate to `None`, as the CPU would fault on them.
+    fn debug_translate_pae(&self, ram: &GuestRam, lin: u64) -> Option<u64> {
+        use crate::mem::{PAE_ADDR as ADDR, PAE_RSVD, PAE_RSVD_2M, PAE_XD};
+        let nxe = self.s.efer & crate::EFER_NXE != 0;
+        let rsvd = if nxe { PAE_RSVD & !PAE_XD } else { PAE_RSVD };
+        let pdpte = self.s.pdpte[((lin >> 30) & 3) as usize];
+        if pdpte & 1 == 0 {
+            return None;
+        }
+        let pde = ram.read_u64((pdpte & ADDR) | ((lin >> 18) & 0xff8)).ok()?;
+        if pde & 1 == 0 || pde & rsvd != 0 {
+            return None;
+        }
+        if pde & 0x80 != 0 {
+            if pde & PAE_RSVD_2M != 0 {
+                return None;
+            }
+            return Some((pde & ADDR & !0x1f_ffff) | (lin & 0x1f_ffff));
+        }
+        let pte = ram.read_u64((pde & ADDR) | ((lin >> 9) & 0xff8)).ok()?;
+        if pte & 1 == 0 || pte & rsvd != 0 {
+            return None;
+        }
+        Some((pte & ADDR) | (lin & 0xfff))
     }
 
     /// A read-only view for observers, reporting `pc`.

@@ -863,7 +863,11 @@ impl Cpu {
             let old = self.asid();
             self.s.cr3 = u64::from(t[7]);
             self.tlb.flush_non_global();
+            // Past the commit point: invalid PDPTEs fault in the context of the new task (after
+            // observers heard of the address-space change, which has happened).
+            let pdptes = if self.s.cr4 & crate::CR4_PAE != 0 { self.load_pdptes(b, self.s.cr3) } else { Ok(()) };
             self.note_asid(b, old);
+            pdptes?;
         }
         self.s.rip = u64::from(t[8]);
         self.s.rflags = (new_fl & !VM) | 2;

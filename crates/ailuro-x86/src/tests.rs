@@ -892,7 +892,7 @@ fn mmio_and_rdtsc_cpuid_msr() {
     let feat = e.r(Gpr::Rdx);
     assert_ne!(feat & 1, 0, "FPU advertised");
     assert_ne!(feat & (1 << 11), 0, "SEP");
-    assert_eq!(feat & (1 << 6), 0, "no PAE");
+    assert_ne!(feat & (1 << 6), 0, "PAE");
     assert_eq!(feat & (1 << 23), 0, "no MMX");
 }
 
@@ -1538,14 +1538,16 @@ fn xlat_bound_lar_lsl_verr() {
 #[test]
 fn privileged_and_invalid_operations_fault() {
     let mut e = Env::flat(|a| {
-        a.mov(eax, 1 << 5)?; // CR4.PAE is not supported
+        a.mov(eax, 1 << 6)?; // CR4.MCE is not supported (nor advertised)
         a.mov(cr4, eax)?;
         a.hlt()
     });
     e.run_expect_vector(13);
     let mut e = Env::flat(|a| {
-        a.mov(ecx, 0xc000_0080u32 as i32)?; // EFER: no long mode on this model
-        a.rdmsr()?;
+        a.mov(ecx, 0xc000_0080u32 as i32)?; // EFER.LME: no long mode on this model
+        a.mov(eax, 1 << 8)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
         a.hlt()
     });
     e.run_expect_vector(13);
@@ -1752,7 +1754,7 @@ fn cpuid_vendor_and_unknown_leaf() {
     let mut v = [0u8; 12];
     e.ram.read(0x40_0000, &mut v).unwrap();
     assert_eq!(&v, b"GenuineIntel");
-    assert_eq!(e.r(Gpr::Rax), 0x8000_0000);
+    assert_eq!(e.r(Gpr::Rax), 0x8000_0001, "extended leaves up to 0x8000_0001 (NX)");
 }
 
 #[test]
@@ -2523,4 +2525,402 @@ fn segment_type_checks_and_expand_down() {
     e.ram.write(USER_CODE, &[0x66, 0xb8, 0x18, 0x00, 0x8e, 0xd8]).unwrap(); // mov ax, 0x18; mov ds, ax
     e.run_expect_vector(13);
     assert_eq!(e.stack(0), 0x18);
+}
+
+// ---------------------------------------------------------------- PAE paging
+
+use crate::mem::PAE_XD;
+
+const PDPT: u64 = 0x10000;
+const PAE_PD: u64 = 0x12000;
+const PAE_PT0: u64 = 0x13000;
+const PAE_PT1: u64 = 0x14000;
+
+/// PAE page tables in RAM: PDPT at 0x10000 (entry 0 -> PD at 0x12000); PD[0] and PD[1] map
+/// 0-4 MiB as 4 KiB supervisor RW pages (PTs at 0x13000, 0x14000), PD[2] maps 4-6 MiB as a
+/// 2 MiB user read-only page, PD[3] 6-8 MiB as a 2 MiB supervisor RW page. Page 0x300000 is
+/// not present. Paging is off: `pae_env` turns it on.
+fn write_pae_tables(e: &mut Env) {
+    e.ram.write_u64(PDPT, PAE_PD | 1).unwrap();
+    for k in 1..4 {
+        e.ram.write_u64(PDPT + 8 * k, 0).unwrap();
+    }
+    e.ram.write_u64(PAE_PD, PAE_PT0 | 3).unwrap();
+    e.ram.write_u64(PAE_PD + 8, PAE_PT1 | 3).unwrap();
+    e.ram.write_u64(PAE_PD + 16, 0x40_0000 | 0x80 | 0x5).unwrap();
+    e.ram.write_u64(PAE_PD + 24, 0x60_0000 | 0x80 | 0x3).unwrap();
+    for k in 0..1024u64 {
+        e.ram.write_u64(PAE_PT0 + 8 * k, (k << 12) | 0x3).unwrap();
+    }
+    e.ram.write_u64(pae_pte(0x30_0000), 0).unwrap();
+}
+
+/// Address of the PTE of `lin` (below 4 MiB).
+fn pae_pte(lin: u64) -> u64 {
+    PAE_PT0 + 8 * (lin >> 12)
+}
+
+/// `paging_env` with PAE: CR4.PAE, CR3 = PDPT, PDPTE registers loaded, CR0.PG.
+fn pae_env(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
+    let mut e = Env::flat(f);
+    write_pae_tables(&mut e);
+    e.cpu.s.cr3 = PDPT;
+    e.cpu.s.cr4 = CR4_PAE;
+    e.cpu.s.pdpte = [PAE_PD | 1, 0, 0, 0];
+    e.cpu.s.cr0 |= CR0_PG;
+    e
+}
+
+#[test]
+fn pae_paging_is_enabled_by_instructions_and_cpuid_says_pae() {
+    // CR3 is loaded while paging is off (no PDPTE load), then CR0.PG loads the PDPTEs.
+    let mut e = Env::flat(|a| {
+        a.mov(eax, 1)?;
+        a.cpuid()?;
+        a.mov(eax, cr4)?;
+        a.or(eax, CR4_PAE as i32)?;
+        a.mov(cr4, eax)?;
+        a.mov(eax, PDPT as i32)?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, cr0)?;
+        a.or(eax, CR0_PG as u32 as i32)?;
+        a.mov(cr0, eax)?;
+        a.mov(eax, dword_ptr(0x60_0010))?;
+        a.hlt()
+    });
+    write_pae_tables(&mut e);
+    e.ram.write_u32(0x60_0010, 0x600d).unwrap();
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_ne!(e.r(Gpr::Rdx) & (1 << 6), 0, "CPUID.1:EDX.PAE");
+    assert_eq!(e.r(Gpr::Rax), 0x600d);
+    assert_eq!(e.cpu.s.pdpte, [PAE_PD | 1, 0, 0, 0]);
+    assert_eq!(e.cpu.cr(4) & CR4_PAE, CR4_PAE);
+}
+
+#[test]
+fn pae_walks_4k_and_2m_pages_and_sets_accessed_dirty() {
+    let mut e = pae_env(|a| {
+        a.mov(eax, dword_ptr(0x20_1000))?;
+        a.mov(dword_ptr(0x20_2000), 5)?;
+        a.mov(ebx, dword_ptr(0x40_0010))?;
+        a.mov(dword_ptr(0x60_0000), 7)?;
+        a.mov(ecx, dword_ptr(0x1f_f000))?;
+        a.hlt()
+    });
+    e.ram.write_u32(0x40_0010, 0xabcd).unwrap();
+    e.ram.write_u32(0x20_1000, 0x1111).unwrap();
+    // 0x1ff000 maps a page above 4 GiB (physical bit 32, below MAXPHYADDR): MMIO here.
+    e.ram.write_u64(pae_pte(0x1f_f000), 0x1_0000_0000 | 0x3).unwrap();
+    e.p.mmio_read_value = 0x5eed;
+    // Software bits 11:9 of a PTE survive the A/D update.
+    e.ram.write_u64(pae_pte(0x20_2000), 0x20_2000 | 0xe03).unwrap();
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!((e.r(Gpr::Rax), e.r(Gpr::Rbx), e.r(Gpr::Rcx)), (0x1111, 0xabcd, 0x5eed));
+    assert_eq!(e.ram.read_u32(0x60_0000).unwrap(), 7);
+    let q = |e: &Env, a: u64| e.ram.read_u64(a).unwrap();
+    assert_eq!(q(&e, pae_pte(0x20_1000)), 0x20_1000 | 0x23, "read: A set, D clear");
+    assert_eq!(q(&e, pae_pte(0x20_2000)), 0x20_2000 | 0xe63, "write: A and D set");
+    assert_eq!(q(&e, pae_pte(0x1f_f000)), 0x1_0000_0000 | 0x23, "high dword kept");
+    assert_eq!(q(&e, PAE_PD), PAE_PT0 | 0x23, "PDE accessed");
+    assert_eq!(q(&e, PAE_PD + 16), 0x40_0000 | 0xa5, "2 MiB page read: A only");
+    assert_eq!(q(&e, PAE_PD + 24), 0x60_0000 | 0xe3, "2 MiB page written: A and D");
+    assert_eq!(q(&e, PDPT), PAE_PD | 1, "PDPTEs have no accessed bit");
+    let cpu = &e.cpu;
+    assert_eq!(cpu.debug_translate(&e.ram, 0x20_1234), Some(0x20_1234));
+    assert_eq!(cpu.debug_translate(&e.ram, 0x1f_f008), Some(0x1_0000_0008));
+    assert_eq!(cpu.debug_translate(&e.ram, 0x5f_fffc), Some(0x5f_fffc));
+    assert_eq!(cpu.debug_translate(&e.ram, 0x30_0000), None, "PTE not present");
+    assert_eq!(cpu.debug_translate(&e.ram, 0x4000_0000), None, "PDPTE 1 not present");
+    assert_eq!(cpu.asid(), PDPT);
+}
+
+#[test]
+fn pae_protection_faults_and_not_present_error_codes() {
+    let mut e = pae_env(|a| {
+        a.mov(dword_ptr(0x30_0004), 1)?;
+        a.hlt()
+    });
+    e.run_expect_vector(14);
+    assert_eq!((e.stack(0), e.cpu.cr(2)), (0x2, 0x30_0004), "not present, write");
+    let mut e = pae_env(|a| {
+        a.mov(ebx, 0x8000_0000u32 as i32)?;
+        a.mov(eax, dword_ptr(ebx))?;
+        a.hlt()
+    });
+    e.run_expect_vector(14);
+    assert_eq!((e.stack(0), e.cpu.cr(2)), (0x0, 0x8000_0000), "PDPTE not present");
+    let mut e = pae_env(|a| {
+        a.mov(eax, cr0)?;
+        a.or(eax, 1 << 16)?;
+        a.mov(cr0, eax)?;
+        a.mov(dword_ptr(0x40_0000), 1)?;
+        a.hlt()
+    });
+    e.run_expect_vector(14);
+    assert_eq!((e.stack(0), e.cpu.cr(2)), (0x3, 0x40_0000), "WP: read-only 2 MiB page");
+}
+
+#[test]
+fn pae_reserved_bits_give_page_faults_with_rsvd() {
+    // (entry address, value, access is a write, expected error code)
+    let cases = [
+        (pae_pte(0x20_5000), 0x20_5003 | (1u64 << 36), false, 0x9u32), // above MAXPHYADDR
+        (pae_pte(0x20_5000), 0x20_5003 | (1 << 63), true, 0xb),        // XD without NX
+        (pae_pte(0x20_5000), 0x20_5002 | (1 << 63), false, 0x0),       // not present wins
+        (PAE_PD + 8, PAE_PT1 | 3 | (1 << 52), false, 0x9),             // PDE
+        (PAE_PD + 8, 0x20_0000 | 0x83 | (1 << 13), true, 0xb),         // 2 MiB PDE bit 13
+    ];
+    for (at, v, write, code) in cases {
+        let mut e = pae_env(|a| {
+            if write {
+                a.mov(dword_ptr(0x20_5000), 1)?;
+            } else {
+                a.mov(eax, dword_ptr(0x20_5000))?;
+            }
+            a.hlt()
+        });
+        e.ram.write_u64(at, v).unwrap();
+        e.run_expect_vector(14);
+        assert_eq!((e.stack(0), e.cpu.cr(2)), (code, 0x20_5000), "entry {at:#x} = {v:#x}");
+        assert_eq!(e.ram.read_u64(at).unwrap(), v, "no accessed bit set");
+        assert_eq!(e.cpu.debug_translate(&e.ram, 0x20_5000), None);
+    }
+    // A 2 MiB PDE with the PAT bit (12) set is fine.
+    let mut e = pae_env(|a| {
+        a.mov(eax, dword_ptr(0x20_5000))?;
+        a.hlt()
+    });
+    e.ram.write_u64(PAE_PD + 8, 0x20_0000 | 0x1083).unwrap();
+    e.ram.write_u32(0x20_5000, 0x77).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.r(Gpr::Rax), 0x77);
+}
+
+#[test]
+fn pae_invalid_pdptes_are_gp_on_cr3_cr0_and_cr4_writes() {
+    for bad in [PAE_PD | 1 | 2, PAE_PD | 1 | 0x100, PAE_PD | 1 | (1 << 36), PAE_PD | 1 | (1 << 63)] {
+        // MOV CR3 with PAE paging on: #GP(0), CR3 and the PDPTE registers unchanged.
+        let mut e = pae_env(|a| {
+            a.mov(eax, 0x15000)?;
+            a.mov(cr3, eax)?;
+            a.hlt()
+        });
+        e.ram.write_u64(0x15000, PAE_PD | 1).unwrap();
+        e.ram.write_u64(0x15000 + 24, bad).unwrap();
+        e.run_expect_vector(13);
+        assert_eq!(e.stack(0), 0);
+        assert_eq!(e.cpu.cr(3), PDPT);
+        assert_eq!(e.cpu.s.pdpte, [PAE_PD | 1, 0, 0, 0]);
+        // Setting CR0.PG with CR4.PAE, and CR4.PAE with CR0.PG, load them too.
+        for via_cr0 in [true, false] {
+            let mut e = Env::flat(|a| {
+                a.mov(eax, PDPT as i32)?;
+                a.mov(cr3, eax)?;
+                if via_cr0 {
+                    a.mov(eax, CR4_PAE as i32)?;
+                    a.mov(cr4, eax)?;
+                    a.mov(eax, cr0)?;
+                    a.or(eax, CR0_PG as u32 as i32)?;
+                    a.mov(cr0, eax)?;
+                } else {
+                    a.mov(eax, cr0)?;
+                    a.or(eax, CR0_PG as u32 as i32)?;
+                    a.mov(cr0, eax)?;
+                    a.mov(eax, CR4_PAE as i32)?;
+                    a.mov(cr4, eax)?;
+                }
+                a.hlt()
+            });
+            // In the CR4 case 32-bit paging runs first, on the same CR3: the PDPT's first
+            // dword doubles as its PDE, an identity-mapped 4 MiB page.
+            write_pae_tables(&mut e);
+            if !via_cr0 {
+                e.cpu.s.cr4 = CR4_PSE;
+                e.ram.write_u32(PDPT, 0x83).unwrap();
+            }
+            e.ram.write_u64(PDPT + 8, bad).unwrap();
+            e.run_expect_vector(13);
+            assert_eq!(e.cpu.cr(4) & CR4_PAE, if via_cr0 { CR4_PAE } else { 0 });
+            assert_eq!(e.cpu.cr(0) & CR0_PG, if via_cr0 { 0 } else { CR0_PG });
+        }
+    }
+    // Reserved bits in a not-present PDPTE are ignored.
+    let mut e = pae_env(|a| {
+        a.mov(eax, 0x15000)?;
+        a.mov(cr3, eax)?;
+        a.hlt()
+    });
+    e.ram.write_u64(0x15000, PAE_PD | 1).unwrap();
+    e.ram.write_u64(0x15008, 0xffff_ffff_ffff_fffe).unwrap();
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!(e.cpu.s.pdpte[1], 0xffff_ffff_ffff_fffe);
+}
+
+#[test]
+fn pae_pdptes_are_cached_until_cr3_is_written() {
+    let mut e = pae_env(|a| {
+        a.mov(eax, dword_ptr(0x20_5000))?;
+        // Point PDPTE 0 at another page directory whose PD[1] maps 0x200000 to 0x600000.
+        a.mov(dword_ptr(PDPT as i32), 0x16001)?;
+        a.invlpg(ptr(0x20_5000))?;
+        a.mov(ebx, dword_ptr(0x20_5000))?;
+        a.mov(ecx, cr3)?;
+        a.mov(cr3, ecx)?;
+        a.mov(edx, dword_ptr(0x20_5000))?;
+        a.hlt()
+    });
+    for k in 0..4 {
+        let v = e.ram.read_u64(PAE_PD + 8 * k).unwrap();
+        e.ram.write_u64(0x16000 + 8 * k, v).unwrap();
+    }
+    e.ram.write_u64(0x16008, 0x60_0083).unwrap();
+    e.ram.write_u32(0x20_5000, 1).unwrap();
+    e.ram.write_u32(0x60_5000, 2).unwrap();
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!((e.r(Gpr::Rax), e.r(Gpr::Rbx), e.r(Gpr::Rdx)), (1, 1, 2));
+    assert_eq!(e.cpu.s.pdpte[0], 0x16001);
+}
+
+#[test]
+fn pae_tlb_invlpg_and_global_pages() {
+    let mut e = pae_env(|a| {
+        a.mov(eax, dword_ptr(0x20_5000))?;
+        a.mov(ebx, dword_ptr(0x20_6000))?;
+        a.mov(ecx, dword_ptr(0x20_8000))?;
+        // Remap all three: stale entries are used until invalidated.
+        a.mov(dword_ptr(pae_pte(0x20_5000) as i32), 0x20_7103)?;
+        a.mov(dword_ptr(pae_pte(0x20_6000) as i32), 0x20_7003)?;
+        a.mov(dword_ptr(pae_pte(0x20_8000) as i32), 0x20_7003)?;
+        a.mov(esi, dword_ptr(0x20_8000))?;
+        a.invlpg(ptr(0x20_8000))?;
+        a.mov(edi, dword_ptr(0x20_8000))?;
+        // CR3 reload drops only the non-global 0x206000.
+        a.mov(ecx, cr3)?;
+        a.mov(cr3, ecx)?;
+        a.mov(ebp, dword_ptr(0x20_5000))?;
+        a.mov(edx, dword_ptr(0x20_6000))?;
+        a.hlt()
+    });
+    e.ram.write_u64(pae_pte(0x20_5000), 0x20_5103).unwrap();
+    e.cpu.s.cr4 |= CR4_PGE;
+    for (a, v) in [(0x20_5000u64, 5u32), (0x20_6000, 6), (0x20_7000, 7), (0x20_8000, 8)] {
+        e.ram.write_u32(a, v).unwrap();
+    }
+    assert_eq!(e.run(), RunExit::Halted);
+    assert_eq!((e.r(Gpr::Rax), e.r(Gpr::Rbx)), (5, 6));
+    assert_eq!((e.r(Gpr::Rsi), e.r(Gpr::Rdi)), (8, 7), "INVLPG");
+    assert_eq!((e.r(Gpr::Rbp), e.r(Gpr::Rdx)), (5, 7), "global survives CR3 reload");
+}
+
+#[test]
+fn pae_asid_keeps_the_32_byte_pdpt_alignment() {
+    let mut e = pae_env(|a| a.hlt());
+    e.cpu.s.cr3 = PDPT | 0x20 | 0x18;
+    assert_eq!(e.cpu.asid(), PDPT | 0x20, "PCD/PWT dropped, PDPT offset kept");
+    e.cpu.s.cr4 = 0;
+    assert_eq!(e.cpu.asid(), PDPT);
+}
+
+#[test]
+fn pae_task_switch_loads_the_new_tasks_pdptes() {
+    let mut e = pae_env(|a| {
+        a.jmp_far(0x38, 0)?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x30, desc(TSS as u32, 0x67, 0x8b, 0)).unwrap();
+    let task = asm(32, CODE + 0x100, |a| {
+        a.mov(eax, dword_ptr(0x20_5000))?;
+        a.hlt()
+    });
+    e.ram.write(CODE + 0x100, &task).unwrap();
+    add_task(&mut e, (CODE + 0x100) as u32);
+    // The new task's PDPT (CR3 in the TSS) maps 2-4 MiB to 6-8 MiB with a 2 MiB page.
+    e.ram.write_u32(0x6000 + 0x1c, 0x15000).unwrap();
+    e.ram.write_u64(0x15000, 0x16001).unwrap();
+    for k in 0..4 {
+        let v = e.ram.read_u64(PAE_PD + 8 * k).unwrap();
+        e.ram.write_u64(0x16000 + 8 * k, v).unwrap();
+    }
+    e.ram.write_u64(0x16008, 0x60_0083).unwrap();
+    e.ram.write_u32(0x60_5000, 0x7a5c).unwrap();
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!((e.r(Gpr::Rax), e.cpu.cr(3)), (0x7a5c, 0x15000));
+    assert_eq!(e.cpu.s.pdpte, [0x16001, 0, 0, 0]);
+    // An invalid PDPTE in the new task's PDPT: #GP(0) in the new task's context.
+    let mut e = pae_env(|a| {
+        a.jmp_far(0x38, 0)?;
+        a.hlt()
+    });
+    e.ram.write_u64(GDT + 0x30, desc(TSS as u32, 0x67, 0x8b, 0)).unwrap();
+    add_task(&mut e, (CODE + 0x100) as u32);
+    e.ram.write_u32(0x6000 + 0x1c, 0x15000).unwrap();
+    e.ram.write_u64(0x15000, 0x16001 | 4).unwrap();
+    e.run_expect_vector(13);
+    assert_eq!(e.cpu.s.tr.selector, 0x38);
+}
+
+#[test]
+fn pae_nx_makes_xd_pages_non_executable() {
+    // CPUID advertises NX; EFER.NXE is writable; then a fetch from an XD page faults with I/D.
+    let mut e = pae_env(|a| {
+        a.mov(eax, 0x8000_0000u32 as i32)?;
+        a.cpuid()?;
+        a.mov(esi, eax)?;
+        a.mov(eax, 0x8000_0001u32 as i32)?;
+        a.cpuid()?;
+        a.mov(edi, edx)?;
+        a.mov(ecx, 0xc000_0080u32 as i32)?;
+        a.rdmsr()?;
+        a.or(eax, 1 << 11)?;
+        a.wrmsr()?;
+        // Data accesses to the XD page are fine.
+        a.mov(ebx, dword_ptr(0x20_5000))?;
+        a.mov(eax, 0x20_5000)?;
+        a.call(eax)?;
+        a.hlt()
+    });
+    e.ram.write_u64(pae_pte(0x20_5000), 0x20_5003 | PAE_XD).unwrap();
+    e.ram.write(0x20_5000, &[0x90, 0xc3]).unwrap();
+    e.run_expect_vector(14);
+    assert_eq!((e.r(Gpr::Rsi), e.r(Gpr::Rdi)), (0x8000_0001, 1 << 20));
+    assert_eq!(e.cpu.s.efer, crate::EFER_NXE);
+    assert_eq!(e.r(Gpr::Rbx), 0xc390);
+    assert_eq!((e.stack(0), e.cpu.cr(2)), (0x11, 0x20_5000), "present, instruction fetch");
+    assert_eq!(u64::from(e.stack(1)), 0x20_5000, "the fetch faulted, not the call");
+    assert_eq!(e.cpu.debug_translate(&e.ram, 0x20_5000), Some(0x20_5000));
+
+    // XD in the PDE covers its 4 KiB pages; not-present fetches report I/D too; without the
+    // XD bits the same code runs.
+    for (pde_xd, present, code) in [(true, true, Some(0x11u32)), (false, false, Some(0x10)), (false, true, None)] {
+        let mut e = pae_env(|a| {
+            a.mov(eax, 0x20_5000)?;
+            a.call(eax)?;
+            a.hlt()
+        });
+        e.cpu.s.efer = crate::EFER_NXE;
+        let pde = PAE_PT1 | 3 | if pde_xd { PAE_XD } else { 0 };
+        e.ram.write_u64(PAE_PD + 8, pde).unwrap();
+        e.ram.write_u64(pae_pte(0x20_5000), if present { 0x20_5003 } else { 0 }).unwrap();
+        e.ram.write(0x20_5000, &[0xb3, 0x42, 0xc3]).unwrap(); // mov bl, 0x42; ret
+        match code {
+            Some(c) => {
+                e.run_expect_vector(14);
+                assert_eq!(e.stack(0), c);
+            }
+            None => {
+                assert_eq!(e.run(), RunExit::Halted);
+                assert_eq!(e.r(Gpr::Rbx) & 0xff, 0x42);
+            }
+        }
+    }
+
+    // Without NXE, bit 63 is reserved and a fetch fault has no I/D bit.
+    let mut e = pae_env(|a| {
+        a.mov(eax, 0x20_5000)?;
+        a.call(eax)?;
+        a.hlt()
+    });
+    e.ram.write_u64(pae_pte(0x20_5000), 0x20_5003 | PAE_XD).unwrap();
+    e.run_expect_vector(14);
+    assert_eq!(e.stack(0), 0x9);
 }

@@ -312,3 +312,17 @@ fn loads_every_bundled_guest() {
         assert!(e.eip > 0x10_0000 && e.eip < e.ebx, "{name}: entry {:#x}, info {:#x}", e.eip, e.ebx);
     }
 }
+
+#[test]
+fn qemu_style_command_lines_reach_the_guest_unchanged() {
+    // The caller builds QEMU's strings: "KERNEL_PATH APPEND" for the kernel (trailing space without
+    // -append) and the whole "FILE args" spec, `,,` already unescaped, for each module.
+    let mut r = ram(16 * MB);
+    let mods = vec![Module { name: "dir/m1 a=x,y".into(), data: vec![7; 3] }];
+    let e = load_multiboot(&mut r, &simple_kernel(), "dir/k.elf console=ttyS0,115200", &mods).unwrap();
+    assert_eq!(cstr(&r, rd(&r, e.ebx + 16)), "dir/k.elf console=ttyS0,115200");
+    let list = rd(&r, e.ebx + 24);
+    assert_eq!(cstr(&r, rd(&r, list + 8)), "dir/m1 a=x,y");
+    let e = load_multiboot(&mut ram(16 * MB), &simple_kernel(), "k.elf ", &[]).unwrap();
+    assert_ne!(e.ebx, 0);
+}
