@@ -375,8 +375,10 @@ impl SnapReader<'_> {
         Ok((version, SnapshotHeader { arch, ram_base, ram_size, start_icount, machine_config, creator }))
     }
 
-    /// Read a section with tag `tag` whose payload is at most `max` bytes.
-    fn section(&mut self, tag: &[u8; 4], max: u64) -> Result<Vec<u8>> {
+    /// Read the head of a section with tag `tag` and check its tag and payload length (at most
+    /// `max`, and within the file). Returns (section name for errors, its offset, the head bytes,
+    /// the payload length).
+    fn section_head(&mut self, tag: &[u8; 4], max: u64) -> Result<(String, u64, [u8; SECTION_HEAD], u64)> {
         let name = format!("snapshot section {}", show_magic(tag));
         let at = self.r.pos;
         let mut head = [0u8; SECTION_HEAD];
@@ -401,6 +403,12 @@ impl SnapReader<'_> {
                 format!("section of {len} bytes, the file has {} left", self.r.remaining()),
             ));
         }
+        Ok((name, at, head, len))
+    }
+
+    /// Read a section with tag `tag` whose payload is at most `max` bytes.
+    fn section(&mut self, tag: &[u8; 4], max: u64) -> Result<Vec<u8>> {
+        let (name, at, head, len) = self.section_head(tag, max)?;
         let mut payload = vec![0u8; len as usize];
         self.read(&name, &mut payload)?;
         let mut c = [0u8; SECTION_CHECK];
@@ -411,36 +419,11 @@ impl SnapReader<'_> {
         }
         Ok(payload)
     }
-}
 
-impl SnapReader<'_> {
     /// Like [`Self::section`], but stream the payload through the checksum instead of returning
     /// it (for blobs of up to 1 GiB that a verification does not need). Returns the length.
     fn skip_section(&mut self, tag: &[u8; 4], max: u64) -> Result<u64> {
-        let name = format!("snapshot section {}", show_magic(tag));
-        let at = self.r.pos;
-        let mut head = [0u8; SECTION_HEAD];
-        self.read(&name, &mut head)?;
-        if &head[..4] != tag {
-            return Err(RecordingError::corrupt(
-                self.path,
-                name,
-                at,
-                format!("expected section \"{}\", found \"{}\"", show_magic(tag), show_magic(&head[..4])),
-            ));
-        }
-        let len = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-        if len > max {
-            return Err(RecordingError::corrupt(self.path, name, at, format!("length {len} exceeds the limit {max}")));
-        }
-        if len + SECTION_CHECK as u64 > self.r.remaining() {
-            return Err(RecordingError::truncated(
-                self.path,
-                name,
-                at,
-                format!("section of {len} bytes, the file has {} left", self.r.remaining()),
-            ));
-        }
+        let (name, at, head, len) = self.section_head(tag, max)?;
         let mut h = blake3::Hasher::new();
         h.update(&head);
         let mut buf = vec![0u8; (1 << 20).min(len as usize)];

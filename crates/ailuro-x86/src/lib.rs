@@ -660,7 +660,7 @@ impl Cpu {
             }
             2 => {
                 let (old, rest): (legacy::StateV2, &[u8]) = postcard::take_from_bytes(bytes)?;
-                (old.into(), rest)
+                (legacy::StateV3::from(old).into(), rest)
             }
             found => return Err(CpuStateError::Version { found, expected: STATE_VERSION }),
         };
