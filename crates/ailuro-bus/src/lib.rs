@@ -108,6 +108,10 @@ pub const PAGE_SIZE: u64 = 4096;
 pub struct GuestRam {
     base: u64,
     data: Vec<u8>,
+    /// A read-only ROM region outside RAM (a PC's system firmware below 4 GiB): the CPU fetches
+    /// and reads it directly and drops writes to it. It is not part of [`GuestRam::hash`]: the
+    /// board's state holds the image and maps it again when a snapshot is loaded.
+    rom: Option<(u64, std::sync::Arc<[u8]>)>,
 }
 
 impl GuestRam {
@@ -116,7 +120,7 @@ impl GuestRam {
         if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > (1u64 << 40) || usize::try_from(size).is_err() {
             return Err(RamError::BadSize(size));
         }
-        Ok(Self { base, data: zeroed_vec(size as usize).ok_or(RamError::NoHostMemory(size))? })
+        Ok(Self { base, data: zeroed_vec(size as usize).ok_or(RamError::NoHostMemory(size))?, rom: None })
     }
 
     /// Guest-physical address of the first byte.
@@ -210,6 +214,37 @@ impl GuestRam {
         self.write(addr, &v.to_le_bytes())
     }
 
+    /// Map `bytes` read-only at guest-physical `base` (replacing any earlier ROM). The region
+    /// must not overlap RAM; an overlapping or wrapping one is refused.
+    pub fn map_rom(&mut self, base: u64, bytes: std::sync::Arc<[u8]>) -> Result<(), RamError> {
+        let len = bytes.len() as u64;
+        let end =
+            base.checked_add(len).ok_or(RamError::OutOfRange { addr: base, len, base: self.base, end: self.end() })?;
+        if len == 0 || (base < self.end() && end > self.base) {
+            return Err(RamError::OutOfRange { addr: base, len, base: self.base, end: self.end() });
+        }
+        self.rom = Some((base, bytes));
+        Ok(())
+    }
+
+    /// The ROM bytes at `[addr, addr+len)` if that range lies entirely in the mapped ROM.
+    #[inline]
+    pub fn rom_at(&self, addr: u64, len: u64) -> Option<&[u8]> {
+        let (base, bytes) = self.rom.as_ref()?;
+        let off = addr.checked_sub(*base)?;
+        let end = off.checked_add(len)?;
+        if end <= bytes.len() as u64 {
+            Some(&bytes[off as usize..end as usize])
+        } else {
+            None
+        }
+    }
+
+    /// The ROM's guest-physical range, if one is mapped.
+    pub fn rom_range(&self) -> Option<(u64, u64)> {
+        self.rom.as_ref().map(|(b, r)| (*b, *b + r.len() as u64))
+    }
+
     /// BLAKE3 hash of the RAM contents (part of the CPU+RAM state hash that record and replay
     /// compare).
     pub fn hash(&self) -> [u8; 32] {
@@ -230,6 +265,19 @@ impl fmt::Debug for GuestRam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rom_is_mapped_outside_ram_only() {
+        let mut ram = GuestRam::new(0, 0x2000).unwrap();
+        let rom: std::sync::Arc<[u8]> = vec![1u8, 2, 3, 4].into();
+        assert!(ram.map_rom(0x1000, rom.clone()).is_err(), "overlaps RAM");
+        assert!(ram.map_rom(u64::MAX - 1, rom.clone()).is_err(), "wraps");
+        ram.map_rom(0xffff_fffc, rom).unwrap();
+        assert_eq!(ram.rom_at(0xffff_fffd, 2), Some(&[2u8, 3][..]));
+        assert_eq!(ram.rom_at(0xffff_fffe, 4), None);
+        assert_eq!(ram.rom_at(0, 1), None);
+        assert_eq!(ram.rom_range(), Some((0xffff_fffc, 0x1_0000_0000)));
+    }
 
     #[test]
     fn ram_bounds_and_rw() {

@@ -43,15 +43,23 @@ pub trait CpuView {
     fn pc(&self) -> u64;
     /// Instructions retired so far.
     fn icount(&self) -> u64;
-    /// Current address-space identifier (x86: CR3 with the flag bits cleared; 0 without paging).
+    /// Current address-space identifier (x86: CR3 with the flag bits cleared, in long mode the
+    /// PML4's physical address; 0 without paging).
     fn asid(&self) -> u64;
     /// Is the CPU in its most privileged mode (x86 CPL 0, ARM a PL1 mode)?
     fn in_kernel(&self) -> bool;
     /// Register `n` in the core's numbering (see [`CpuView::reg_names`]).
     fn reg(&self, n: usize) -> u64;
     /// Names of the registers `reg` accepts, in order (x86: eax, ecx, edx, ebx, esp, ebp, esi,
-    /// edi, eip, eflags, cr0, cr2, cr3, cr4, cs, ss, ds, es, fs, gs).
+    /// edi, eip, eflags, cr0, cr2, cr3, cr4, cs, ss, ds, es, fs, gs, then r8..r15, fs_base,
+    /// gs_base, kernel_gs_base, efer; in long mode the first ten are the full 64-bit rax..rdi,
+    /// rip and rflags). New registers are appended, so indices stay valid.
     fn reg_names(&self) -> &'static [&'static str];
+    /// The index of the register called `name` in [`CpuView::reg_names`], if the core has it
+    /// (e.g. `kernel_gs_base`, which only an x86_64-capable core reports).
+    fn reg_index(&self, name: &str) -> Option<usize> {
+        self.reg_names().iter().position(|n| *n == name)
+    }
     /// Translate a virtual address with the guest's current page tables, without touching the
     /// TLB, accessed/dirty bits or anything else (never faults). `None` if unmapped.
     fn virt_to_phys(&self, ram: &GuestRam, vaddr: u64) -> Option<u64>;

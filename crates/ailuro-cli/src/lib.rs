@@ -16,7 +16,7 @@ use ailuro_machine::machine::PcDevices;
 use ailuro_machine::{BootImage, GuestArch, Host, HostEvent, Machine, MachineConfig, RunOptions, Stop};
 use ailuro_toolio::say;
 
-use options::{MonitorSpec, SerialSpec};
+use options::{DebugconSpec, MonitorSpec, SerialSpec};
 
 /// Prompt printed by the monitor.
 pub const PROMPT: &str = "(ailuro) ";
@@ -79,7 +79,7 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
     }
     let run_opts = RunOptions { sleep: o.sleep.unwrap_or(true), start_paused: o.start_paused };
 
-    let mut machine = if let Some(name) = &o.replay {
+    let machine = if let Some(name) = &o.replay {
         for (given, what) in [
             (o.kernel.is_some(), "-kernel"),
             (o.initrd.is_some(), "-initrd"),
@@ -88,6 +88,9 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
             (o.rtc_base.is_some(), "-rtc"),
             // The recording's board state says which devices the guest had.
             (o.pc_testdev, "-device pc-testdev"),
+            // The firmware is in the recording's snapshot.
+            (o.bios.is_some(), "-bios"),
+            (o.debugcon_iobase.is_some(), "-global isa-debugcon.iobase"),
         ] {
             if given {
                 return Err(format!("{what} conflicts with -replay: a replay runs from its recording alone"));
@@ -105,7 +108,47 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
         }
         m
     } else {
-        let kernel_path = o.kernel.as_ref().ok_or("no -kernel given (this machine has no BIOS to boot from)")?;
+        // As QEMU: -initrd and -append belong to -kernel.
+        if o.kernel.is_none() {
+            for (given, what) in [(o.initrd.is_some(), "-initrd"), (o.append.is_some(), "-append")] {
+                if given {
+                    return Err(format!("{what} is only allowed with -kernel"));
+                }
+            }
+        }
+        let bios = match &o.bios {
+            Some(path) => {
+                let bytes = read_file("firmware (-bios)", path)?;
+                Some(ailuro_pc::FirmwareImage::new(bytes).map_err(|e| format!("-bios {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        if bios.is_some() && o.kernel.is_some() {
+            // QEMU would pass the kernel to the firmware through fw_cfg and its linuxboot option
+            // ROM; this board has neither, so say so rather than ignore one of the two.
+            return Err("-bios and -kernel cannot be combined here (QEMU hands the kernel to the firmware \
+                        through fw_cfg and its linuxboot option ROM, which this machine lacks): boot the \
+                        kernel directly without -bios, or run the firmware without -kernel"
+                .into());
+        }
+        let debugcon = o.debugcon.as_ref().map(|_| o.debugcon_iobase.unwrap_or(ailuro_pc::DEBUGCON_DEFAULT_PORT));
+        let ram_size = o.ram_size.unwrap_or(DEFAULT_RAM);
+        if let Some(rom) = bios {
+            let config = MachineConfig {
+                arch,
+                ram_size,
+                rtc_base_unix: o.rtc_base.unwrap_or_else(host_unix_time),
+                cmdline: String::new(),
+                no_reboot: o.no_reboot,
+            };
+            let devices = PcDevices { cmdline: String::new(), pc_testdev: o.pc_testdev, bios: Some(rom), debugcon };
+            let mut m = Machine::new_live_with_devices(config, None, run_opts, devices)?;
+            if let Some((name, overwrite)) = &o.record {
+                m.begin_record(name, *overwrite)?;
+            }
+            return finish_run(prog, &o, m, &serial, &monitor);
+        }
+        let kernel_path = o.kernel.as_ref().ok_or("no -kernel or -bios given: nothing to run")?;
         let kernel = read_file("kernel", kernel_path)?;
         let mut modules = Vec::new();
         if let Some(list) = &o.initrd {
@@ -125,21 +168,31 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
             cmdline: MachineConfig::guest_cmdline(&kernel, &kernel_path.to_string_lossy(), &append),
             no_reboot: o.no_reboot,
         };
-        let devices = PcDevices { cmdline: append, pc_testdev: o.pc_testdev };
+        let devices = PcDevices { cmdline: append, pc_testdev: o.pc_testdev, bios: None, debugcon };
         let mut m = Machine::new_live_with_devices(config, Some(BootImage { kernel, modules }), run_opts, devices)?;
         if let Some((name, overwrite)) = &o.record {
             m.begin_record(name, *overwrite)?;
         }
         m
     };
+    finish_run(prog, &o, machine, &serial, &monitor)
+}
 
+/// Load plugins, run `machine` with the CLI's host and turn how it stopped into an exit status.
+fn finish_run(
+    prog: &str,
+    o: &options::Options,
+    mut machine: Machine,
+    serial: &SerialSpec,
+    monitor: &MonitorSpec,
+) -> Result<i32, String> {
     if !o.plugins.is_empty() {
-        load_plugins(prog, &o, &mut machine)?;
+        load_plugins(prog, o, &mut machine)?;
     } else if o.pandalog.is_some() {
         return Err("-pandalog needs at least one -panda plugin".into());
     }
 
-    let mut host = CliHost::start(prog, &serial, &monitor, machine.is_replaying())?;
+    let mut host = CliHost::start(prog, serial, monitor, o.debugcon.as_ref(), machine.is_replaying())?;
     let stop = machine.run(&mut host);
     let status = report(prog, &stop);
     match host.finish() {
@@ -233,6 +286,8 @@ enum Console {
 /// The CLI's [`Host`]: console to stdout/file, messages to stderr, events from input threads.
 struct CliHost {
     console: Console,
+    /// Where isa-debugcon output goes (`-debugcon`; discarded without it).
+    debugcon: Console,
     events: Option<std::sync::mpsc::Receiver<HostEvent>>,
     progress: Option<indicatif::ProgressBar>,
     tty: Option<tty::RawMode>,
@@ -246,7 +301,13 @@ struct CliHost {
 }
 
 impl CliHost {
-    fn start(prog: &str, serial: &SerialSpec, monitor: &MonitorSpec, replaying: bool) -> Result<Self, String> {
+    fn start(
+        prog: &str,
+        serial: &SerialSpec,
+        monitor: &MonitorSpec,
+        debugcon: Option<&DebugconSpec>,
+        replaying: bool,
+    ) -> Result<Self, String> {
         let (tx, rx) = channel();
         spawn_signal_watcher(prog, tx.clone())?;
         let console_name = match serial {
@@ -259,6 +320,13 @@ impl CliHost {
                 Console::File(File::create(p).map_err(|e| format!("-serial file:{}: cannot create: {e}", p.display()))?)
             }
             SerialSpec::Null => Console::Null,
+        };
+        let debugcon = match debugcon {
+            Some(DebugconSpec::Stdio) => Console::Stdout(std::io::stdout()),
+            Some(DebugconSpec::File(p)) => Console::File(
+                File::create(p).map_err(|e| format!("-debugcon file:{}: cannot create: {e}", p.display()))?,
+            ),
+            Some(DebugconSpec::Null) | None => Console::Null,
         };
         let stdin_tty = std::io::stdin().is_terminal();
         let mut raw = None;
@@ -296,6 +364,7 @@ impl CliHost {
         };
         Ok(CliHost {
             console,
+            debugcon,
             events: Some(rx),
             progress,
             tty: raw,
@@ -318,6 +387,11 @@ impl CliHost {
             Console::File(f) => f.flush().and_then(|()| f.sync_data()),
             Console::Null => Ok(()),
         };
+        if let Console::File(f) = &mut self.debugcon {
+            if let Err(e) = f.flush().and_then(|()| f.sync_data()) {
+                self.failure.get_or_insert_with(|| format!("cannot write the -debugcon file: {e}"));
+            }
+        }
         self.tty = None;
         if let Some(p) = self.socket.take() {
             let _ = std::fs::remove_file(p);
@@ -348,6 +422,23 @@ impl Host for CliHost {
         };
         if let Err(e) = r {
             self.failure = Some(format!("cannot write the console to {}: {e}", self.console_name));
+        }
+    }
+
+    fn debugcon_output(&mut self, bytes: &[u8]) {
+        if self.failure.is_some() {
+            return;
+        }
+        let r = match &mut self.debugcon {
+            Console::Stdout(s) => {
+                let mut l = s.lock();
+                l.write_all(bytes).and_then(|()| l.flush())
+            }
+            Console::File(f) => f.write_all(bytes),
+            Console::Null => Ok(()),
+        };
+        if let Err(e) = r {
+            self.failure = Some(format!("cannot write the -debugcon output: {e}"));
         }
     }
 

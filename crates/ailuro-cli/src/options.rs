@@ -15,6 +15,17 @@ pub enum SerialSpec {
     Null,
 }
 
+/// Where QEMU's isa-debugcon output goes (`-debugcon`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DebugconSpec {
+    /// Standard output (shared with the console).
+    Stdio,
+    /// Written to a file (created or truncated).
+    File(PathBuf),
+    /// Discarded (the device is still there).
+    Null,
+}
+
 /// Where the monitor listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MonitorSpec {
@@ -62,6 +73,12 @@ pub struct Options {
     pub pandalog: Option<PathBuf>,
     /// `-device pc-testdev`.
     pub pc_testdev: bool,
+    /// `-bios FILE`: system firmware started at the reset vector instead of a kernel.
+    pub bios: Option<PathBuf>,
+    /// `-debugcon CHARDEV`: QEMU's isa-debugcon and where its output goes.
+    pub debugcon: Option<DebugconSpec>,
+    /// `-global isa-debugcon.iobase=N`: the debugcon's port (QEMU's default 0xe9).
+    pub debugcon_iobase: Option<u16>,
     /// `-h`/`-help`.
     pub help: bool,
     /// `-version`.
@@ -73,7 +90,10 @@ pub fn usage(prog: &str) -> String {
     format!(
         "usage: {prog} [options]
   -m SIZE                 guest RAM (MiB, or with M/G suffix; default 128)
-  -kernel FILE            multiboot kernel to boot
+  -kernel FILE            kernel to boot: multiboot ELF or Linux bzImage
+  -bios FILE              system firmware (e.g. SeaBIOS's bios.bin; a multiple of 64 KiB, at most
+                          16 MiB), mapped read-only below 4 GiB with its last 128 KiB also at
+                          0xe0000-0xfffff; the CPU starts at the reset vector (no -kernel)
   -initrd FILE[,FILE...]  multiboot modules (each 'FILE args' may carry a command line; ',,'
                           stands for a comma)
   -append CMDLINE         kernel command line (a multiboot kernel sees 'KERNEL CMDLINE', as in
@@ -83,6 +103,10 @@ pub fn usage(prog: &str) -> String {
                           serial port and the monitor to stdio, multiplexed (Ctrl-A c switches,
                           Ctrl-A x quits)
   -serial stdio|mon:stdio|file:PATH|null
+  -debugcon stdio|file:PATH|null
+                          QEMU's isa-debugcon (port 0xe9; SeaBIOS logs to 0x402: add
+                          -global isa-debugcon.iobase=0x402); a replay shows the recorded
+                          device's output here
   -monitor stdio|unix:PATH,server,nowait|none
   -S                      start paused (use 'cont' on the monitor)
   -no-reboot              exit instead of rebooting
@@ -181,6 +205,25 @@ fn parse_serial(s: &str) -> Result<SerialSpec, String> {
     })
 }
 
+fn parse_debugcon(s: &str) -> Result<DebugconSpec, String> {
+    Ok(match s {
+        "stdio" => DebugconSpec::Stdio,
+        "null" => DebugconSpec::Null,
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => DebugconSpec::File(PathBuf::from(p)),
+            _ => return Err(format!("-debugcon {s}: unsupported backend (stdio, file:PATH, null)")),
+        },
+    })
+}
+
+/// A port number in decimal or 0x-hex.
+fn parse_port(s: &str) -> Option<u16> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
 fn parse_monitor(s: &str) -> Result<MonitorSpec, String> {
     if s == "stdio" {
         return Ok(MonitorSpec::Stdio);
@@ -230,6 +273,9 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         plugins: Vec::new(),
         pandalog: None,
         pc_testdev: false,
+        bios: None,
+        debugcon: None,
+        debugcon_iobase: None,
         help: false,
         version: false,
     };
@@ -244,6 +290,21 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         match name {
             "m" => o.ram_size = Some(parse_size(&value(name)?)?),
             "kernel" => o.kernel = Some(PathBuf::from(value(name)?)),
+            "bios" => {
+                let v = value(name)?;
+                if v.is_empty() {
+                    return Err("-bios requires a file name".into());
+                }
+                o.bios = Some(PathBuf::from(v));
+            }
+            "debugcon" => o.debugcon = Some(parse_debugcon(&value(name)?)?),
+            "global" => {
+                let v = value(name)?;
+                let port = v
+                    .strip_prefix("isa-debugcon.iobase=")
+                    .ok_or_else(|| format!("-global {v}: unsupported (isa-debugcon.iobase=N is accepted)"))?;
+                o.debugcon_iobase = Some(parse_port(port).ok_or_else(|| format!("-global {v}: invalid port"))?);
+            }
             "initrd" => o.initrd = Some(value(name)?),
             "append" => o.append = Some(value(name)?),
             "nographic" => o.nographic = true,
@@ -460,6 +521,19 @@ mod tests {
         assert!(split_module_list("a,,,,").is_ok());
         assert_eq!(module_file("dir/m1 a b"), "dir/m1");
         assert_eq!(module_file("m2"), "m2");
+    }
+
+    #[test]
+    fn firmware_and_debugcon() {
+        let o = p("-bios b.bin -debugcon file:/tmp/d -global isa-debugcon.iobase=0x402").unwrap();
+        assert_eq!(o.bios, Some(PathBuf::from("b.bin")));
+        assert_eq!(o.debugcon, Some(DebugconSpec::File("/tmp/d".into())));
+        assert_eq!(o.debugcon_iobase, Some(0x402));
+        assert_eq!(p("-debugcon stdio -global isa-debugcon.iobase=233").unwrap().debugcon_iobase, Some(0xe9));
+        assert!(p("-bios").unwrap_err().contains("requires an argument"));
+        assert!(p("-debugcon tcp:1").unwrap_err().contains("unsupported backend"));
+        assert!(p("-global isa-debugcon.iobase=0x10000").unwrap_err().contains("invalid port"));
+        assert!(p("-global foo.bar=1").unwrap_err().contains("unsupported"));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub trait Host {
     fn next_event(&mut self, timeout: Option<Duration>) -> Option<HostEvent>;
     /// A message from the emulator to its user (goes to stderr in the CLI).
     fn message(&mut self, text: &str);
+    /// Output of QEMU's isa-debugcon (`-debugcon`; SeaBIOS's log on port 0x402), live or
+    /// reconstructed during replay. Discarded unless the host has somewhere to put it.
+    fn debugcon_output(&mut self, _bytes: &[u8]) {}
     /// Replay progress: `done` of `total` instructions (total unknown for incomplete logs).
     fn replay_progress(&mut self, _done: u64, _total: Option<u64>) {}
     /// Replay finished (successfully or not); progress display can be cleared.

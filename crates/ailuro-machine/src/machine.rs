@@ -10,7 +10,7 @@ use ailuro_bus::GuestRam;
 pub use ailuro_pc::PcDevices;
 use ailuro_pc::{BoardRequest, PcBoard, PcConfig};
 use ailuro_rr::{Event, LogEntry, LogReader};
-use ailuro_x86::{Cpu, CpuConfig, RunExit};
+use ailuro_x86::{Cpu, CpuConfig, CpuModel, RunExit};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualClock;
@@ -193,6 +193,8 @@ struct Replay {
     clock: Option<VirtualClock>,
     /// `scissors`: the part of this replay being written into a new recording.
     cut: Option<Cut>,
+    /// The recorded board's isa-debugcon port (its output is reconstructed from port writes).
+    debugcon: Option<u16>,
 }
 
 /// A recording being cut out of a replay (`scissors`): every log entry the replay consumes in
@@ -264,11 +266,20 @@ pub struct Machine {
     /// A recording could not be finished (trailer write failed): the run must end with an error
     /// whatever else ended it, so that a lost recording never exits 0.
     record_failure: Option<String>,
+    /// isa-debugcon output reconstructed by a replay, not yet handed to the host.
+    debug_out: Vec<u8>,
+    /// Instruction count of the last guest reset (live runs), to notice a reset loop.
+    reset_at: Option<u64>,
 }
 
-fn cpu_config(arch: GuestArch) -> CpuConfig {
-    let _ = arch;
-    CpuConfig::default()
+/// The CPU a machine of `arch` has: the i386 PC a P6-class 32-bit CPU, the x86_64 PC one with
+/// long mode. A replay builds its CPU from the recording's architecture the same way.
+pub(crate) fn cpu_config(arch: GuestArch) -> CpuConfig {
+    match arch {
+        GuestArch::X86_64 => CpuConfig { model: CpuModel::X86_64 },
+        // No ARM machine exists yet; an ARM recording is refused before a CPU is built.
+        GuestArch::I386 | GuestArch::Arm => CpuConfig { model: CpuModel::I386 },
+    }
 }
 
 impl Machine {
@@ -286,11 +297,19 @@ impl Machine {
         opts: RunOptions,
         devices: PcDevices,
     ) -> Result<Self, String> {
-        let ram = GuestRam::new(0, config.ram_size).map_err(|e| format!("cannot create guest RAM: {e}"))?;
+        if boot.is_some() && devices.bios.is_some() {
+            // QEMU would hand the kernel to the firmware through fw_cfg and its linuxboot option
+            // ROM; this board has neither the option ROM nor the fw_cfg kernel items.
+            return Err("a kernel (-kernel) and firmware (-bios) cannot be combined: boot the kernel \
+                        directly (without -bios) or run the firmware alone (without -kernel)"
+                .into());
+        }
+        let mut ram = GuestRam::new(0, config.ram_size).map_err(|e| format!("cannot create guest RAM: {e}"))?;
         let board = PcBoard::with_devices(
             PcConfig { ram_size: config.ram_size, rtc_base_unix: config.rtc_base_unix },
             &devices,
         );
+        map_firmware(&mut ram, &board)?;
         let mut m = Machine {
             cpu: Cpu::new(cpu_config(config.arch)),
             ram,
@@ -307,6 +326,8 @@ impl Machine {
             plugins: None,
             console_line: Vec::new(),
             record_failure: None,
+            debug_out: Vec::new(),
+            reset_at: None,
         };
         m.load_boot_image()?;
         Ok(m)
@@ -314,12 +335,13 @@ impl Machine {
 
     /// A machine that replays recording `name` (from its two files alone).
     pub fn new_replay(name: &Path, opts: RunOptions, expect_arch: GuestArch) -> Result<Self, String> {
-        let (config, cpu, ram, tap, replay) = rrfiles::open_replay(name, expect_arch)?;
+        let (config, cpu, mut ram, tap, replay) = rrfiles::open_replay(name, expect_arch)?;
+        let replay = replay_state(name, replay, &mut ram)?;
         Ok(Machine {
             config,
             cpu,
             ram,
-            mode: Mode::Replay(Box::new(replay_state(name, replay)?)),
+            mode: Mode::Replay(Box::new(replay)),
             tap,
             paused: opts.start_paused,
             boot: None,
@@ -331,10 +353,21 @@ impl Machine {
             plugins: None,
             console_line: Vec::new(),
             record_failure: None,
+            debug_out: Vec::new(),
+            reset_at: None,
         })
     }
 
     fn load_boot_image(&mut self) -> Result<(), String> {
+        if let Some(rom) = &self.devices.bios {
+            // Firmware boot: the CPU starts at its reset vector (CS:IP = F000:FFF0, CS.base =
+            // 0xffff0000) in the ROM the board maps below 4 GiB. The ISA alias below 1 MiB is
+            // RAM here and gets the image's last 128 KiB.
+            let (base, alias) = rom.isa_alias();
+            self.ram.write(base, alias).map_err(|e| format!("cannot map the firmware below 1 MiB: {e}"))?;
+            self.cpu.invalidate_code(base, alias.len() as u64);
+            return Ok(());
+        }
         let Some(boot) = &self.boot else { return Ok(()) };
         if is_linux_bzimage(&boot.kernel) {
             return self.load_linux_image();
@@ -361,7 +394,7 @@ impl Machine {
         let hdr = ailuro_boot::parse_setup_header(&boot.kernel).map_err(|e| format!("cannot load kernel: {e}"))?;
         if self.config.arch == GuestArch::I386 && hdr.xloadflags & ailuro_boot::linux::XLF_KERNEL_64 != 0 {
             return Err("cannot load kernel: this bzImage is an x86_64 kernel (it has the 64-bit entry point); \
-                        ailuro-system-i386 runs 32-bit kernels"
+                        ailuro-system-i386 runs 32-bit kernels: use ailuro-system-x86_64"
                 .to_string());
         }
         let initrd = match boot.modules.as_slice() {
@@ -478,8 +511,8 @@ impl Machine {
         if self.is_recording() {
             return Err("begin_replay: a recording is in progress (end_record first)".into());
         }
-        let (config, cpu, ram, tap, replay) = rrfiles::open_replay(name, self.config.arch)?;
-        self.mode = Mode::Replay(Box::new(replay_state(name, replay)?));
+        let (config, cpu, mut ram, tap, replay) = rrfiles::open_replay(name, self.config.arch)?;
+        self.mode = Mode::Replay(Box::new(replay_state(name, replay, &mut ram)?));
         self.config = config;
         self.cpu = cpu;
         self.ram = ram;
@@ -629,6 +662,10 @@ impl Machine {
             host.console_output(&self.console);
             self.console.clear();
         }
+        if !self.debug_out.is_empty() {
+            host.debugcon_output(&self.debug_out);
+            self.debug_out.clear();
+        }
     }
 
     /// One slice of live execution. Returns `Some` when the run must end.
@@ -637,6 +674,11 @@ impl Machine {
         let icount = self.cpu.icount();
         let now = live.clock.now(icount);
         live.board.advance_to(now);
+
+        let debug = live.board.take_debugcon_output();
+        if !debug.is_empty() {
+            host.debugcon_output(&debug);
+        }
 
         let out = live.board.take_serial_output();
         if !out.is_empty() {
@@ -800,11 +842,19 @@ impl Machine {
         // must know that to reproduce the shutdown before comparing the final state.
         let reason = if triple { ailuro_rr::EndReason::Shutdown } else { ailuro_rr::EndReason::Reset };
         self.finish_recording_if_any(reason, host);
-        if self.config.no_reboot || self.boot.is_none() {
+        if self.config.no_reboot || (self.boot.is_none() && self.devices.bios.is_none()) {
             host.message(&format!("{why} at instruction {at}; exiting (-no-reboot)"));
             let why = format!("{why} at instruction {at}");
             return Some(if triple { Stop::Shutdown(why) } else { Stop::Reboot(why) });
         }
+        // A machine that shuts down again without retiring one instruction since its last reset
+        // would reset forever (e.g. firmware whose first instruction cannot execute): stop.
+        if triple && self.reset_at == Some(at) {
+            let why = format!("{why} at instruction {at}, again right after a reset; stopping");
+            host.message(&why);
+            return Some(Stop::Shutdown(why));
+        }
+        self.reset_at = Some(at);
         host.message(&format!("{why} at instruction {at}; resetting the machine"));
         self.cpu.reset();
         self.ram.as_mut_slice().fill(0);
@@ -1073,6 +1123,8 @@ impl Machine {
             console: &mut self.console,
             relog,
             clock: rp.clock.as_ref(),
+            debugcon: rp.debugcon,
+            debug_out: &mut self.debug_out,
         };
         match self.plugins.as_mut() {
             Some(pl) => pl.run(&mut self.cpu, &mut self.ram, &mut p, stop_at),
@@ -1214,8 +1266,12 @@ impl Machine {
     }
 }
 
-fn replay_state(name: &Path, r: rrfiles::OpenedReplay) -> Result<Replay, String> {
-    let clock = if r.reader.version() >= 2 { Some(device_state_from(&r.devices)?.1) } else { None };
+fn replay_state(name: &Path, r: rrfiles::OpenedReplay, ram: &mut GuestRam) -> Result<Replay, String> {
+    let (board, clock) = device_state_from(&r.devices)?;
+    // The firmware ROM travels in the board state; the CPU fetches from it in replay too.
+    map_firmware(ram, &board)?;
+    let clock = if r.reader.version() >= 2 { Some(clock) } else { None };
+    let debugcon = board.debugcon().map(|d| d.port);
     let mut rp = Replay {
         name: name.to_path_buf(),
         reader: r.reader,
@@ -1232,9 +1288,20 @@ fn replay_state(name: &Path, r: rrfiles::OpenedReplay) -> Result<Replay, String>
         clock,
         devices: r.devices,
         cut: None,
+        debugcon,
     };
     rp.fill()?;
     Ok(rp)
+}
+
+/// Map the board's firmware ROM (`-bios`), if any, read-only below 4 GiB in `ram`, where the CPU
+/// fetches and reads it directly (QEMU maps it as ROM memory too).
+fn map_firmware(ram: &mut GuestRam, board: &PcBoard) -> Result<(), String> {
+    if let Some(fw) = board.firmware() {
+        ram.map_rom(fw.high_base(), fw.bytes().into())
+            .map_err(|e| format!("cannot map the firmware below 4 GiB: {e}"))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn device_state_from(bytes: &[u8]) -> Result<(PcBoard, VirtualClock), String> {

@@ -207,6 +207,10 @@ pub struct ReplayPlatform<'a> {
     /// The virtual clock time-stamp reads come from (log version 2); `None` for version-1 logs,
     /// whose `Timestamp` entries carry the values.
     pub clock: Option<&'a VirtualClock>,
+    /// The recorded board's isa-debugcon port, if it had one: writes there are its output.
+    pub debugcon: Option<u16>,
+    /// Reconstructed isa-debugcon bytes not yet shown.
+    pub debug_out: &'a mut Vec<u8>,
 }
 
 impl ReplayPlatform<'_> {
@@ -258,6 +262,14 @@ impl Platform for ReplayPlatform<'_> {
     fn io_write(&mut self, _at: ProgramPoint, port: u16, size: u8, value: u32) {
         if let Some(b) = self.tap.observe_io_write(port, size, value) {
             self.console.push(b);
+        }
+        if let Some(dc) = self.debugcon {
+            // The board splits a wide write into byte writes to consecutive ports; the one that
+            // lands on the debugcon port is output.
+            let k = dc.wrapping_sub(port);
+            if k < u16::from(size.clamp(1, 4)) {
+                self.debug_out.push((value >> (8 * k)) as u8);
+            }
         }
     }
 

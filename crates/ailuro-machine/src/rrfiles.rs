@@ -109,6 +109,18 @@ pub(crate) fn open_replay(
     // Check the header before RAM is allocated: a recording claims its RAM size, and a forged
     // one must not make this host allocate more than any machine of this kind has.
     let head = ailuro_rr::read_snapshot_header(&snp).map_err(|e| format!("cannot replay {}: {e}", name.display()))?;
+    // The architecture first: a recording made by the other PC binary is the likeliest mistake,
+    // and the answer names the binary that replays it.
+    if head.arch != rr_arch(expect) {
+        return Err(format!(
+            "cannot replay {}: it is a recording of an {} guest and this is ailuro-system-{}; \
+             replay it with ailuro-system-{}",
+            name.display(),
+            head.arch.name(),
+            expect.name(),
+            head.arch.name()
+        ));
+    }
     if head.ram_size > expect.max_ram() {
         return Err(format!(
             "cannot replay {}: the snapshot claims {} MiB of RAM; this machine has at most {} MiB",
@@ -120,14 +132,6 @@ pub(crate) fn open_replay(
     let (snapshot, ram) =
         ailuro_rr::read_snapshot(&snp).map_err(|e| format!("cannot replay {}: {e}", name.display()))?;
     let h = &snapshot.header;
-    if h.arch != rr_arch(expect) {
-        return Err(format!(
-            "cannot replay {}: it is a recording of a {} guest; use ailuro-system-{}",
-            name.display(),
-            h.arch.name(),
-            h.arch.name()
-        ));
-    }
     let config = MachineConfig::from_bytes(&h.machine_config).map_err(|e| {
         format!("cannot replay {}: corrupt machine configuration in {}: {e}", name.display(), snp.display())
     })?;
@@ -137,7 +141,7 @@ pub(crate) fn open_replay(
             name.display()
         ));
     }
-    let mut cpu = Cpu::new(ailuro_x86::CpuConfig::default());
+    let mut cpu = Cpu::new(crate::machine::cpu_config(expect));
     cpu.load_state(&snapshot.cpu)
         .map_err(|e| format!("cannot replay {}: corrupt CPU state in {}: {e}", name.display(), snp.display()))?;
     if cpu.icount() != h.start_icount {

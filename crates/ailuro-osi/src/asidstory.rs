@@ -200,7 +200,8 @@ impl AsidStory {
             Some(o) => o.current_process(cx),
             None => None,
         };
-        if p.as_ref().is_some_and(|p| p.mm != 0 && !p.kernel_thread && p.asid == asid) {
+        let same = |p: &crate::Process| osi.map_or(p.asid == asid, |o| o.asid_matches(p.asid, asid));
+        if p.as_ref().is_some_and(|p| p.mm != 0 && !p.kernel_thread && same(p)) {
             self.user_first.get_or_insert(cx.icount);
         }
         let i = match p {
@@ -594,7 +595,13 @@ impl Plugin for AsidStory {
         Ok(())
     }
 
-    fn asid_change(&mut self, cx: &mut Cx, _old: u64, new: u64) {
+    fn asid_change(&mut self, cx: &mut Cx, old: u64, new: u64) {
+        // x86_64 page-table isolation switches between the two halves of one process's PGD at
+        // every kernel entry and exit: not a change of address space (osi_linux, which runs
+        // first, has decided that).
+        if cx.plugin::<OsiLinux>().is_some_and(|o| o.same_address_space(old, new)) {
+            return;
+        }
         self.switches += 1;
         if self.start.is_none() {
             self.start = Some(cx.icount);

@@ -1,5 +1,5 @@
 //! Linux introspection on replays (PANDA's `osi_linux`, `syscalls2`/`syscalls_logger`,
-//! `asidstory`), for i386 guests. `docs/OSI.md` is the user guide.
+//! `asidstory`), for i386 and x86_64 guests. `docs/OSI.md` is the user guide.
 //!
 //! * [`linux`] — `osi_linux`: picks the kernel profile matching the guest's banner and reads the
 //!   current process, the process list, memory maps and file paths out of guest memory
@@ -27,6 +27,7 @@ pub use asidstory::AsidStory;
 pub use linux::{format_process_list, Mapping, OsiLinux, Process, SeenProcess, Status, Switch};
 pub use proc_events::{ProcEvent, ProcEventKind, ProcEvents};
 pub use syscalls::{Outcome, SyscallEvent, Syscalls, Via};
+pub use systable::Abi;
 
 use ailuro_plugin::PluginInfo;
 
@@ -38,4 +39,8 @@ pub fn registry() -> Vec<PluginInfo> {
 #[cfg(test)]
 mod testguest;
 #[cfg(test)]
+mod testguest64;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests64;

@@ -60,6 +60,13 @@ const MAX_TASKS: usize = 32_768;
 const RETRY_INSNS: u64 = 1_000_000;
 /// Kernel direct map size on i386 (`MAXMEM` is below 896 MiB): the physical fallback stops here.
 const LOWMEM_MAX: u64 = 0x3800_0000;
+/// x86_64: the kernel half of the address space starts here (4-level paging; every kernel
+/// pointer — direct map, vmalloc, per-cpu areas, the image — is at or above it).
+pub(crate) const X86_64_KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+/// x86_64 with page-table isolation (PTI, the Meltdown mitigation): the user-mode CR3 of a
+/// process is its kernel PGD's address with this bit set (the user copy is the second page of
+/// the 8 KiB PGD allocation), and the kernel switches between the two at every entry and exit.
+pub(crate) const PTI_USER_PGD: u64 = 0x1000;
 /// Longest file name component and path depth read.
 const MAX_NAME: usize = 255;
 const MAX_PATH_DEPTH: usize = 128;
@@ -211,8 +218,33 @@ pub(crate) struct Layout {
     per_cpu_offsets: u64,
     current_task_sym: u64,
     current_task_off: u64,
+    /// i386 `entry_INT80_32`; x86_64 `entry_INT80_compat` (kernels before the 6.1-stable rework
+    /// of `int $0x80`): the IDT's handler, reached with the caller's registers.
     pub entry_int80: Option<u64>,
+    /// i386 `entry_SYSENTER_32`; x86_64 `entry_SYSENTER_compat`.
     pub entry_sysenter: Option<u64>,
+    /// x86_64 `entry_SYSCALL_64` (`syscall` from 64-bit code: IA32_LSTAR).
+    pub entry_syscall64: Option<u64>,
+    /// x86_64 `entry_SYSCALL_compat` (`syscall` from compatibility mode: IA32_CSTAR, AMD only).
+    pub entry_syscall_compat: Option<u64>,
+    /// x86_64 `int80_emulation` (6.1 stable and later): the C handler of `int $0x80`, called
+    /// with the saved user registers (`struct pt_regs *`) in RDI.
+    pub int80_emulation: Option<u64>,
+    /// `struct pt_regs` offsets (x86_64), to read the caller's registers at `int80_emulation`.
+    pub pt_regs: Option<PtRegsLayout>,
+    /// Pointer size in bytes (4 or 8) and the mask of an address of that width.
+    pub ptr: u64,
+    pub mask: u64,
+    /// Lowest kernel address (i386 `PAGE_OFFSET`; x86_64 the kernel half): a task pointer below
+    /// it is not one.
+    kernel_min: u64,
+    /// KASLR: how far the kernel image was moved in physical memory (i386: `slide`).
+    pub phys_slide: i64,
+    /// x86_64: physical address of the kernel's top-level page table (`init_top_pgt`, the
+    /// `swapper_pg_dir` every process's PGD copies its kernel half from). Kernel memory is read
+    /// through it when the current page tables do not map it (a process's user-mode PGD under
+    /// page-table isolation maps almost no kernel memory).
+    kroot: Option<u64>,
     t_tasks: u64,
     t_pid: u64,
     t_tgid: u64,
@@ -248,6 +280,21 @@ pub(crate) struct Layout {
     files: Option<FilesLayout>,
 }
 
+/// Offsets in `struct pt_regs` of the registers a system call uses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PtRegsLayout {
+    pub ax: u64,
+    pub bx: u64,
+    pub cx: u64,
+    pub dx: u64,
+    pub si: u64,
+    pub di: u64,
+    pub bp: u64,
+    pub ip: u64,
+    pub cs: u64,
+    pub sp: u64,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct MountLayout {
     /// `offsetof(struct mount, mnt)` (the embedded `vfsmount`).
@@ -271,8 +318,11 @@ fn lk<T>(r: Result<T, LookupError>) -> Result<T, String> {
 
 impl Layout {
     pub(crate) fn new(p: &KernelProfile) -> Result<Layout, String> {
-        if p.arch() != Arch::I386 {
-            return Err(format!("the profile is for an {} kernel; osi_linux reads i386 guests only so far", p.arch()));
+        let arch = p.arch();
+        let x64 = arch == Arch::X86_64;
+        let ptr = u64::from(arch.pointer_size());
+        if u64::from(p.pointer_size()) != ptr {
+            return Err(format!("the profile says pointer_size {} for an {arch} kernel", p.pointer_size()));
         }
         let off = |s: &str, m: &str| lk(p.offset(s, m));
         let opt = |s: &str, m: &str| p.offset(s, m).ok();
@@ -298,12 +348,33 @@ impl Layout {
             })
         })();
         let mm_mt = opt("mm_struct", "mm_mt");
+        let pt_regs = (|| {
+            Some(PtRegsLayout {
+                ax: opt("pt_regs", "ax")?,
+                bx: opt("pt_regs", "bx")?,
+                cx: opt("pt_regs", "cx")?,
+                dx: opt("pt_regs", "dx")?,
+                si: opt("pt_regs", "si")?,
+                di: opt("pt_regs", "di")?,
+                bp: opt("pt_regs", "bp")?,
+                ip: opt("pt_regs", "ip")?,
+                cs: opt("pt_regs", "cs")?,
+                sp: opt("pt_regs", "sp")?,
+            })
+        })();
+        let sym = |n: &str| p.symbol(n).ok();
+        // The image's physical address without KASLR: virtual - image_virt_to_phys.
+        let kroot = if x64 {
+            sym("init_top_pgt").or_else(|| sym("swapper_pg_dir")).and_then(|a| a.checked_sub(page_offset))
+        } else {
+            None
+        };
         let maple = match mm_mt {
             Some(_) => Some(MapleLayout::new(p)?),
             None => None,
         };
         Ok(Layout {
-            arch: p.arch(),
+            arch,
             page_offset,
             slide: 0,
             init_task: lk(p.symbol("init_task"))?,
@@ -311,8 +382,17 @@ impl Layout {
             per_cpu_offsets: lk(p.symbol(&p.per_cpu.offsets_symbol))?,
             current_task_sym: lk(p.symbol(&p.per_cpu.current_task_symbol))?,
             current_task_off: p.per_cpu.current_task_offset,
-            entry_int80: p.symbol("entry_INT80_32").ok(),
-            entry_sysenter: p.symbol("entry_SYSENTER_32").ok(),
+            entry_int80: sym(if x64 { "entry_INT80_compat" } else { "entry_INT80_32" }),
+            entry_sysenter: sym(if x64 { "entry_SYSENTER_compat" } else { "entry_SYSENTER_32" }),
+            entry_syscall64: if x64 { sym("entry_SYSCALL_64") } else { None },
+            entry_syscall_compat: if x64 { sym("entry_SYSCALL_compat") } else { None },
+            int80_emulation: if x64 { sym("int80_emulation") } else { None },
+            pt_regs: if x64 { pt_regs } else { None },
+            ptr,
+            mask: if x64 { u64::MAX } else { 0xffff_ffff },
+            kernel_min: if x64 { X86_64_KERNEL_HALF } else { page_offset },
+            phys_slide: 0,
+            kroot,
             t_tasks: off("task_struct", "tasks")?,
             t_pid: off("task_struct", "pid")?,
             t_tgid: off("task_struct", "tgid")?,
@@ -349,21 +429,38 @@ impl Layout {
         })
     }
 
-    /// This layout for a kernel image moved by `slide` (KASLR): every symbol inside the image
-    /// moves (per-cpu offsets that are not addresses stay, see [`crate::kaslr::slides`]);
-    /// structure offsets and the direct map's base do not change.
-    pub(crate) fn slid(&self, slide: i64) -> Layout {
+    /// This layout for a kernel image moved by `slide` (KASLR, virtual) and `phys_slide`
+    /// (physical; the same on i386): every symbol inside the image moves (per-cpu offsets that
+    /// are not addresses stay, see [`crate::kaslr::slides`]); structure offsets and the direct
+    /// map's base do not change.
+    pub(crate) fn slid(&self, slide: i64, phys_slide: i64) -> Layout {
         let base = self.page_offset;
         let mv = |a: u64| crate::kaslr::apply(self.arch, a, base, slide);
         let mut l = self.clone();
         l.slide = slide;
+        l.phys_slide = phys_slide;
         l.init_task = mv(self.init_task);
         l.linux_banner = mv(self.linux_banner);
         l.per_cpu_offsets = mv(self.per_cpu_offsets);
         l.current_task_sym = mv(self.current_task_sym);
         l.entry_int80 = self.entry_int80.map(mv);
         l.entry_sysenter = self.entry_sysenter.map(mv);
+        l.entry_syscall64 = self.entry_syscall64.map(mv);
+        l.entry_syscall_compat = self.entry_syscall_compat.map(mv);
+        l.int80_emulation = self.int80_emulation.map(mv);
+        l.kroot = self.kroot.map(|pa| pa.wrapping_add(phys_slide as u64));
         l
+    }
+
+    /// Does the address space `cr3_asid` (what the CPU reports) belong to a process whose
+    /// `mm->pgd` is at physical `process_asid`? The same value, or on x86_64 the user half of
+    /// that PGD under page-table isolation ([`PTI_USER_PGD`]).
+    pub(crate) fn same_space(&self, process_asid: u64, cr3_asid: u64) -> bool {
+        process_asid == cr3_asid
+            || (self.arch == Arch::X86_64
+                && process_asid != 0
+                && process_asid & PTI_USER_PGD == 0
+                && cr3_asid == process_asid | PTI_USER_PGD)
     }
 }
 
@@ -382,6 +479,18 @@ impl Candidate {
             .map_err(|e| format!("plugin osi_linux: profile={}: {e}", path.display()))
     }
 
+    /// The profile's file name or path.
+    #[cfg(test)]
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The profile's kernel architecture.
+    #[cfg(test)]
+    pub(crate) fn arch(&self) -> Arch {
+        self.profile.arch()
+    }
+
     pub(crate) fn new(source: String, profile: KernelProfile) -> Result<Candidate, String> {
         let v = profile.validate();
         if !v.is_ok() {
@@ -391,14 +500,26 @@ impl Candidate {
         Ok(Candidate { source, profile, layout })
     }
 
-    /// The shipped profiles for `arch` (all i386 ones when `arch` is empty, as in tests).
+    /// The shipped profiles for a machine of architecture `arch` (every one when `arch` is
+    /// empty, as in tests): an `x86_64` machine runs 32-bit kernels too, so it gets the i386
+    /// profiles as well (after its own; the banner decides).
     pub(crate) fn embedded(arch: &str) -> Vec<Candidate> {
         let mut out = Vec::new();
+        let order = |p: &KernelProfile| match (arch, p.arch()) {
+            ("x86_64", Arch::X86_64) | ("i386", Arch::I386) => Some(0),
+            ("x86_64", Arch::I386) | ("", _) => Some(1),
+            _ => None,
+        };
+        let mut found: Vec<(u8, &str, KernelProfile)> = Vec::new();
         for (name, text) in embedded::EMBEDDED {
             let Ok(p) = KernelProfile::from_toml(text) else { continue };
-            if !arch.is_empty() && p.arch().name() != arch {
-                continue;
+            if let Some(rank) = order(&p) {
+                found.push((rank, name, p));
             }
+        }
+        // Stable: by rank, then by file name (EMBEDDED is sorted by name).
+        found.sort_by_key(|(rank, _, _)| *rank);
+        for (_, name, p) in found {
             if let Ok(c) = Candidate::new((*name).to_string(), p) {
                 out.push(c);
             }
@@ -463,23 +584,42 @@ impl<'a> View<'a> {
     }
 }
 
-/// Reads kernel memory: through the page tables, or the direct map for low memory.
+/// Reads kernel memory: through the current page tables; failing that on x86_64 through the
+/// kernel's own top-level table ([`Layout`]'s `kroot`), on i386 through the direct map for low
+/// memory (also how kernel addresses are read while paging is off).
 pub(crate) struct KMem<'a> {
     v: View<'a>,
     page_offset: u64,
     paging: bool,
+    kroot: Option<u64>,
+    ptr: u64,
+    mask: u64,
+    arch: Arch,
 }
 
 impl<'a> KMem<'a> {
-    pub(crate) fn new(v: &View<'a>, page_offset: u64) -> Self {
-        KMem { v: *v, page_offset, paging: v.asid() != 0 }
+    pub(crate) fn new(v: &View<'a>, l: &Layout) -> Self {
+        KMem {
+            v: *v,
+            page_offset: l.page_offset,
+            paging: v.asid() != 0,
+            kroot: l.kroot,
+            ptr: l.ptr,
+            mask: l.mask,
+            arch: l.arch,
+        }
     }
 
     pub(crate) fn read(&self, va: u64, buf: &mut [u8]) -> bool {
         if self.paging && self.v.read_virt(va, buf) {
             return true;
         }
-        if va >= self.page_offset {
+        if let (Some(root), Some(ram)) = (self.kroot, self.v.ram) {
+            if va >= X86_64_KERNEL_HALF {
+                return read_walked(ram, root, va, buf);
+            }
+        }
+        if self.arch == Arch::I386 && va >= self.page_offset {
             let pa = va - self.page_offset;
             if pa + buf.len() as u64 <= LOWMEM_MAX {
                 return self.v.read_phys(pa, buf);
@@ -488,14 +628,34 @@ impl<'a> KMem<'a> {
         false
     }
 
+    /// The physical address of a kernel virtual address: through the current page tables,
+    /// then (x86_64) the kernel's top-level table; on i386 the direct map (`va - PAGE_OFFSET`).
+    pub(crate) fn phys(&self, va: u64) -> Option<u64> {
+        match self.arch {
+            Arch::I386 => Some(va.wrapping_sub(self.page_offset) & 0xffff_ffff),
+            Arch::X86_64 => {
+                let cur = if self.paging {
+                    self.v.cpu.zip(self.v.ram).and_then(|(c, r)| c.virt_to_phys(r, va))
+                } else {
+                    None
+                };
+                cur.or_else(|| walk4(self.v.ram?, self.kroot?, va))
+            }
+        }
+    }
+
     pub(crate) fn u32(&self, va: u64) -> Option<u32> {
         let mut b = [0u8; 4];
         self.read(va, &mut b).then(|| u32::from_le_bytes(b))
     }
 
-    /// A 32-bit pointer.
+    /// A pointer (`unsigned long`) of the kernel's width.
     pub(crate) fn ptr(&self, va: u64) -> Option<u64> {
-        self.u32(va).map(u64::from)
+        if self.ptr == 8 {
+            self.u64(va)
+        } else {
+            self.u32(va).map(u64::from)
+        }
     }
 
     pub(crate) fn u64(&self, va: u64) -> Option<u64> {
@@ -506,6 +666,72 @@ impl<'a> KMem<'a> {
     pub(crate) fn bytes(&self, va: u64, n: usize) -> Option<Vec<u8>> {
         let mut b = vec![0u8; n];
         self.read(va, &mut b).then_some(b)
+    }
+
+    /// `a + b` in the kernel's address width.
+    pub(crate) fn add(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b) & self.mask
+    }
+}
+
+/// x86_64 4-level page walk from the table at physical `root`, without the CPU (for kernel
+/// reads the current page tables cannot do). Large pages (1 GiB, 2 MiB) are followed; a
+/// non-canonical address or a missing entry is `None`. Reserved and permission bits are not
+/// looked at.
+pub(crate) fn walk4(ram: &GuestRam, root: u64, va: u64) -> Option<u64> {
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    let top = (va as i64) >> 47;
+    if top != 0 && top != -1 {
+        return None;
+    }
+    let mut table = root & ADDR;
+    for shift in [39u32, 30, 21, 12] {
+        let e = ram.read_u64(table | (((va >> shift) & 0x1ff) << 3)).ok()?;
+        if e & 1 == 0 {
+            return None;
+        }
+        if shift == 12 || ((shift == 30 || shift == 21) && e & 0x80 != 0) {
+            let size = 1u64 << shift;
+            return Some((e & ADDR & !(size - 1)) | (va & (size - 1)));
+        }
+        table = e & ADDR;
+    }
+    None
+}
+
+/// Read `buf` at `va` through [`walk4`] from `root`, page by page.
+fn read_walked(ram: &GuestRam, root: u64, va: u64, buf: &mut [u8]) -> bool {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let a = va.wrapping_add(done as u64);
+        let n = ((4096 - (a & 0xfff)) as usize).min(buf.len() - done);
+        let Some(pa) = walk4(ram, root, a) else { return false };
+        if ram.read(pa, &mut buf[done..done + n]).is_err() {
+            return false;
+        }
+        done += n;
+    }
+    true
+}
+
+/// Is the kernel in place, i.e. is a banner not found now a definite answer? Paging must be on
+/// (the i386 kernel turns it on itself, once decompressed and in place); in long mode the CPU
+/// must also have left the low, identity-mapped addresses where the boot loader, the
+/// decompressor and the kernel's first instructions run with paging on (a 64-bit kernel is
+/// in place once it runs in the kernel half, or once user code runs).
+fn kernel_in_place(v: &View) -> bool {
+    let Some(cpu) = v.cpu else { return false };
+    if cpu.asid() == 0 {
+        return false;
+    }
+    !(long_mode(cpu) && cpu.in_kernel() && cpu.pc() < X86_64_KERNEL_HALF)
+}
+
+/// Is the CPU in long mode (EFER.LMA, reported as register `efer`; or 64-bit code)?
+pub(crate) fn long_mode(cpu: &dyn CpuView) -> bool {
+    match cpu.reg_index("efer") {
+        Some(i) => cpu.reg(i) & (1 << 10) != 0,
+        None => cpu.bits() == 64,
     }
 }
 
@@ -540,6 +766,9 @@ pub struct OsiLinux {
     seen: RefCell<BTreeMap<(u32, String), SeenProcess>>,
     last_switch: Option<Switch>,
     switches: u64,
+    /// x86_64 page-table isolation seen: CR3 toggles [`PTI_USER_PGD`] at every kernel entry and
+    /// exit, which is not an address-space change.
+    pti: Cell<bool>,
 }
 
 impl OsiLinux {
@@ -555,6 +784,7 @@ impl OsiLinux {
             seen: RefCell::new(BTreeMap::new()),
             last_switch: None,
             switches: 0,
+            pti: Cell::new(false),
         }
     }
 
@@ -591,11 +821,11 @@ impl OsiLinux {
             Some(Decided::Disabled(_)) => return None,
             None => {}
         }
-        let paging = v.asid() != 0;
-        if !paging && self.last_try.get().is_some_and(|t| v.icount < t.saturating_add(RETRY_INSNS)) {
+        let in_place = kernel_in_place(v);
+        if !in_place && self.last_try.get().is_some_and(|t| v.icount < t.saturating_add(RETRY_INSNS)) {
             return None;
         }
-        self.try_decide(v, paging)
+        self.try_decide(v, in_place)
     }
 
     /// Compare each candidate's banner with guest memory; decide if one matches or if `last`.
@@ -610,8 +840,8 @@ impl OsiLinux {
         if self.candidates.is_empty() {
             let arch = if self.arch.is_empty() { "this" } else { self.arch.as_str() };
             let msg = format!(
-                "no kernel profile for {arch} guests is available (osi_linux reads i386 guests only so \
-                 far); Linux introspection is disabled, the replay continues. See docs/KERNEL-PROFILES.md."
+                "no kernel profile for {arch} guests is available (osi_linux reads i386 and x86_64 \
+                 guests); Linux introspection is disabled, the replay continues. See docs/KERNEL-PROFILES.md."
             );
             return self.disable(msg);
         }
@@ -621,7 +851,7 @@ impl OsiLinux {
                 return self.ready(i, c.layout.clone());
             }
             let want = c.profile.kernel.banner.len() + 1;
-            let m = KMem::new(v, c.layout.page_offset);
+            let m = KMem::new(v, &c.layout);
             let bytes = m.bytes(c.layout.linux_banner, want).or_else(|| m.bytes(c.layout.linux_banner, want - 1));
             match bytes.map(|b| c.profile.check_banner(&b)) {
                 Some(BannerCheck::Match) => return self.ready(i, c.layout.clone()),
@@ -709,7 +939,64 @@ impl OsiLinux {
         self.announced = true;
     }
 
+    /// Is the CR3 change `old` → `new` page-table isolation switching between the kernel and
+    /// the user half of the running process's PGD (x86_64), rather than an address-space
+    /// change? Decided the first time from the running task (its PGD must be the kernel half),
+    /// then by the values alone (with PTI configured, every PGD is 8 KiB aligned, so two
+    /// processes' PGDs never differ only in that bit).
+    fn is_pti_toggle(&self, cx: &Cx, old: u64, new: u64) -> bool {
+        if old ^ new != PTI_USER_PGD {
+            return false;
+        }
+        if self.pti.get() {
+            return true;
+        }
+        let v = View::of(cx);
+        let Some(a) = self.active_v(&v) else { return false };
+        if a.l.arch != Arch::X86_64 {
+            return false;
+        }
+        let m = KMem::new(&v, &a.l);
+        let kernel_half = old.min(new);
+        let runs = current_task(&a.l, &m).and_then(|t| read_task(&a.l, &m, t)).is_some_and(|c| c.asid == kernel_half);
+        if runs {
+            self.pti.set(true);
+        }
+        runs
+    }
+
     // ----- the typed API -----
+
+    /// Are the address-space identifiers `a` and `b` (as the CPU reports them) the same address
+    /// space? Equal, or (x86_64 with page-table isolation, once seen) the kernel and user half
+    /// of one process's PGD.
+    pub fn same_address_space(&self, a: u64, b: u64) -> bool {
+        a == b || (self.pti.get() && a ^ b == PTI_USER_PGD)
+    }
+
+    /// Is `asid` (what the CPU reports, e.g. `cx.asid()`) the address space of a process whose
+    /// [`Process::asid`] is `process_asid`? Equal, or on x86_64 the user half of its PGD under
+    /// page-table isolation.
+    pub fn asid_matches(&self, process_asid: u64, asid: u64) -> bool {
+        match self.decided.get() {
+            Some(Decided::Ready(a)) => a.l.same_space(process_asid, asid),
+            _ => process_asid == asid,
+        }
+    }
+
+    /// Has page-table isolation (x86_64) been seen in this run?
+    pub fn pti_seen(&self) -> bool {
+        self.pti.get()
+    }
+
+    /// KASLR: how far the kernel image was moved in physical memory, once the profile is
+    /// decided (on i386 the same as [`OsiLinux::kaslr_slide`]; on x86_64 independent of it).
+    pub fn kaslr_phys_slide(&self) -> Option<i64> {
+        match self.decided.get() {
+            Some(Decided::Ready(a)) => Some(a.l.phys_slide),
+            _ => None,
+        }
+    }
 
     /// KASLR: how far the guest's kernel image is from the profile's link-time addresses (bytes,
     /// virtual; 0 for a kernel at its link address), once the profile is decided. Every address
@@ -735,7 +1022,13 @@ impl OsiLinux {
         }
         let mut s = String::new();
         if let Some(slide) = self.kaslr_slide().filter(|&s| s != 0) {
-            let _ = writeln!(s, "kernel moved by KASLR: slide {}", crate::kaslr::format_slide(slide));
+            let _ = write!(s, "kernel moved by KASLR: slide {}", crate::kaslr::format_slide(slide));
+            match self.kaslr_phys_slide() {
+                Some(p) if p != slide => {
+                    let _ = writeln!(s, " (physical {})", crate::kaslr::format_slide(p));
+                }
+                _ => s.push('\n'),
+            }
         }
         s.push_str(&format_process_list(&list));
         s
@@ -745,7 +1038,7 @@ impl OsiLinux {
     pub fn current_task_addr(&self, cx: &Cx) -> Option<u64> {
         let v = View::of(cx);
         let a = self.active_v(&v)?;
-        current_task(&a.l, &KMem::new(&v, a.l.page_offset))
+        current_task(&a.l, &KMem::new(&v, &a.l))
     }
 
     /// The running task. Cached per (icount, asid).
@@ -767,7 +1060,7 @@ impl OsiLinux {
             }
         }
         let a = self.active_v(v)?;
-        let m = KMem::new(v, a.l.page_offset);
+        let m = KMem::new(v, &a.l);
         let p = current_task(&a.l, &m).and_then(|t| read_task(&a.l, &m, t));
         if let Some(p) = &p {
             self.note_seen(p, v.icount);
@@ -796,7 +1089,7 @@ impl OsiLinux {
             }
         }
         let Some(a) = self.active_v(v) else { return Vec::new() };
-        let m = KMem::new(v, a.l.page_offset);
+        let m = KMem::new(v, &a.l);
         let list: Vec<Process> = leaders(&a.l, &m).into_iter().filter_map(|t| read_task(&a.l, &m, t)).collect();
         self.cache.borrow_mut().list = Some((v.icount, asid, list.clone()));
         list
@@ -807,7 +1100,7 @@ impl OsiLinux {
     pub fn threads(&self, cx: &Cx, process: &Process) -> Vec<Process> {
         let v = View::of(cx);
         let Some(a) = self.active_v(&v) else { return Vec::new() };
-        let m = KMem::new(&v, a.l.page_offset);
+        let m = KMem::new(&v, &a.l);
         threads_of(&a.l, &m, process.task).into_iter().filter_map(|t| read_task(&a.l, &m, t)).collect()
     }
 
@@ -823,7 +1116,7 @@ impl OsiLinux {
 
     fn tasks_v(&self, v: &View) -> Vec<Process> {
         let Some(a) = self.active_v(v) else { return Vec::new() };
-        let m = KMem::new(v, a.l.page_offset);
+        let m = KMem::new(v, &a.l);
         all_tasks(&a.l, &m).into_iter().filter_map(|t| read_task(&a.l, &m, t)).collect()
     }
 
@@ -841,21 +1134,23 @@ impl OsiLinux {
     fn mappings_v(&self, v: &View, process: &Process) -> Vec<Mapping> {
         let Some(a) = self.active_v(v) else { return Vec::new() };
         let l = &a.l;
-        let m = KMem::new(v, l.page_offset);
+        let m = KMem::new(v, l);
         let (Some(mt), Some(maple)) = (l.mm_mt, l.maple.as_ref()) else { return Vec::new() };
-        let Some(mm) = m.ptr(process.task + l.t_mm).filter(|&mm| mm != 0) else { return Vec::new() };
-        let Some(root) = m.ptr(mm + mt + maple.root) else { return Vec::new() };
+        let Some(mm) = m.ptr(m.add(process.task, l.t_mm)).filter(|&mm| mm != 0) else { return Vec::new() };
+        let Some(root) = m.ptr(m.add(mm, mt + maple.root)) else { return Vec::new() };
         let read = |va: u64, buf: &mut [u8]| m.read(va, buf);
         let entries = maple.entries(root, &read);
-        let field = |o: Option<u64>| o.and_then(|o| m.ptr(mm + o));
+        let field = |o: Option<u64>| o.and_then(|o| m.ptr(m.add(mm, o)));
         let (start_brk, brk, start_stack) = (field(l.mm_start_brk), field(l.mm_brk), field(l.mm_start_stack));
         let mut out = Vec::with_capacity(entries.len());
         for (_, _, vma) in entries {
-            let (Some(start), Some(end)) = (m.ptr(vma + l.vma_start), m.ptr(vma + l.vma_end)) else { continue };
+            let (Some(start), Some(end)) = (m.ptr(m.add(vma, l.vma_start)), m.ptr(m.add(vma, l.vma_end))) else {
+                continue;
+            };
             if start >= end {
                 continue;
             }
-            let file_ptr = m.ptr(vma + l.vma_file).unwrap_or(0);
+            let file_ptr = m.ptr(m.add(vma, l.vma_file)).unwrap_or(0);
             let file = (file_ptr != 0).then(|| file_path(l, &m, file_ptr)).flatten();
             let special = if file_ptr != 0 {
                 None
@@ -869,8 +1164,8 @@ impl OsiLinux {
             out.push(Mapping {
                 start,
                 end,
-                flags: m.ptr(vma + l.vma_flags).unwrap_or(0),
-                pgoff: m.ptr(vma + l.vma_pgoff).unwrap_or(0),
+                flags: m.ptr(m.add(vma, l.vma_flags)).unwrap_or(0),
+                pgoff: m.ptr(m.add(vma, l.vma_pgoff)).unwrap_or(0),
                 file,
                 special,
             });
@@ -885,14 +1180,14 @@ impl OsiLinux {
         let a = self.active_v(&v)?;
         let l = &a.l;
         let fl = l.files?;
-        let m = KMem::new(&v, l.page_offset);
-        let files = m.ptr(task + l.t_files?).filter(|&f| f != 0)?;
-        let fdt = m.ptr(files + fl.fdt).filter(|&f| f != 0)?;
-        if fd >= m.u32(fdt + fl.max_fds)? {
+        let m = KMem::new(&v, l);
+        let files = m.ptr(m.add(task, l.t_files?)).filter(|&f| f != 0)?;
+        let fdt = m.ptr(m.add(files, fl.fdt)).filter(|&f| f != 0)?;
+        if fd >= m.u32(m.add(fdt, fl.max_fds))? {
             return None;
         }
-        let arr = m.ptr(fdt + fl.fd).filter(|&f| f != 0)?;
-        let file = m.ptr(arr + 4 * u64::from(fd)).filter(|&f| f != 0)?;
+        let arr = m.ptr(m.add(fdt, fl.fd)).filter(|&f| f != 0)?;
+        let file = m.ptr(m.add(arr, l.ptr * u64::from(fd))).filter(|&f| f != 0)?;
         file_path(l, &m, file)
     }
 
@@ -900,7 +1195,7 @@ impl OsiLinux {
     pub fn file_path(&self, cx: &Cx, file: u64) -> Option<String> {
         let v = View::of(cx);
         let a = self.active_v(&v)?;
-        file_path(&a.l, &KMem::new(&v, a.l.page_offset), file)
+        file_path(&a.l, &KMem::new(&v, &a.l), file)
     }
 
     /// The last address-space change and the task it switched to.
@@ -949,31 +1244,33 @@ impl OsiLinux {
         let v = View::of(cx);
         let Some(a) = self.active_v(&v) else { return (None, None) };
         let l = &a.l;
-        let m = KMem::new(&v, l.page_offset);
+        let m = KMem::new(&v, l);
         let cur = current_task(l, &m).and_then(|t| read_task(l, &m, t));
         if let Some(c) = &cur {
-            if c.asid == new_asid {
+            if l.same_space(c.asid, new_asid) {
                 return (cur.clone(), cur);
             }
         }
-        let mut best: Option<(bool, Process)> = None;
+        // Best: the exact address space (over PTI's user half of one), on_cpu, lowest pid.
+        let mut best: Option<((bool, bool), Process)> = None;
         for t in all_tasks(l, &m) {
             if cur.as_ref().is_some_and(|c| c.task == t) {
                 continue;
             }
-            let Some(mm) = m.ptr(t + l.t_mm).filter(|&mm| mm != 0) else { continue };
-            let Some(pgd) = m.ptr(mm + l.mm_pgd) else { continue };
-            if pgd.wrapping_sub(l.page_offset) & 0xffff_ffff != new_asid {
+            let Some(mm) = m.ptr(m.add(t, l.t_mm)).filter(|&mm| mm != 0) else { continue };
+            let Some(asid) = m.ptr(m.add(mm, l.mm_pgd)).and_then(|pgd| m.phys(pgd)) else { continue };
+            if !l.same_space(asid, new_asid) {
                 continue;
             }
-            let on_cpu = l.t_on_cpu.and_then(|o| m.u32(t + o)).is_some_and(|v| v != 0);
+            let on_cpu = l.t_on_cpu.and_then(|o| m.u32(m.add(t, o))).is_some_and(|v| v != 0);
+            let rank = (asid == new_asid, on_cpu);
             let Some(p) = read_task(l, &m, t) else { continue };
             let better = match &best {
                 None => true,
-                Some((b_on, b)) => (on_cpu && !b_on) || (on_cpu == *b_on && p.pid < b.pid),
+                Some((b_rank, b)) => rank > *b_rank || (rank == *b_rank && p.pid < b.pid),
             };
             if better {
-                best = Some((on_cpu, p));
+                best = Some((rank, p));
             }
         }
         let next = best.map(|(_, p)| p).or_else(|| cur.clone().filter(|c| c.mm == 0));
@@ -981,30 +1278,48 @@ impl OsiLinux {
     }
 }
 
-/// CPU 0's running task: `*(current_task + __per_cpu_offset[0] + offset)`.
+/// The running task: `*(current_task + per-cpu base + offset)`. The per-cpu base is CPU 0's
+/// `__per_cpu_offset[0]` on i386. On x86_64 it is the running CPU's GS base in the kernel
+/// (zero-based per-cpu area: GS.base is the base itself): GS.base while it holds a kernel
+/// address, else IA32_KERNEL_GS_BASE (user mode, and kernel entry code before its SWAPGS, keep
+/// the user's GS base there; user space cannot set a kernel address as its base), else
+/// `__per_cpu_offset[0]` (a CPU view without those registers).
 fn current_task(l: &Layout, m: &KMem) -> Option<u64> {
-    let base = m.ptr(l.per_cpu_offsets)?;
-    let slot = l.current_task_sym.wrapping_add(base).wrapping_add(l.current_task_off) & 0xffff_ffff;
-    m.ptr(slot).filter(|&t| t >= l.page_offset)
+    let base = per_cpu_base(l, m)?;
+    let slot = m.add(m.add(l.current_task_sym, base), l.current_task_off);
+    m.ptr(slot).filter(|&t| t >= l.kernel_min)
+}
+
+/// See [`current_task`].
+fn per_cpu_base(l: &Layout, m: &KMem) -> Option<u64> {
+    if l.arch == Arch::X86_64 {
+        if let Some(cpu) = m.v.cpu {
+            for name in ["gs_base", "kernel_gs_base"] {
+                if let Some(b) = cpu.reg_index(name).map(|i| cpu.reg(i)).filter(|&b| b >= X86_64_KERNEL_HALF) {
+                    return Some(b);
+                }
+            }
+        }
+    }
+    m.ptr(l.per_cpu_offsets)
 }
 
 /// Read one task; `None` if unreadable or implausible.
 pub(crate) fn read_task(l: &Layout, m: &KMem, task: u64) -> Option<Process> {
-    let pid = m.u32(task + l.t_pid)?;
-    let tgid = m.u32(task + l.t_tgid)?;
+    let pid = m.u32(m.add(task, l.t_pid))?;
+    let tgid = m.u32(m.add(task, l.t_tgid))?;
     // PID_MAX_LIMIT is 4M: anything above means this is not a task.
     if pid > 4 * 1024 * 1024 || tgid > 4 * 1024 * 1024 {
         return None;
     }
-    let raw = m.bytes(task + l.t_comm, l.t_comm_len)?;
+    let raw = m.bytes(m.add(task, l.t_comm), l.t_comm_len)?;
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     let comm = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mm = m.ptr(task + l.t_mm)?;
-    let parent = m.ptr(task + l.t_real_parent).unwrap_or(0);
-    let ppid = if parent != 0 && parent != task { m.u32(parent + l.t_tgid).unwrap_or(0) } else { 0 };
-    let asid =
-        if mm != 0 { m.ptr(mm + l.mm_pgd).map_or(0, |pgd| pgd.wrapping_sub(l.page_offset) & 0xffff_ffff) } else { 0 };
-    let flags = l.t_flags.and_then(|o| m.u32(task + o)).map(u64::from);
+    let mm = m.ptr(m.add(task, l.t_mm))?;
+    let parent = m.ptr(m.add(task, l.t_real_parent)).unwrap_or(0);
+    let ppid = if parent != 0 && parent != task { m.u32(m.add(parent, l.t_tgid)).unwrap_or(0) } else { 0 };
+    let asid = if mm != 0 { m.ptr(m.add(mm, l.mm_pgd)).and_then(|pgd| m.phys(pgd)).unwrap_or(0) } else { 0 };
+    let flags = l.t_flags.and_then(|o| m.u32(m.add(task, o))).map(u64::from);
     Some(Process {
         task,
         pid,
@@ -1013,7 +1328,7 @@ pub(crate) fn read_task(l: &Layout, m: &KMem, task: u64) -> Option<Process> {
         comm,
         asid,
         mm,
-        start_time: l.t_start_time.and_then(|o| m.u64(task + o)).unwrap_or(0),
+        start_time: l.t_start_time.and_then(|o| m.u64(m.add(task, o))).unwrap_or(0),
         kernel_thread: match flags {
             Some(f) => f & l.pf_kthread != 0,
             None => mm == 0,
@@ -1024,6 +1339,7 @@ pub(crate) fn read_task(l: &Layout, m: &KMem, task: u64) -> Option<Process> {
 /// Walk a circular `list_head` list starting at `head` (not itself an element), returning the
 /// addresses of the containing structs (`node - member_offset`).
 fn walk_list(m: &KMem, head: u64, member: u64, limit: usize) -> Vec<u64> {
+    let mask = m.mask;
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     let mut cur = match m.ptr(head) {
@@ -1031,7 +1347,7 @@ fn walk_list(m: &KMem, head: u64, member: u64, limit: usize) -> Vec<u64> {
         None => return out,
     };
     while cur != head && cur != 0 && out.len() < limit && seen.insert(cur) {
-        out.push(cur.wrapping_sub(member) & 0xffff_ffff);
+        out.push(cur.wrapping_sub(member) & mask);
         match m.ptr(cur) {
             Some(n) => cur = n,
             None => break,
@@ -1043,7 +1359,7 @@ fn walk_list(m: &KMem, head: u64, member: u64, limit: usize) -> Vec<u64> {
 /// `init_task` and every thread-group leader on its `tasks` list.
 fn leaders(l: &Layout, m: &KMem) -> Vec<u64> {
     let mut v = vec![l.init_task];
-    v.extend(walk_list(m, l.init_task + l.t_tasks, l.t_tasks, MAX_TASKS));
+    v.extend(walk_list(m, m.add(l.init_task, l.t_tasks), l.t_tasks, MAX_TASKS));
     v
 }
 
@@ -1051,7 +1367,7 @@ fn leaders(l: &Layout, m: &KMem) -> Vec<u64> {
 fn threads_of(l: &Layout, m: &KMem, leader: u64) -> Vec<u64> {
     let mut v = vec![leader];
     if let Some(tg) = l.t_thread_group {
-        v.extend(walk_list(m, leader + tg, tg, MAX_TASKS));
+        v.extend(walk_list(m, m.add(leader, tg), tg, MAX_TASKS));
     }
     v
 }
@@ -1072,22 +1388,22 @@ fn all_tasks(l: &Layout, m: &KMem) -> Vec<u64> {
 /// (`mount.mnt_mountpoint`/`mnt_parent`) up to the root of the mount tree. `None` for pipes,
 /// sockets and other files of internal file systems (their dentries are roots of their own).
 fn file_path(l: &Layout, m: &KMem, file: u64) -> Option<String> {
-    let mut vfsmnt = m.ptr(file + l.f_path + l.path_mnt)?;
-    let mut d = m.ptr(file + l.f_path + l.path_dentry).filter(|&d| d != 0)?;
+    let mut vfsmnt = m.ptr(m.add(file, l.f_path + l.path_mnt))?;
+    let mut d = m.ptr(m.add(file, l.f_path + l.path_dentry)).filter(|&d| d != 0)?;
     let mut parts: Vec<String> = Vec::new();
     for _ in 0..MAX_PATH_DEPTH {
-        let parent = m.ptr(d + l.d_parent)?;
+        let parent = m.ptr(m.add(d, l.d_parent))?;
         let mnt_root = match (l.mount, vfsmnt) {
-            (Some(ml), v) if v != 0 => m.ptr(v + ml.mnt_root),
+            (Some(ml), v) if v != 0 => m.ptr(m.add(v, ml.mnt_root)),
             _ => None,
         };
         if Some(d) == mnt_root || parent == d || parent == 0 {
             if let (Some(ml), true) = (l.mount, Some(d) == mnt_root) {
                 let mount = vfsmnt.wrapping_sub(ml.mnt);
-                let up = m.ptr(mount + ml.mnt_parent).unwrap_or(mount);
+                let up = m.ptr(m.add(mount, ml.mnt_parent)).unwrap_or(mount);
                 if up != mount && up != 0 {
-                    d = m.ptr(mount + ml.mnt_mountpoint).filter(|&d| d != 0)?;
-                    vfsmnt = up + ml.mnt;
+                    d = m.ptr(m.add(mount, ml.mnt_mountpoint)).filter(|&d| d != 0)?;
+                    vfsmnt = m.add(up, ml.mnt);
                     continue;
                 }
             }
@@ -1098,8 +1414,8 @@ fn file_path(l: &Layout, m: &KMem, file: u64) -> Option<String> {
             }
             break;
         }
-        let len = m.u32(d + l.d_name + l.qstr_len)? as usize;
-        let name_ptr = m.ptr(d + l.d_name + l.qstr_name)?;
+        let len = m.u32(m.add(d, l.d_name + l.qstr_len))? as usize;
+        let name_ptr = m.ptr(m.add(d, l.d_name + l.qstr_name))?;
         let name = m.bytes(name_ptr, len.min(MAX_NAME))?;
         parts.push(String::from_utf8_lossy(&name).into_owned());
         d = parent;
@@ -1126,10 +1442,17 @@ fn find_moved(v: &View, c: &Candidate) -> Option<Layout> {
     let link_pa = l.linux_banner.checked_sub(l.page_offset)?;
     let banner = c.profile.kernel.banner.as_bytes();
     for pa in crate::kaslr::banner_copies(ram.as_slice(), ram.base(), banner, link_pa) {
-        let translate = |va: u64| v.cpu.and_then(|cpu| cpu.virt_to_phys(ram, va));
+        let phys_slide = crate::kaslr::signed(l.arch, pa.wrapping_sub(link_pa));
+        // x86_64: the kernel's own top-level table moved with the image; it maps the image
+        // also when the current page tables do not (a user-mode PGD under PTI).
+        let kroot = l.kroot.map(|r| r.wrapping_add(phys_slide as u64));
+        let translate = |va: u64| {
+            let paging = v.asid() != 0;
+            v.cpu.filter(|_| paging).and_then(|cpu| cpu.virt_to_phys(ram, va)).or_else(|| walk4(ram, kroot?, va))
+        };
         let Some(slide) = crate::kaslr::virt_slide(l.arch, l.linux_banner, link_pa, pa, translate) else { continue };
-        let moved = l.slid(slide);
-        let m = KMem::new(v, moved.page_offset);
+        let moved = l.slid(slide, phys_slide);
+        let m = KMem::new(v, &moved);
         let reads_back =
             m.bytes(moved.linux_banner, banner.len() + 1).is_some_and(|b| c.profile.check_banner(&b).is_match());
         let idle = read_task(&moved, &m, moved.init_task)
@@ -1204,10 +1527,9 @@ impl Plugin for OsiLinux {
     }
 
     fn start(&mut self, cx: &mut Cx) -> Result<(), String> {
-        let paging = cx.asid() != 0;
         let v = View::of(cx);
-        if let Some(a) = self.try_decide(&v, paging) {
-            let m = KMem::new(&v, a.l.page_offset);
+        if let Some(a) = self.try_decide(&v, kernel_in_place(&v)) {
+            let m = KMem::new(&v, &a.l);
             if let Some(p) = current_task(&a.l, &m).and_then(|t| read_task(&a.l, &m, t)) {
                 self.note_seen(&p, cx.icount);
             }
@@ -1217,11 +1539,15 @@ impl Plugin for OsiLinux {
     }
 
     fn asid_change(&mut self, cx: &mut Cx, old: u64, new: u64) {
-        self.switches += 1;
         if self.decided.get().is_none() {
-            self.try_decide(&View::of(cx), new != 0);
+            let v = View::of(cx);
+            self.try_decide(&v, kernel_in_place(&v));
         }
         self.announce(cx);
+        if self.is_pti_toggle(cx, old, new) {
+            return;
+        }
+        self.switches += 1;
         let (process, previous) = self.resolve_switch(cx, new);
         if let Some(p) = &previous {
             self.note_seen(p, cx.icount);

@@ -35,6 +35,8 @@ pub(crate) struct MapleLayout {
     range: NodeKind,
     arange: NodeKind,
     node_size: usize,
+    /// Bytes of a pivot or slot (the kernel's `unsigned long` / pointer: 4 or 8).
+    word: usize,
 }
 
 /// Offsets and counts of one node layout.
@@ -74,6 +76,7 @@ impl MapleLayout {
             })
         };
         let node_size = lookup(p.struct_size("maple_node"))? as usize;
+        let word = usize::from(p.arch().pointer_size());
         let l = MapleLayout {
             node_mask: c("MAPLE_NODE_MASK")? as u64,
             type_shift: c("MAPLE_NODE_TYPE_SHIFT")? as u32,
@@ -88,9 +91,10 @@ impl MapleLayout {
             range: kind("maple_range_64")?,
             arange: kind("maple_arange_64")?,
             node_size,
+            word,
         };
         for k in [l.range, l.arange] {
-            let end = (k.slot + 4 * k.slots).max(k.pivot + 4 * k.pivots).max(k.meta_end + 1);
+            let end = (k.slot + word * k.slots).max(k.pivot + word * k.pivots).max(k.meta_end + 1);
             if end > node_size || k.pivots + 1 != k.slots {
                 return Err(format!("maple node layout inconsistent (node size {node_size}, {k:?})"));
             }
@@ -104,15 +108,17 @@ impl MapleLayout {
     }
 
     /// All non-NULL leaf entries of the tree whose root value is `root`, as
-    /// `(first index, last index, entry)`, in index order. `read` reads guest memory (32-bit
-    /// pointers); unreadable nodes are skipped.
+    /// `(first index, last index, entry)`, in index order. `read` reads guest memory (pivots
+    /// and slots of the kernel's word size); unreadable nodes are skipped.
     pub(crate) fn entries(&self, root: u64, read: &dyn Fn(u64, &mut [u8]) -> bool) -> Vec<(u64, u64, u64)> {
         let mut out = Vec::new();
         if !self.root_is_node(root) {
             return out;
         }
         let mut budget = MAX_NODES;
-        self.node(root, 0, 0xffff_ffff, 0, &mut budget, read, &mut out);
+        // The whole index range: ULONG_MAX of the kernel.
+        let max = if self.word == 8 { u64::MAX } else { 0xffff_ffff };
+        self.node(root, 0, max, 0, &mut budget, read, &mut out);
         out
     }
 
@@ -131,7 +137,7 @@ impl MapleLayout {
             return;
         }
         *budget -= 1;
-        let addr = enode & !self.node_mask & 0xffff_ffff;
+        let addr = if self.word == 8 { enode & !self.node_mask } else { enode & !self.node_mask & 0xffff_ffff };
         let ty = (enode >> self.type_shift) & self.type_mask;
         let (k, leaf) = if ty == self.arange_64 {
             (self.arange, false)
@@ -149,9 +155,15 @@ impl MapleLayout {
         if !read(addr, &mut buf) {
             return;
         }
-        let word = |off: usize| u64::from(u32::from_le_bytes(buf[off..off + 4].try_into().unwrap_or_default()));
-        let pivot = |i: usize| word(k.pivot + 4 * i);
-        let slot = |i: usize| word(k.slot + 4 * i);
+        let w = self.word;
+        // In bounds: `new` checked that pivots and slots lie inside the node.
+        let word = |off: usize| match buf.get(off..off + w) {
+            Some(b) if w == 8 => u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            Some(b) => u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default())),
+            None => 0,
+        };
+        let pivot = |i: usize| word(k.pivot + w * i);
+        let slot = |i: usize| word(k.slot + w * i);
         let meta_end = usize::from(buf[k.meta_end]);
         // ma_data_end()
         let last = k.pivots - 1;
@@ -185,7 +197,7 @@ impl MapleLayout {
             if piv >= max {
                 break;
             }
-            lo = piv + 1;
+            lo = piv.saturating_add(1);
         }
     }
 }
@@ -193,6 +205,37 @@ impl MapleLayout {
 #[cfg(test)]
 pub(crate) mod build {
     //! Writing small maple trees into test memory, with the same layout rules.
+
+    /// [`range_node`] in the x86_64 layout: parent @0, pivot[15] @8, slot[16] @128, meta @248.
+    pub(crate) fn range_node64(ranges: &[(u64, u64)], node_max: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 256];
+        assert!(ranges.len() <= 16);
+        for (i, &(last, entry)) in ranges.iter().enumerate() {
+            if i < 15 {
+                assert!(last <= node_max);
+                b[8 + 8 * i..16 + 8 * i].copy_from_slice(&last.to_le_bytes());
+            }
+            b[128 + 8 * i..136 + 8 * i].copy_from_slice(&entry.to_le_bytes());
+        }
+        if ranges.len() < 15 {
+            b[248] = (ranges.len() - 1) as u8;
+        }
+        b
+    }
+
+    /// [`arange_node`] in the x86_64 layout: pivot[9] @8, slot[10] @80, gap[10] @160, meta @240.
+    pub(crate) fn arange_node64(children: &[(u64, u64)]) -> Vec<u8> {
+        let mut b = vec![0u8; 256];
+        assert!(children.len() <= 10);
+        for (i, &(last, child)) in children.iter().enumerate() {
+            if i < 9 {
+                b[8 + 8 * i..16 + 8 * i].copy_from_slice(&last.to_le_bytes());
+            }
+            b[80 + 8 * i..88 + 8 * i].copy_from_slice(&child.to_le_bytes());
+        }
+        b[240] = (children.len() - 1) as u8;
+        b
+    }
 
     /// A leaf-64 node's image: `ranges` are `(last index, entry)` in order; the last range must
     /// end at the node's max. Returns the node bytes (256 bytes, i386 layout).

@@ -26,6 +26,7 @@ use ailuro_plugin::{hook, ArgInfo, Args, Cx, LoadCx, Plugin, PluginInfo};
 use crate::decode::O_CLOEXEC;
 use crate::linux::OsiLinux;
 use crate::syscalls::{Outcome, SyscallEvent, Syscalls};
+use crate::systable::Abi;
 
 /// Registry entry.
 pub const INFO: PluginInfo = PluginInfo {
@@ -163,7 +164,10 @@ impl ProcEvents {
     fn handle(&mut self, cx: &mut Cx, e: &SyscallEvent) {
         let key = Self::key(e);
         let ret = e.ret.unwrap_or(-1);
-        if e.outcome == Outcome::NoReturn && e.nr == 252 {
+        // By name: the i386 and x86_64 tables number the calls differently.
+        let name = e.name.as_str();
+        let x64 = e.abi == Abi::X86_64;
+        if e.outcome == Outcome::NoReturn && name == "exit_group" {
             // exit_group: the process's descriptors go away.
             self.fds.retain(|&(k, _), _| k != key);
             return;
@@ -173,22 +177,20 @@ impl ProcEvents {
         }
         let a = e.args;
         let fd_arg = |i: usize| a[i] as u32;
-        match e.nr {
-            // execve, execveat
-            11 | 358 => {
+        match name {
+            "execve" | "execveat" => {
                 self.fds.retain(|&(k, _), f| k != key || !f.cloexec);
                 let path = e.path.clone().unwrap_or_default();
                 let comm = e.comm_after.clone().unwrap_or_else(|| basename(&path).chars().take(15).collect());
                 let argv = e.argv.clone().unwrap_or_default();
                 self.push(cx, e, ProcEventKind::ProcStart { comm, path, argv });
             }
-            // open, creat, openat, openat2
-            5 | 8 | 295 | 437 => {
+            "open" | "creat" | "openat" | "openat2" => {
                 let fd = ret as u32;
-                let flags = match e.nr {
-                    5 => a[1],
-                    295 => a[2],
-                    8 => 0o1101, // O_CREAT|O_WRONLY|O_TRUNC
+                let flags = match name {
+                    "open" => a[1],
+                    "openat" => a[2],
+                    "creat" => 0o1101, // O_CREAT|O_WRONLY|O_TRUNC
                     _ => 0,
                 };
                 let kernel_path = self.kernel_fd_path(cx, e, fd);
@@ -196,19 +198,17 @@ impl ProcEvents {
                 self.fds.insert((key, fd), FdInfo { path: path.clone(), cloexec: flags & O_CLOEXEC != 0 });
                 self.push(cx, e, ProcEventKind::FileOpen { fd, path, flags });
             }
-            // close
-            6 => {
+            "close" => {
                 self.fds.remove(&(key, fd_arg(0)));
             }
-            // dup, fcntl/fcntl64 F_DUPFD / F_DUPFD_CLOEXEC
-            41 => self.dup(key, fd_arg(0), ret as u32, false),
-            55 | 221 if a[1] == 0 || a[1] == 1030 => self.dup(key, fd_arg(0), ret as u32, a[1] == 1030),
-            // dup2, dup3
-            63 => self.dup(key, fd_arg(0), fd_arg(1), false),
-            330 => self.dup(key, fd_arg(0), fd_arg(1), a[2] & O_CLOEXEC != 0),
-            // fork, vfork, clone, clone3: the child gets a copy of the table
-            2 | 190 | 120 | 435 if ret > 0 => {
-                let thread = e.nr == 120 && a[0] & 0x10000 != 0; // CLONE_THREAD
+            // F_DUPFD / F_DUPFD_CLOEXEC
+            "dup" => self.dup(key, fd_arg(0), ret as u32, false),
+            "fcntl" | "fcntl64" if a[1] == 0 || a[1] == 1030 => self.dup(key, fd_arg(0), ret as u32, a[1] == 1030),
+            "dup2" => self.dup(key, fd_arg(0), fd_arg(1), false),
+            "dup3" => self.dup(key, fd_arg(0), fd_arg(1), a[2] & O_CLOEXEC != 0),
+            // the child gets a copy of the table
+            "fork" | "vfork" | "clone" | "clone3" if ret > 0 => {
+                let thread = name == "clone" && a[0] & 0x10000 != 0; // CLONE_THREAD
                 if !thread && e.pid.is_some() {
                     let child = ret as u64;
                     let copy: Vec<(u32, FdInfo)> =
@@ -218,16 +218,16 @@ impl ProcEvents {
                     }
                 }
             }
-            // read, pread64, readv, preadv, preadv2
-            3 | 180 | 145 | 333 | 378 if ret > 0 => {
+            "read" | "pread64" | "readv" | "preadv" | "preadv2" if ret > 0 => {
                 let fd = fd_arg(0);
                 let path = match self.fds.get(&(key, fd)) {
                     Some(f) => Some(f.path.clone()),
                     None => self.kernel_fd_path(cx, e, fd),
                 };
                 let Some(path) = path else { return };
-                let offset = (e.nr == 180).then(|| a[3] | (a[4] << 32));
-                let vectored = matches!(e.nr, 145 | 333 | 378);
+                // pread64's offset: one register on x86_64, two (low word first) on i386.
+                let offset = (name == "pread64").then(|| if x64 { a[3] } else { a[3] | (a[4] << 32) });
+                let vectored = matches!(name, "readv" | "preadv" | "preadv2");
                 self.push(cx, e, ProcEventKind::FileRead { fd, path, count: ret as u64, buf: a[1], vectored, offset });
             }
             _ => {}

@@ -1,19 +1,34 @@
-//! `syscalls`: every i386 Linux system call with decoded arguments and its return value (PANDA's
-//! `syscalls2` + `syscalls_logger`).
+//! `syscalls`: every Linux system call (i386, x86_64, and 32-bit processes under an x86_64
+//! kernel) with decoded arguments and its return value (PANDA's `syscalls2` +
+//! `syscalls_logger`).
 //!
-//! **Entry.** With a kernel profile (from `osi_linux`), a block that starts at `entry_INT80_32`
-//! (`int $0x80`) or `entry_SYSENTER_32` (`sysenter`, which the vDSO's `__kernel_vsyscall` uses) is
-//! a system call entry. The registers still hold the user's values there: EAX is the number,
-//! EBX, ECX, EDX, ESI, EDI, EBP arguments 1–6. For `sysenter`, `__kernel_vsyscall` has pushed ECX,
-//! EDX and EBP and moved ESP into EBP, so argument 6 is the word at `[EBP]` on the user stack.
+//! **Entry.** With a kernel profile (from `osi_linux`), a block that starts at the kernel's entry
+//! point is a system call entry. The registers still hold the user's values there.
+//!
+//! * i386 kernel: `entry_INT80_32` (`int $0x80`) or `entry_SYSENTER_32` (`sysenter`, which the
+//!   vDSO's `__kernel_vsyscall` uses): EAX is the number, EBX, ECX, EDX, ESI, EDI, EBP arguments
+//!   1–6 ([`Abi::I386`]). For `sysenter`, `__kernel_vsyscall` has pushed ECX, EDX and EBP and
+//!   moved ESP into EBP, so argument 6 is the word at `[EBP]` on the user stack.
+//! * x86_64 kernel, 64-bit code: `entry_SYSCALL_64` (`syscall`): RAX is the number, RDI, RSI,
+//!   RDX, R10, R8, R9 the arguments ([`Abi::X86_64`]); it returns to RCX with the same RSP.
+//! * x86_64 kernel, 32-bit code (the i386 table): `entry_SYSENTER_compat` as i386's `sysenter`;
+//!   `entry_SYSCALL_compat` (`syscall` from compatibility mode, AMD): the vDSO copies ECX to EBP
+//!   first (`syscall` overwrites ECX), so argument 2 is EBP and argument 6 the word at `[ESP]`;
+//!   `int $0x80`: `entry_INT80_compat` (registers live, hardware frame of 8-byte words) or, on
+//!   6.1 stable kernels, `int80_emulation`, whose argument (RDI) is the `pt_regs` holding the
+//!   caller's registers (offsets from the profile). `int $0x80` from 64-bit code also uses the
+//!   i386 table.
+//!
 //! Without a usable profile the plugin falls back to looking at the instruction that ended each
-//! user-mode block (`cd 80` / `0f 34`), which needs the after-block hook as well (the hook may
-//! come before the `int $0x80` is delivered — registers as at the instruction — or after).
+//! user-mode block (`cd 80` / `0f 34` / `0f 05`), which needs the after-block hook as well (the
+//! hook may come before the `int $0x80` is delivered — registers as at the instruction — or
+//! after).
 //!
 //! **Return.** The first user-mode block of the same task (the per-cpu current task from
 //! `osi_linux`; without it, the address space) whose stack pointer is the one the call will
 //! return with (for `int $0x80` the user ESP and EIP saved in the hardware frame; for `sysenter`
-//! the EBP at entry) is the return, and EAX there is the result (−4095..−1: −errno). A signal
+//! the EBP at entry; for `syscall` RCX and RSP at entry) is the return, and EAX (RAX for
+//! [`Abi::X86_64`]) there is the result (−4095..−1: −errno). A signal
 //! handler that runs first (another stack) is skipped; calls it makes nest. A return onto an
 //! `int $0x80` instruction is a restart, not a return: the restarted call supersedes the pending
 //! one (outcome `interrupted`). `execve` returns at the first user block whatever the stack (the
@@ -51,12 +66,12 @@ use ailuro_plugin::{hook, ArgInfo, Args, Cx, LoadCx, Plugin, PluginInfo};
 
 use crate::decode;
 use crate::linux::OsiLinux;
-use crate::systable::{self, Spec, A, R};
+use crate::systable::{self, Abi, Spec, A, R};
 
 /// Registry entry.
 pub const INFO: PluginInfo = PluginInfo {
     name: "syscalls",
-    about: "every i386 Linux system call: decoded arguments, return value, process (text file and plog)",
+    about: "every Linux system call (i386, x86_64): decoded arguments, return value, process (text file and plog)",
     args: ARGS,
     deps: &["osi_linux"],
     make,
@@ -93,8 +108,13 @@ const STR_MAX: usize = 256;
 const ARGV_MAX: usize = 32;
 /// Nesting of pending calls per task (signal handlers).
 const DEPTH_MAX: usize = 16;
-/// Key bit marking an address-space key (no task known).
-const ASID_KEY: u64 = 1 << 63;
+/// Whose calls are pending: a task (its `task_struct`), or an address space when no task is
+/// known. (Not one number with a marker bit: x86_64 kernel addresses use every bit.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Task(u64),
+    Asid(u64),
+}
 
 /// How the call entered the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,14 +123,57 @@ pub enum Via {
     Int80,
     /// `sysenter`.
     Sysenter,
+    /// `syscall` from 64-bit code (x86_64 table).
+    Syscall,
+    /// `syscall` from compatibility mode (a 32-bit process under an x86_64 kernel; i386 table).
+    Syscall32,
 }
 
 impl Via {
-    /// `int80` or `sysenter`.
+    /// `int80`, `sysenter`, `syscall` or `syscall32`.
     pub fn name(self) -> &'static str {
         match self {
             Via::Int80 => "int80",
             Via::Sysenter => "sysenter",
+            Via::Syscall => "syscall",
+            Via::Syscall32 => "syscall32",
+        }
+    }
+
+    /// The system-call convention (and table) of calls that enter this way.
+    pub fn abi(self) -> Abi {
+        match self {
+            Via::Syscall => Abi::X86_64,
+            _ => Abi::I386,
+        }
+    }
+}
+
+/// Where an entry's registers are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// At the `int $0x80` handler: registers live, the hardware frame on the kernel stack.
+    Int80Frame,
+    /// The `int $0x80` at this user address retired but is not delivered yet (the
+    /// instruction fallback in user mode): registers live, returns to the next instruction.
+    Int80User(u64),
+    /// At `int80_emulation`: the caller's registers are in the `pt_regs` RDI points to.
+    Int80PtRegs,
+    /// At the `sysenter` handler (i386 or compat).
+    Sysenter,
+    /// At the 64-bit `syscall` handler.
+    Syscall64,
+    /// At the compatibility-mode `syscall` handler.
+    Syscall32,
+}
+
+impl Entry {
+    fn via(self) -> Via {
+        match self {
+            Entry::Int80Frame | Entry::Int80User(_) | Entry::Int80PtRegs => Via::Int80,
+            Entry::Sysenter => Via::Sysenter,
+            Entry::Syscall64 => Via::Syscall,
+            Entry::Syscall32 => Via::Syscall32,
         }
     }
 }
@@ -137,13 +200,16 @@ pub struct SyscallEvent {
     pub entry_icount: u64,
     /// Program point of the return (first user instruction back), if it returned.
     pub return_icount: Option<u64>,
-    /// Number (EAX at entry).
+    /// Number (EAX / RAX at entry).
     pub nr: u32,
+    /// Which table `nr` is in: [`Abi::I386`] (also 32-bit processes under an x86_64 kernel)
+    /// or [`Abi::X86_64`].
+    pub abi: Abi,
     /// Name (`syscall_NNN` for numbers the table does not know).
     pub name: String,
-    /// Raw arguments 1–6.
+    /// Raw arguments 1–6 (32-bit values for [`Abi::I386`]).
     pub args: [u64; 6],
-    /// EAX at the return (sign-extended from 32 bits).
+    /// EAX at the return (sign-extended from 32 bits), RAX for [`Abi::X86_64`].
     pub ret: Option<i64>,
     /// How it ended.
     pub outcome: Outcome,
@@ -192,8 +258,8 @@ impl SyscallEvent {
         match (self.outcome, self.ret) {
             (Outcome::Returned, Some(r)) => match self.errno() {
                 Some(e) => format!("{r} {}", decode::errno_name(e).unwrap_or("")).trim_end().to_string(),
-                None => match systable::lookup(self.nr).map(|s| s.ret) {
-                    Some(R::Addr) => format!("{:#x}", r as u32),
+                None => match systable::lookup_abi(self.abi, self.nr).map(|s| s.ret) {
+                    Some(R::Addr) => format!("{:#x}", r as u64 & self.abi.mask()),
                     Some(R::Oct) => format!("0{:o}", r),
                     _ => r.to_string(),
                 },
@@ -238,9 +304,42 @@ enum Mode {
     /// Not known yet (no profile decided).
     Undecided,
     /// Blocks starting at these kernel addresses.
-    Symbols { int80: Option<u64>, sysenter: Option<u64> },
+    Symbols(Entries),
     /// The instruction ending a user block (no usable profile).
     Opcodes,
+}
+
+/// The kernel's system-call entry points (from `osi_linux`'s profile, slid by KASLR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Entries {
+    int80: Option<u64>,
+    int80_regs: Option<u64>,
+    sysenter: Option<u64>,
+    syscall64: Option<u64>,
+    syscall32: Option<u64>,
+}
+
+impl Entries {
+    fn any(&self) -> bool {
+        *self != Entries::default()
+    }
+
+    fn at(&self, pc: u64) -> Option<Entry> {
+        let is = |e: Option<u64>| e == Some(pc);
+        if is(self.syscall64) {
+            Some(Entry::Syscall64)
+        } else if is(self.int80) {
+            Some(Entry::Int80Frame)
+        } else if is(self.int80_regs) {
+            Some(Entry::Int80PtRegs)
+        } else if is(self.sysenter) {
+            Some(Entry::Sysenter)
+        } else if is(self.syscall32) {
+            Some(Entry::Syscall32)
+        } else {
+            None
+        }
+    }
 }
 
 /// The `syscalls` plugin.
@@ -254,12 +353,16 @@ pub struct Syscalls {
     kernel_since_user: bool,
     /// The current block started in user mode (opcode mode).
     block_user: bool,
-    pending: BTreeMap<u64, Vec<Pending>>,
+    /// Its code width (`syscall` from 64-bit code or compatibility mode).
+    block_bits: u32,
+    /// `pt_regs` offsets for `int80_emulation` entries.
+    pt_regs: Option<crate::linux::PtRegsLayout>,
+    pending: BTreeMap<Key, Vec<Pending>>,
     npending: usize,
     events: VecDeque<SyscallEvent>,
     next_seq: u64,
     recent_from: u64,
-    last_entry: Option<(u64, u64)>,
+    last_entry: Option<(u64, Key)>,
     counts: BTreeMap<String, u64>,
     failed: u64,
     write_error: Option<String>,
@@ -278,6 +381,8 @@ impl Syscalls {
             mode: Mode::Undecided,
             kernel_since_user: false,
             block_user: false,
+            block_bits: 32,
+            pt_regs: None,
             pending: BTreeMap::new(),
             npending: 0,
             events: VecDeque::new(),
@@ -334,9 +439,21 @@ impl Syscalls {
             self.mode = Mode::Opcodes;
             return;
         };
-        match osi.active(cx) {
-            Some(a) if a.l.entry_int80.is_some() || a.l.entry_sysenter.is_some() => {
-                self.mode = Mode::Symbols { int80: a.l.entry_int80, sysenter: a.l.entry_sysenter };
+        let entries = osi.active(cx).map(|a| {
+            let e = Entries {
+                int80: a.l.entry_int80,
+                // Only with the pt_regs offsets to read the caller's registers.
+                int80_regs: a.l.int80_emulation.filter(|_| a.l.pt_regs.is_some()),
+                sysenter: a.l.entry_sysenter,
+                syscall64: a.l.entry_syscall64,
+                syscall32: a.l.entry_syscall_compat,
+            };
+            (e, a.l.pt_regs)
+        });
+        match entries {
+            Some((e, regs)) if e.any() => {
+                self.mode = Mode::Symbols(e);
+                self.pt_regs = regs;
             }
             Some(_) => self.mode = Mode::Opcodes,
             None => {
@@ -348,37 +465,59 @@ impl Syscalls {
     }
 
     /// The key of the running task: its `task_struct`, else the address space.
-    fn task_key(cx: &Cx) -> u64 {
-        cx.plugin::<OsiLinux>().and_then(|o| o.current_task_addr(cx)).unwrap_or(cx.asid() | ASID_KEY)
+    fn task_key(cx: &Cx) -> Key {
+        cx.plugin::<OsiLinux>().and_then(|o| o.current_task_addr(cx)).map_or(Key::Asid(cx.asid()), Key::Task)
     }
 
-    /// A system call enters the kernel. `user_int80`: the `int $0x80` at this address retired
-    /// but is not delivered yet (the CPU is still in user mode, as the after-block hook sees it):
-    /// the return point is the next instruction and the current stack.
-    fn entry(&mut self, cx: &mut Cx, via: Via, user_int80: Option<u64>) {
+    /// A system call enters the kernel; `how` says where its registers are.
+    fn entry(&mut self, cx: &mut Cx, how: Entry) {
         let Some(cpu) = cx.cpu() else { return };
+        let via = how.via();
+        let abi = via.abi();
         let r = |n: usize| cpu.reg(n) & 0xffff_ffff;
-        let nr = r(EAX) as u32;
+        let named = |n: &str| cpu.reg_index(n).map_or(0, |i| cpu.reg(i));
+        let mut nr = r(EAX) as u32;
         let mut args = [r(EBX), r(ECX), r(EDX), r(ESI), r(EDI), r(EBP)];
         let (mut expect_pc, mut expect_sp) = (None, None);
-        match via {
-            Via::Int80 if user_int80.is_some() => {
-                expect_pc = user_int80.map(|pc| (pc + 2) & 0xffff_ffff);
-                expect_sp = Some(r(ESP));
+        match how {
+            Entry::Int80User(pc) => {
+                // In 64-bit code the next instruction and the stack are 64-bit addresses.
+                let mask = if cpu.bits() == 64 { u64::MAX } else { 0xffff_ffff };
+                expect_pc = Some(pc.wrapping_add(2) & mask);
+                expect_sp = Some(cpu.reg(ESP) & mask);
             }
-            Via::Int80 => {
-                // The hardware frame: EIP, CS, EFLAGS, ESP, SS of the caller.
-                let mut f = [0u8; 20];
-                if cx.read_virt(r(ESP), &mut f) {
-                    let w =
-                        |i: usize| u64::from(u32::from_le_bytes(f[4 * i..4 * i + 4].try_into().unwrap_or_default()));
-                    if w(1) & 3 == 3 {
-                        expect_pc = Some(w(0));
-                        expect_sp = Some(w(3));
+            Entry::Int80Frame => {
+                // The hardware frame: EIP, CS, EFLAGS, ESP, SS of the caller (8-byte words when
+                // the handler is 64-bit code).
+                let w = if cpu.bits() == 64 { 8 } else { 4 };
+                let mut f = [0u8; 40];
+                if cx.read_virt(cpu.reg(ESP), &mut f[..5 * w]) {
+                    let word = |i: usize| le(&f[w * i..w * i + w]);
+                    if word(1) & 3 == 3 {
+                        expect_pc = Some(word(0));
+                        expect_sp = Some(word(3));
                     }
                 }
             }
-            Via::Sysenter => {
+            Entry::Int80PtRegs => {
+                // int80_emulation(struct pt_regs *regs): the caller's registers as saved.
+                let Some(pr) = self.pt_regs else { return };
+                let base = cpu.reg(EDI);
+                let field = |off: u64| {
+                    let mut b = [0u8; 8];
+                    cx.read_virt(base.wrapping_add(off), &mut b).then(|| u64::from_le_bytes(b))
+                };
+                let (Some(ax), Some(cs)) = (field(pr.ax), field(pr.cs)) else { return };
+                if cs & 3 != 3 {
+                    return; // not from user mode
+                }
+                nr = ax as u32;
+                let g = |off: u64| field(off).unwrap_or(0) & 0xffff_ffff;
+                args = [g(pr.bx), g(pr.cx), g(pr.dx), g(pr.si), g(pr.di), g(pr.bp)];
+                expect_pc = field(pr.ip);
+                expect_sp = field(pr.sp);
+            }
+            Entry::Sysenter => {
                 // __kernel_vsyscall: push ecx; push edx; push ebp; mov esp, ebp; sysenter.
                 let ebp = r(EBP);
                 expect_sp = Some(ebp);
@@ -386,22 +525,39 @@ impl Syscalls {
                     args[5] = u64::from(a6);
                 }
             }
+            Entry::Syscall64 => {
+                nr = r(EAX) as u32;
+                args = [cpu.reg(EDI), cpu.reg(ESI), cpu.reg(EDX), named("r10"), named("r8"), named("r9")];
+                // SYSCALL saved the return RIP in RCX; the stack pointer is untouched.
+                expect_pc = Some(cpu.reg(ECX));
+                expect_sp = Some(cpu.reg(ESP));
+            }
+            Entry::Syscall32 => {
+                // The vDSO: push ecx; push edx; push ebp; mov ecx, ebp; syscall. Argument 2 is
+                // in EBP, argument 6 on the user stack; SYSCALL saved the return EIP in ECX.
+                let esp = r(ESP);
+                args[1] = r(EBP);
+                args[5] = cx.read_virt_u32(esp).map_or(0, u64::from);
+                expect_pc = Some(r(ECX));
+                expect_sp = Some(esp);
+            }
         }
         let osi = cx.plugin::<OsiLinux>();
         let proc = osi.and_then(|o| o.current_process(cx));
         let asid = cx.asid();
-        let key = proc.as_ref().map_or(asid | ASID_KEY, |p| p.task);
+        let key = proc.as_ref().map_or(Key::Asid(asid), |p| Key::Task(p.task));
         if self.last_entry == Some((cx.icount, key)) {
             return;
         }
         self.last_entry = Some((cx.icount, key));
-        let spec = systable::lookup(nr);
+        let spec = systable::lookup_abi(abi, nr);
         let name = spec.map_or_else(|| format!("syscall_{nr}"), |s| s.name.to_string());
         let mut ev = SyscallEvent {
             seq: 0,
             entry_icount: cx.icount,
             return_icount: None,
             nr,
+            abi,
             name,
             args,
             ret: None,
@@ -432,6 +588,7 @@ impl Syscalls {
                     .list("args", raw)
                     .field("call", call.as_str())
                     .field("via", via.name())
+                    .field("abi", abi.name())
             });
         }
         if spec.is_some_and(|s| s.ret == R::None) {
@@ -472,10 +629,12 @@ impl Syscalls {
         let Some(stack) = self.pending.get(&key) else { return };
         let Some(top) = stack.last() else { return };
         let Some(cpu) = cx.cpu() else { return };
-        let (pc, sp) = (cx.pc & 0xffff_ffff, cpu.reg(ESP) & 0xffff_ffff);
+        // The view gives 32-bit values outside long mode, and a compatibility-mode process's
+        // RSP has a zero upper half: both compare with what the entry saved.
+        let (pc, sp) = (cx.pc, cpu.reg(ESP));
         // A successful exec returns in the new program, anywhere. Only a task key follows it:
         // an address-space key would meet another process that got the old page directory.
-        let exec = matches!(top.ev.nr, 11 | 358) && key & ASID_KEY == 0;
+        let exec = is_exec(&top.ev) && matches!(key, Key::Task(_));
         let matches = top.expect_sp.is_none_or(|e| e == sp) && top.expect_pc.is_none_or(|e| e == pc);
         if !exec && !matches {
             return; // a signal handler, or another context of this task
@@ -487,7 +646,10 @@ impl Syscalls {
                 return;
             }
         }
-        let ret = cpu.reg(EAX) as u32 as i32 as i64;
+        let ret = match top.ev.abi {
+            Abi::X86_64 => cpu.reg(EAX) as i64,
+            Abi::I386 => cpu.reg(EAX) as u32 as i32 as i64,
+        };
         let stack = self.pending.get_mut(&key).expect("checked");
         let p = stack.pop().expect("checked");
         if stack.is_empty() {
@@ -504,9 +666,9 @@ impl Syscalls {
             ev.ret = Some(r);
             ev.return_icount = Some(cx.icount);
             ev.outcome = Outcome::Returned;
-            let spec = systable::lookup(ev.nr);
+            let spec = systable::lookup_abi(ev.abi, ev.nr);
             self.decode_return(cx, spec, &mut ev, &todo);
-            if matches!(ev.nr, 11 | 358) && r == 0 {
+            if is_exec(&ev) && r == 0 {
                 ev.comm_after = cx.plugin::<OsiLinux>().and_then(|o| o.current_process(cx)).map(|p| p.comm);
             }
             if cx.has_plog() {
@@ -579,7 +741,7 @@ impl Syscalls {
                     ev.data = Some(raw);
                     s
                 }),
-                A::Argv => Some(match read_argv(cx, v) {
+                A::Argv => Some(match read_argv(cx, v, ev.abi) {
                     Some((list, more)) => {
                         let mut parts: Vec<String> =
                             list.iter().map(|a| decode::escape(a, a.len() >= STR_MAX)).collect();
@@ -591,7 +753,7 @@ impl Syscalls {
                     }
                     None => hex_or_null(v),
                 }),
-                A::Envp => Some(match read_argv(cx, v) {
+                A::Envp => Some(match read_argv(cx, v, ev.abi) {
                     Some((list, more)) => {
                         format!("{:#x} /* {}{} vars */", v, list.len(), if more { "+" } else { "" })
                     }
@@ -603,9 +765,9 @@ impl Syscalls {
             ev.shown.push(shown.unwrap_or_else(|| hex_or_null(v)));
         }
         // open/openat use the mode only with O_CREAT or O_TMPFILE (strace omits it otherwise).
-        let flags = match ev.nr {
-            5 => Some(ev.args[1]),
-            295 => Some(ev.args[2]),
+        let flags = match ev.name.as_str() {
+            "open" => Some(ev.args[1]),
+            "openat" => Some(ev.args[2]),
             _ => None,
         };
         if flags.is_some_and(|f| f & (0o100 | 0o20000000) == 0) {
@@ -619,7 +781,7 @@ impl Syscalls {
     fn decode_return(&self, cx: &Cx, spec: Option<&Spec>, ev: &mut SyscallEvent, todo: &[bool]) {
         let Some(spec) = spec else { return };
         let ret = ev.ret.unwrap_or(-1);
-        let exec_ok = matches!(ev.nr, 11 | 358) && ret == 0; // the old address space is gone
+        let exec_ok = is_exec(ev) && ret == 0; // the old address space is gone
         for (i, kind) in spec.args.iter().enumerate() {
             if !todo.get(i).copied().unwrap_or(false) {
                 continue;
@@ -674,6 +836,19 @@ impl Syscalls {
     }
 }
 
+/// `execve` or `execveat` (in either table).
+fn is_exec(ev: &SyscallEvent) -> bool {
+    matches!(ev.name.as_str(), "execve" | "execveat")
+}
+
+/// A little-endian word of 4 or 8 bytes.
+fn le(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(w)
+}
+
 fn hex_or_null(v: u64) -> String {
     if v == 0 {
         "NULL".into()
@@ -685,48 +860,60 @@ fn hex_or_null(v: u64) -> String {
 /// A scalar argument.
 fn scalar(kind: A, v: u64) -> String {
     let i = v as u32 as i32;
+    // C `int`/`unsigned int` arguments: on x86_64 the upper half of the register is not part
+    // of the value.
+    let w = v & 0xffff_ffff;
     match kind {
         A::Int | A::Fd => i.to_string(),
-        A::UInt => (v as u32).to_string(),
+        A::UInt => w.to_string(),
+        A::Long => (v as i64).to_string(),
+        A::ULong => v.to_string(),
         A::Hex => format!("{v:#x}"),
         A::Ptr => hex_or_null(v),
-        A::DirFd => decode::dirfd(v),
-        A::OpenFlags => decode::open_flags(v),
-        A::Mode if v == 0 => "0".into(),
-        A::Mode => format!("0{v:o}"),
-        A::Prot => decode::prot(v),
-        A::MapFlags => decode::map_flags(v),
+        A::DirFd => decode::dirfd(w),
+        A::OpenFlags => decode::open_flags(w),
+        A::Mode if w == 0 => "0".into(),
+        A::Mode => format!("0{w:o}"),
+        A::Prot => decode::prot(w),
+        A::MapFlags => decode::map_flags(w),
         A::CloneFlags => decode::clone_flags(v),
-        A::Signal => decode::signal(v),
-        A::Whence => decode::whence(v),
-        A::Fcntl => decode::fcntl_cmd(v),
-        A::Ioctl => decode::ioctl_req(v),
-        A::AccessMode => decode::access_mode(v),
-        A::AtFlags => decode::at_flags(v),
-        A::WaitOpts => decode::wait_opts(v),
-        A::SigHow => decode::sig_how(v),
-        A::ClockId => decode::clock_id(v),
-        A::RebootCmd => decode::reboot_cmd(v),
-        A::SocketCall => decode::socketcall(v),
+        A::Signal => decode::signal(w),
+        A::Whence => decode::whence(w),
+        A::Fcntl => decode::fcntl_cmd(w),
+        A::Ioctl => decode::ioctl_req(w),
+        A::AccessMode => decode::access_mode(w),
+        A::AtFlags => decode::at_flags(w),
+        A::WaitOpts => decode::wait_opts(w),
+        A::SigHow => decode::sig_how(w),
+        A::ClockId => decode::clock_id(w),
+        A::RebootCmd => decode::reboot_cmd(w),
+        A::SocketCall => decode::socketcall(w),
         A::Path | A::Str | A::InBuf(_) | A::OutBuf | A::OutStr | A::Argv | A::Envp => hex_or_null(v),
     }
 }
 
-/// A NULL-terminated array of string pointers: (strings, truncated).
-fn read_argv(cx: &Cx, v: u64) -> Option<(Vec<Vec<u8>>, bool)> {
+/// A NULL-terminated array of string pointers (of the convention's width): (strings,
+/// truncated).
+fn read_argv(cx: &Cx, v: u64, abi: Abi) -> Option<(Vec<Vec<u8>>, bool)> {
     if v == 0 {
         return None;
     }
+    let w: u64 = if abi == Abi::X86_64 { 8 } else { 4 };
     let mut out = Vec::new();
     for i in 0..=ARGV_MAX {
-        let p = cx.read_virt_u32(v + 4 * i as u64)?;
+        let mut b = [0u8; 8];
+        let at = v.wrapping_add(w * i as u64) & abi.mask();
+        if !cx.read_virt(at, &mut b[..w as usize]) {
+            return None;
+        }
+        let p = u64::from_le_bytes(b);
         if p == 0 {
             return Some((out, false));
         }
         if i == ARGV_MAX {
             return Some((out, true));
         }
-        out.push(cx.read_virt_cstr(u64::from(p), STR_MAX).unwrap_or_default());
+        out.push(cx.read_virt_cstr(p, STR_MAX).unwrap_or_default());
     }
     Some((out, true))
 }
@@ -772,17 +959,17 @@ impl Plugin for Syscalls {
         let Some(cpu) = cx.cpu() else { return };
         let kernel = cpu.in_kernel();
         self.block_user = !kernel;
+        if !kernel {
+            self.block_bits = cpu.bits();
+        }
         if kernel {
             self.kernel_since_user = true;
             if self.mode == Mode::Undecided {
                 self.decide_mode(cx);
             }
-            if let Mode::Symbols { int80, sysenter } = self.mode {
-                let pc = cx.pc & 0xffff_ffff;
-                if Some(pc) == int80 {
-                    self.entry(cx, Via::Int80, None);
-                } else if Some(pc) == sysenter {
-                    self.entry(cx, Via::Sysenter, None);
+            if let Mode::Symbols(entries) = self.mode {
+                if let Some(how) = entries.at(cx.pc) {
+                    self.entry(cx, how);
                 }
             }
         } else if self.kernel_since_user {
@@ -806,8 +993,12 @@ impl Plugin for Syscalls {
         let kernel = cx.cpu().is_some_and(|c| c.in_kernel());
         match insn {
             // reported before the interrupt is delivered (user mode) or after (kernel mode)
-            [0xcd, 0x80] => self.entry(cx, Via::Int80, (!kernel).then_some(pc & 0xffff_ffff)),
-            [0x0f, 0x34] if kernel => self.entry(cx, Via::Sysenter, None),
+            [0xcd, 0x80] if kernel => self.entry(cx, Entry::Int80Frame),
+            [0xcd, 0x80] => self.entry(cx, Entry::Int80User(pc)),
+            [0x0f, 0x34] if kernel => self.entry(cx, Entry::Sysenter),
+            // SYSCALL: from 64-bit code or from compatibility mode (the block's width).
+            [0x0f, 0x05] if kernel && self.block_bits == 64 => self.entry(cx, Entry::Syscall64),
+            [0x0f, 0x05] if kernel => self.entry(cx, Entry::Syscall32),
             _ => {}
         }
     }

@@ -1,18 +1,26 @@
-//! The i386 Linux system-call table (numbers, names, argument types), as of Linux 6.1.
+//! The Linux system-call tables (numbers, names, argument types) of i386 ([`TABLE`], also what
+//! 32-bit processes use under a 64-bit kernel) and x86_64 ([`TABLE_64`]), as of Linux 6.1.
 //!
-//! Written from the kernel's documented ABI (`arch/x86/entry/syscalls/syscall_32.tbl` numbering
-//! and the `SYSCALL_DEFINE` prototypes, with the i386 argument order: `clone` is
-//! `CLONE_BACKWARDS` — flags, newsp, parent_tid, tls, child_tid; 64-bit offsets are split into
-//! two registers, low word first). Numbers without an entry point in the kernel (`break`, `stty`,
-//! ...) are listed by name with no arguments; they fail with `-ENOSYS`.
+//! Written from the kernel's documented ABI (`arch/x86/entry/syscalls/syscall_32.tbl` and
+//! `syscall_64.tbl` numbering and the `SYSCALL_DEFINE` prototypes). i386 argument order: `clone`
+//! is `CLONE_BACKWARDS` — flags, newsp, parent_tid, tls, child_tid; 64-bit offsets are split into
+//! two registers, low word first. x86_64: `clone` is flags, newsp, parent_tid, child_tid, tls;
+//! offsets and sizes are whole registers ([`A::Long`], [`A::ULong`]); `mmap` takes its six
+//! arguments in registers. Numbers without an entry point in the kernel (`break`, `tuxcall`,
+//! ...) are listed by name with no arguments; they fail with `-ENOSYS`. The x32 ABI (numbers
+//! with bit 30 set, disabled in Debian's kernels) is not decoded.
 
 /// How an argument is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum A {
     /// Signed decimal.
     Int,
-    /// Unsigned decimal (sizes, counts, ids).
+    /// Unsigned decimal (sizes, counts, ids), 32 bits.
     UInt,
+    /// Signed decimal of the register's width (x86_64 `off_t`, `long`).
+    Long,
+    /// Unsigned decimal of the register's width (x86_64 `size_t`).
+    ULong,
     /// Hexadecimal (opaque values, flags without a decoder).
     Hex,
     /// A pointer: hex, or `NULL`.
@@ -82,12 +90,42 @@ pub enum R {
     None,
 }
 
+/// Which system-call convention (and table) a call used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Abi {
+    /// 32-bit: i386 kernels, and 32-bit processes under a 64-bit kernel (`int $0x80`,
+    /// `sysenter`, compatibility-mode `syscall`). Number in EAX, arguments EBX, ECX, EDX, ESI,
+    /// EDI, EBP; [`TABLE`].
+    I386,
+    /// x86_64 `syscall` from 64-bit code: number in RAX, arguments RDI, RSI, RDX, R10, R8, R9;
+    /// [`TABLE_64`].
+    X86_64,
+}
+
+impl Abi {
+    /// `i386` or `x86_64`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Abi::I386 => "i386",
+            Abi::X86_64 => "x86_64",
+        }
+    }
+
+    /// The mask of a value of the convention's register width.
+    pub fn mask(self) -> u64 {
+        match self {
+            Abi::I386 => 0xffff_ffff,
+            Abi::X86_64 => u64::MAX,
+        }
+    }
+}
+
 /// One system call.
 #[derive(Clone, Copy, Debug)]
 pub struct Spec {
-    /// Number (EAX).
+    /// Number (EAX / RAX).
     pub nr: u32,
-    /// Name as in `syscall_32.tbl`.
+    /// Name as in `syscall_32.tbl` / `syscall_64.tbl`.
     pub name: &'static str,
     /// Argument types (the count is the arity).
     pub args: &'static [A],
@@ -553,9 +591,385 @@ pub static TABLE: &[Spec] = &[
     s(450, "set_mempolicy_home_node", &[Ptr, UInt, UInt, Hex]),
 ];
 
-/// The call with number `nr`, if the table has it.
+/// The x86_64 table (`syscall_64.tbl`: the `common` and `64` entries, 0–334 and 424–450).
+/// Sorted by number, no duplicates (a test checks).
+pub static TABLE_64: &[Spec] = &[
+    s(0, "read", &[Fd, OutBuf, ULong]),
+    s(1, "write", &[Fd, InBuf(2), ULong]),
+    s(2, "open", &[Path, OpenFlags, Mode]),
+    s(3, "close", &[Fd]),
+    s(4, "stat", &[Path, Ptr]),
+    s(5, "fstat", &[Fd, Ptr]),
+    s(6, "lstat", &[Path, Ptr]),
+    s(7, "poll", &[Ptr, UInt, Int]),
+    s(8, "lseek", &[Fd, Long, Whence]),
+    addr(9, "mmap", &[Ptr, ULong, Prot, MapFlags, Fd, Hex]),
+    s(10, "mprotect", &[Ptr, ULong, Prot]),
+    s(11, "munmap", &[Ptr, ULong]),
+    addr(12, "brk", &[Ptr]),
+    s(13, "rt_sigaction", &[Signal, Ptr, Ptr, UInt]),
+    s(14, "rt_sigprocmask", &[SigHow, Ptr, Ptr, UInt]),
+    noret(15, "rt_sigreturn", &[]),
+    s(16, "ioctl", &[Fd, Ioctl, Hex]),
+    s(17, "pread64", &[Fd, OutBuf, ULong, Long]),
+    s(18, "pwrite64", &[Fd, InBuf(2), ULong, Long]),
+    s(19, "readv", &[Fd, Ptr, UInt]),
+    s(20, "writev", &[Fd, Ptr, UInt]),
+    s(21, "access", &[Path, AccessMode]),
+    s(22, "pipe", &[Ptr]),
+    s(23, "select", &[Int, Ptr, Ptr, Ptr, Ptr]),
+    s(24, "sched_yield", &[]),
+    addr(25, "mremap", &[Ptr, ULong, ULong, Hex, Ptr]),
+    s(26, "msync", &[Ptr, ULong, Hex]),
+    s(27, "mincore", &[Ptr, UInt, Ptr]),
+    s(28, "madvise", &[Ptr, ULong, Int]),
+    s(29, "shmget", &[Int, ULong, Hex]),
+    addr(30, "shmat", &[Int, Ptr, Hex]),
+    s(31, "shmctl", &[Int, Int, Ptr]),
+    s(32, "dup", &[Fd]),
+    s(33, "dup2", &[Fd, Fd]),
+    s(34, "pause", &[]),
+    s(35, "nanosleep", &[Ptr, Ptr]),
+    s(36, "getitimer", &[Int, Ptr]),
+    s(37, "alarm", &[UInt]),
+    s(38, "setitimer", &[Int, Ptr, Ptr]),
+    s(39, "getpid", &[]),
+    s(40, "sendfile", &[Fd, Fd, Ptr, ULong]),
+    s(41, "socket", &[Int, Hex, Int]),
+    s(42, "connect", &[Fd, Ptr, UInt]),
+    s(43, "accept", &[Fd, Ptr, Ptr]),
+    s(44, "sendto", &[Fd, InBuf(2), ULong, Hex, Ptr, UInt]),
+    s(45, "recvfrom", &[Fd, OutBuf, ULong, Hex, Ptr, Ptr]),
+    s(46, "sendmsg", &[Fd, Ptr, Hex]),
+    s(47, "recvmsg", &[Fd, Ptr, Hex]),
+    s(48, "shutdown", &[Fd, Int]),
+    s(49, "bind", &[Fd, Ptr, UInt]),
+    s(50, "listen", &[Fd, Int]),
+    s(51, "getsockname", &[Fd, Ptr, Ptr]),
+    s(52, "getpeername", &[Fd, Ptr, Ptr]),
+    s(53, "socketpair", &[Int, Hex, Int, Ptr]),
+    s(54, "setsockopt", &[Fd, Int, Int, Ptr, UInt]),
+    s(55, "getsockopt", &[Fd, Int, Int, Ptr, Ptr]),
+    s(56, "clone", &[CloneFlags, Ptr, Ptr, Ptr, Ptr]),
+    s(57, "fork", &[]),
+    s(58, "vfork", &[]),
+    s(59, "execve", &[Path, Argv, Envp]),
+    noret(60, "exit", &[Int]),
+    s(61, "wait4", &[Int, Ptr, WaitOpts, Ptr]),
+    s(62, "kill", &[Int, Signal]),
+    s(63, "uname", &[Ptr]),
+    s(64, "semget", &[Int, Int, Hex]),
+    s(65, "semop", &[Int, Ptr, UInt]),
+    s(66, "semctl", &[Int, Int, Int, Hex]),
+    s(67, "shmdt", &[Ptr]),
+    s(68, "msgget", &[Int, Hex]),
+    s(69, "msgsnd", &[Int, Ptr, UInt, Hex]),
+    s(70, "msgrcv", &[Int, Ptr, UInt, Int, Hex]),
+    s(71, "msgctl", &[Int, Int, Ptr]),
+    s(72, "fcntl", &[Fd, Fcntl, Hex]),
+    s(73, "flock", &[Fd, Int]),
+    s(74, "fsync", &[Fd]),
+    s(75, "fdatasync", &[Fd]),
+    s(76, "truncate", &[Path, Long]),
+    s(77, "ftruncate", &[Fd, Long]),
+    s(78, "getdents", &[Fd, Ptr, UInt]),
+    s(79, "getcwd", &[OutStr, ULong]),
+    s(80, "chdir", &[Path]),
+    s(81, "fchdir", &[Fd]),
+    s(82, "rename", &[Path, Path]),
+    s(83, "mkdir", &[Path, Mode]),
+    s(84, "rmdir", &[Path]),
+    s(85, "creat", &[Path, Mode]),
+    s(86, "link", &[Path, Path]),
+    s(87, "unlink", &[Path]),
+    s(88, "symlink", &[Str, Path]),
+    s(89, "readlink", &[Path, OutBuf, ULong]),
+    s(90, "chmod", &[Path, Mode]),
+    s(91, "fchmod", &[Fd, Mode]),
+    s(92, "chown", &[Path, UInt, UInt]),
+    s(93, "fchown", &[Fd, UInt, UInt]),
+    s(94, "lchown", &[Path, UInt, UInt]),
+    Spec { nr: 95, name: "umask", args: &[Mode], ret: R::Oct },
+    s(96, "gettimeofday", &[Ptr, Ptr]),
+    s(97, "getrlimit", &[UInt, Ptr]),
+    s(98, "getrusage", &[Int, Ptr]),
+    s(99, "sysinfo", &[Ptr]),
+    s(100, "times", &[Ptr]),
+    s(101, "ptrace", &[Int, Int, Ptr, Ptr]),
+    s(102, "getuid", &[]),
+    s(103, "syslog", &[Int, Ptr, Int]),
+    s(104, "getgid", &[]),
+    s(105, "setuid", &[UInt]),
+    s(106, "setgid", &[UInt]),
+    s(107, "geteuid", &[]),
+    s(108, "getegid", &[]),
+    s(109, "setpgid", &[Int, Int]),
+    s(110, "getppid", &[]),
+    s(111, "getpgrp", &[]),
+    s(112, "setsid", &[]),
+    s(113, "setreuid", &[UInt, UInt]),
+    s(114, "setregid", &[UInt, UInt]),
+    s(115, "getgroups", &[Int, Ptr]),
+    s(116, "setgroups", &[Int, Ptr]),
+    s(117, "setresuid", &[UInt, UInt, UInt]),
+    s(118, "getresuid", &[Ptr, Ptr, Ptr]),
+    s(119, "setresgid", &[UInt, UInt, UInt]),
+    s(120, "getresgid", &[Ptr, Ptr, Ptr]),
+    s(121, "getpgid", &[Int]),
+    s(122, "setfsuid", &[UInt]),
+    s(123, "setfsgid", &[UInt]),
+    s(124, "getsid", &[Int]),
+    s(125, "capget", &[Ptr, Ptr]),
+    s(126, "capset", &[Ptr, Ptr]),
+    s(127, "rt_sigpending", &[Ptr, UInt]),
+    s(128, "rt_sigtimedwait", &[Ptr, Ptr, Ptr, UInt]),
+    s(129, "rt_sigqueueinfo", &[Int, Signal, Ptr]),
+    s(130, "rt_sigsuspend", &[Ptr, UInt]),
+    s(131, "sigaltstack", &[Ptr, Ptr]),
+    s(132, "utime", &[Path, Ptr]),
+    s(133, "mknod", &[Path, Mode, Hex]),
+    s(134, "uselib", &[Path]),
+    s(135, "personality", &[Hex]),
+    s(136, "ustat", &[Hex, Ptr]),
+    s(137, "statfs", &[Path, Ptr]),
+    s(138, "fstatfs", &[Fd, Ptr]),
+    s(139, "sysfs", &[Int, Hex, Hex]),
+    s(140, "getpriority", &[Int, Int]),
+    s(141, "setpriority", &[Int, Int, Int]),
+    s(142, "sched_setparam", &[Int, Ptr]),
+    s(143, "sched_getparam", &[Int, Ptr]),
+    s(144, "sched_setscheduler", &[Int, Int, Ptr]),
+    s(145, "sched_getscheduler", &[Int]),
+    s(146, "sched_get_priority_max", &[Int]),
+    s(147, "sched_get_priority_min", &[Int]),
+    s(148, "sched_rr_get_interval", &[Int, Ptr]),
+    s(149, "mlock", &[Ptr, ULong]),
+    s(150, "munlock", &[Ptr, ULong]),
+    s(151, "mlockall", &[Hex]),
+    s(152, "munlockall", &[]),
+    s(153, "vhangup", &[]),
+    s(154, "modify_ldt", &[Int, Ptr, UInt]),
+    s(155, "pivot_root", &[Path, Path]),
+    s(156, "_sysctl", &[Ptr]),
+    s(157, "prctl", &[Int, Hex, Hex, Hex, Hex]),
+    s(158, "arch_prctl", &[Hex, Hex]),
+    s(159, "adjtimex", &[Ptr]),
+    s(160, "setrlimit", &[UInt, Ptr]),
+    s(161, "chroot", &[Path]),
+    s(162, "sync", &[]),
+    s(163, "acct", &[Path]),
+    s(164, "settimeofday", &[Ptr, Ptr]),
+    s(165, "mount", &[Str, Path, Str, Hex, Ptr]),
+    s(166, "umount2", &[Path, Hex]),
+    s(167, "swapon", &[Path, Hex]),
+    s(168, "swapoff", &[Path]),
+    s(169, "reboot", &[Hex, Hex, RebootCmd, Ptr]),
+    s(170, "sethostname", &[InBuf(1), ULong]),
+    s(171, "setdomainname", &[InBuf(1), ULong]),
+    s(172, "iopl", &[UInt]),
+    s(173, "ioperm", &[Hex, UInt, Int]),
+    s(174, "create_module", &[]),
+    s(175, "init_module", &[Ptr, UInt, Str]),
+    s(176, "delete_module", &[Str, Hex]),
+    s(177, "get_kernel_syms", &[]),
+    s(178, "query_module", &[]),
+    s(179, "quotactl", &[Hex, Str, Int, Ptr]),
+    s(180, "nfsservctl", &[]),
+    s(181, "getpmsg", &[]),
+    s(182, "putpmsg", &[]),
+    s(183, "afs_syscall", &[]),
+    s(184, "tuxcall", &[]),
+    s(185, "security", &[]),
+    s(186, "gettid", &[]),
+    s(187, "readahead", &[Fd, Long, ULong]),
+    s(188, "setxattr", &[Path, Str, Ptr, UInt, Hex]),
+    s(189, "lsetxattr", &[Path, Str, Ptr, UInt, Hex]),
+    s(190, "fsetxattr", &[Fd, Str, Ptr, UInt, Hex]),
+    s(191, "getxattr", &[Path, Str, Ptr, UInt]),
+    s(192, "lgetxattr", &[Path, Str, Ptr, UInt]),
+    s(193, "fgetxattr", &[Fd, Str, Ptr, UInt]),
+    s(194, "listxattr", &[Path, Ptr, UInt]),
+    s(195, "llistxattr", &[Path, Ptr, UInt]),
+    s(196, "flistxattr", &[Fd, Ptr, UInt]),
+    s(197, "removexattr", &[Path, Str]),
+    s(198, "lremovexattr", &[Path, Str]),
+    s(199, "fremovexattr", &[Fd, Str]),
+    s(200, "tkill", &[Int, Signal]),
+    s(201, "time", &[Ptr]),
+    s(202, "futex", &[Ptr, Int, Int, Ptr, Ptr, Int]),
+    s(203, "sched_setaffinity", &[Int, UInt, Ptr]),
+    s(204, "sched_getaffinity", &[Int, UInt, Ptr]),
+    s(205, "set_thread_area", &[Ptr]),
+    s(206, "io_setup", &[UInt, Ptr]),
+    s(207, "io_destroy", &[Hex]),
+    s(208, "io_getevents", &[Hex, Int, Int, Ptr, Ptr]),
+    s(209, "io_submit", &[Hex, Int, Ptr]),
+    s(210, "io_cancel", &[Hex, Ptr, Ptr]),
+    s(211, "get_thread_area", &[Ptr]),
+    s(212, "lookup_dcookie", &[UInt, UInt, Ptr, UInt]),
+    s(213, "epoll_create", &[Int]),
+    s(214, "epoll_ctl_old", &[]),
+    s(215, "epoll_wait_old", &[]),
+    s(216, "remap_file_pages", &[Ptr, UInt, Hex, UInt, Hex]),
+    s(217, "getdents64", &[Fd, Ptr, UInt]),
+    s(218, "set_tid_address", &[Ptr]),
+    s(219, "restart_syscall", &[]),
+    s(220, "semtimedop", &[Int, Ptr, UInt, Ptr]),
+    s(221, "fadvise64", &[Fd, Long, Long, Int]),
+    s(222, "timer_create", &[ClockId, Ptr, Ptr]),
+    s(223, "timer_settime", &[Int, Hex, Ptr, Ptr]),
+    s(224, "timer_gettime", &[Int, Ptr]),
+    s(225, "timer_getoverrun", &[Int]),
+    s(226, "timer_delete", &[Int]),
+    s(227, "clock_settime", &[ClockId, Ptr]),
+    s(228, "clock_gettime", &[ClockId, Ptr]),
+    s(229, "clock_getres", &[ClockId, Ptr]),
+    s(230, "clock_nanosleep", &[ClockId, Hex, Ptr, Ptr]),
+    noret(231, "exit_group", &[Int]),
+    s(232, "epoll_wait", &[Fd, Ptr, Int, Int]),
+    s(233, "epoll_ctl", &[Fd, Int, Fd, Ptr]),
+    s(234, "tgkill", &[Int, Int, Signal]),
+    s(235, "utimes", &[Path, Ptr]),
+    s(236, "vserver", &[]),
+    s(237, "mbind", &[Ptr, UInt, Int, Ptr, UInt, Hex]),
+    s(238, "set_mempolicy", &[Int, Ptr, UInt]),
+    s(239, "get_mempolicy", &[Ptr, Ptr, UInt, Ptr, Hex]),
+    s(240, "mq_open", &[Str, OpenFlags, Mode, Ptr]),
+    s(241, "mq_unlink", &[Str]),
+    s(242, "mq_timedsend", &[Fd, Ptr, UInt, UInt, Ptr]),
+    s(243, "mq_timedreceive", &[Fd, Ptr, UInt, Ptr, Ptr]),
+    s(244, "mq_notify", &[Fd, Ptr]),
+    s(245, "mq_getsetattr", &[Fd, Ptr, Ptr]),
+    s(246, "kexec_load", &[Hex, UInt, Ptr, Hex]),
+    s(247, "waitid", &[Int, Int, Ptr, WaitOpts, Ptr]),
+    s(248, "add_key", &[Str, Str, Ptr, UInt, Int]),
+    s(249, "request_key", &[Str, Str, Str, Int]),
+    s(250, "keyctl", &[Int, Hex, Hex, Hex, Hex]),
+    s(251, "ioprio_set", &[Int, Int, Int]),
+    s(252, "ioprio_get", &[Int, Int]),
+    s(253, "inotify_init", &[]),
+    s(254, "inotify_add_watch", &[Fd, Path, Hex]),
+    s(255, "inotify_rm_watch", &[Fd, Int]),
+    s(256, "migrate_pages", &[Int, UInt, Ptr, Ptr]),
+    s(257, "openat", &[DirFd, Path, OpenFlags, Mode]),
+    s(258, "mkdirat", &[DirFd, Path, Mode]),
+    s(259, "mknodat", &[DirFd, Path, Mode, Hex]),
+    s(260, "fchownat", &[DirFd, Path, UInt, UInt, AtFlags]),
+    s(261, "futimesat", &[DirFd, Path, Ptr]),
+    s(262, "newfstatat", &[DirFd, Path, Ptr, AtFlags]),
+    s(263, "unlinkat", &[DirFd, Path, AtFlags]),
+    s(264, "renameat", &[DirFd, Path, DirFd, Path]),
+    s(265, "linkat", &[DirFd, Path, DirFd, Path, AtFlags]),
+    s(266, "symlinkat", &[Str, DirFd, Path]),
+    s(267, "readlinkat", &[DirFd, Path, OutBuf, ULong]),
+    s(268, "fchmodat", &[DirFd, Path, Mode]),
+    s(269, "faccessat", &[DirFd, Path, AccessMode]),
+    s(270, "pselect6", &[Int, Ptr, Ptr, Ptr, Ptr, Ptr]),
+    s(271, "ppoll", &[Ptr, UInt, Ptr, Ptr, UInt]),
+    s(272, "unshare", &[CloneFlags]),
+    s(273, "set_robust_list", &[Ptr, UInt]),
+    s(274, "get_robust_list", &[Int, Ptr, Ptr]),
+    s(275, "splice", &[Fd, Ptr, Fd, Ptr, ULong, Hex]),
+    s(276, "tee", &[Fd, Fd, ULong, Hex]),
+    s(277, "sync_file_range", &[Fd, Long, Long, Hex]),
+    s(278, "vmsplice", &[Fd, Ptr, UInt, Hex]),
+    s(279, "move_pages", &[Int, UInt, Ptr, Ptr, Ptr, Hex]),
+    s(280, "utimensat", &[DirFd, Path, Ptr, AtFlags]),
+    s(281, "epoll_pwait", &[Fd, Ptr, Int, Int, Ptr, UInt]),
+    s(282, "signalfd", &[Fd, Ptr, UInt]),
+    s(283, "timerfd_create", &[ClockId, Hex]),
+    s(284, "eventfd", &[UInt]),
+    s(285, "fallocate", &[Fd, Hex, Long, Long]),
+    s(286, "timerfd_settime", &[Fd, Hex, Ptr, Ptr]),
+    s(287, "timerfd_gettime", &[Fd, Ptr]),
+    s(288, "accept4", &[Fd, Ptr, Ptr, Hex]),
+    s(289, "signalfd4", &[Fd, Ptr, UInt, Hex]),
+    s(290, "eventfd2", &[UInt, Hex]),
+    s(291, "epoll_create1", &[Hex]),
+    s(292, "dup3", &[Fd, Fd, OpenFlags]),
+    s(293, "pipe2", &[Ptr, OpenFlags]),
+    s(294, "inotify_init1", &[Hex]),
+    s(295, "preadv", &[Fd, Ptr, UInt, UInt, UInt]),
+    s(296, "pwritev", &[Fd, Ptr, UInt, UInt, UInt]),
+    s(297, "rt_tgsigqueueinfo", &[Int, Int, Signal, Ptr]),
+    s(298, "perf_event_open", &[Ptr, Int, Int, Fd, Hex]),
+    s(299, "recvmmsg", &[Fd, Ptr, UInt, Hex, Ptr]),
+    s(300, "fanotify_init", &[Hex, Hex]),
+    s(301, "fanotify_mark", &[Fd, Hex, UInt, UInt, DirFd, Path]),
+    s(302, "prlimit64", &[Int, UInt, Ptr, Ptr]),
+    s(303, "name_to_handle_at", &[DirFd, Path, Ptr, Ptr, AtFlags]),
+    s(304, "open_by_handle_at", &[Fd, Ptr, OpenFlags]),
+    s(305, "clock_adjtime", &[ClockId, Ptr]),
+    s(306, "syncfs", &[Fd]),
+    s(307, "sendmmsg", &[Fd, Ptr, UInt, Hex]),
+    s(308, "setns", &[Fd, CloneFlags]),
+    s(309, "getcpu", &[Ptr, Ptr, Ptr]),
+    s(310, "process_vm_readv", &[Int, Ptr, UInt, Ptr, UInt, Hex]),
+    s(311, "process_vm_writev", &[Int, Ptr, UInt, Ptr, UInt, Hex]),
+    s(312, "kcmp", &[Int, Int, Int, Hex, Hex]),
+    s(313, "finit_module", &[Fd, Str, Hex]),
+    s(314, "sched_setattr", &[Int, Ptr, Hex]),
+    s(315, "sched_getattr", &[Int, Ptr, UInt, Hex]),
+    s(316, "renameat2", &[DirFd, Path, DirFd, Path, Hex]),
+    s(317, "seccomp", &[UInt, Hex, Ptr]),
+    s(318, "getrandom", &[OutBuf, ULong, Hex]),
+    s(319, "memfd_create", &[Str, Hex]),
+    s(320, "kexec_file_load", &[Fd, Fd, ULong, Str, Hex]),
+    s(321, "bpf", &[Int, Ptr, UInt]),
+    s(322, "execveat", &[DirFd, Path, Argv, Envp, AtFlags]),
+    s(323, "userfaultfd", &[Hex]),
+    s(324, "membarrier", &[Int, Hex, Int]),
+    s(325, "mlock2", &[Ptr, UInt, Hex]),
+    s(326, "copy_file_range", &[Fd, Ptr, Fd, Ptr, ULong, Hex]),
+    s(327, "preadv2", &[Fd, Ptr, UInt, UInt, UInt, Hex]),
+    s(328, "pwritev2", &[Fd, Ptr, UInt, UInt, UInt, Hex]),
+    s(329, "pkey_mprotect", &[Ptr, UInt, Prot, Int]),
+    s(330, "pkey_alloc", &[Hex, Hex]),
+    s(331, "pkey_free", &[Int]),
+    s(332, "statx", &[DirFd, Path, AtFlags, Hex, Ptr]),
+    s(333, "io_pgetevents", &[Hex, Int, Int, Ptr, Ptr, Ptr]),
+    s(334, "rseq", &[Ptr, UInt, Hex, Hex]),
+    s(424, "pidfd_send_signal", &[Fd, Signal, Ptr, Hex]),
+    s(425, "io_uring_setup", &[UInt, Ptr]),
+    s(426, "io_uring_enter", &[Fd, UInt, UInt, Hex, Ptr, UInt]),
+    s(427, "io_uring_register", &[Fd, UInt, Ptr, UInt]),
+    s(428, "open_tree", &[DirFd, Path, Hex]),
+    s(429, "move_mount", &[DirFd, Path, DirFd, Path, Hex]),
+    s(430, "fsopen", &[Str, Hex]),
+    s(431, "fsconfig", &[Fd, UInt, Str, Ptr, Int]),
+    s(432, "fsmount", &[Fd, Hex, Hex]),
+    s(433, "fspick", &[DirFd, Path, Hex]),
+    s(434, "pidfd_open", &[Int, Hex]),
+    s(435, "clone3", &[Ptr, UInt]),
+    s(436, "close_range", &[Fd, Fd, Hex]),
+    s(437, "openat2", &[DirFd, Path, Ptr, UInt]),
+    s(438, "pidfd_getfd", &[Fd, Fd, Hex]),
+    s(439, "faccessat2", &[DirFd, Path, AccessMode, AtFlags]),
+    s(440, "process_madvise", &[Fd, Ptr, UInt, Int, Hex]),
+    s(441, "epoll_pwait2", &[Fd, Ptr, Int, Ptr, Ptr, UInt]),
+    s(442, "mount_setattr", &[DirFd, Path, Hex, Ptr, UInt]),
+    s(443, "quotactl_fd", &[Fd, Hex, Int, Ptr]),
+    s(444, "landlock_create_ruleset", &[Ptr, UInt, Hex]),
+    s(445, "landlock_add_rule", &[Fd, Int, Ptr, Hex]),
+    s(446, "landlock_restrict_self", &[Fd, Hex]),
+    s(447, "memfd_secret", &[Hex]),
+    s(448, "process_mrelease", &[Fd, Hex]),
+    s(449, "futex_waitv", &[Ptr, UInt, Hex, Ptr, ClockId]),
+    s(450, "set_mempolicy_home_node", &[Ptr, UInt, UInt, Hex]),
+];
+
+/// The i386 call with number `nr`, if the table has it.
 pub fn lookup(nr: u32) -> Option<&'static Spec> {
-    TABLE.binary_search_by_key(&nr, |s| s.nr).ok().map(|i| &TABLE[i])
+    lookup_abi(Abi::I386, nr)
+}
+
+/// The call with number `nr` in the table of `abi`, if it has it.
+pub fn lookup_abi(abi: Abi, nr: u32) -> Option<&'static Spec> {
+    let t = match abi {
+        Abi::I386 => TABLE,
+        Abi::X86_64 => TABLE_64,
+    };
+    t.binary_search_by_key(&nr, |s| s.nr).ok().map(|i| &t[i])
 }
 
 #[cfg(test)]
@@ -581,12 +995,47 @@ mod tests {
             assert_eq!(lookup(nr).unwrap().name, name);
         }
         // InBuf lengths point at integer arguments
-        for s in TABLE {
+        for s in TABLE.iter().chain(TABLE_64) {
             for a in s.args {
                 if let InBuf(n) = a {
-                    assert_eq!(s.args.get(usize::from(*n)), Some(&UInt), "{}", s.name);
+                    assert!(matches!(s.args.get(usize::from(*n)), Some(&UInt | &ULong)), "{}", s.name);
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_x86_64_table_is_sorted_unique_and_complete() {
+        assert!(TABLE_64.windows(2).all(|w| w[0].nr < w[1].nr), "sorted by number, no duplicates");
+        let mut names: Vec<&str> = TABLE_64.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TABLE_64.len(), "names are unique");
+        for nr in 0..=460u32 {
+            let known = nr <= 334 || (424..=450).contains(&nr);
+            assert_eq!(lookup_abi(Abi::X86_64, nr).is_some(), known, "number {nr}");
+        }
+        assert!(TABLE_64.iter().all(|s| s.args.len() <= 6));
+        for (nr, name) in [
+            (0, "read"),
+            (1, "write"),
+            (2, "open"),
+            (9, "mmap"),
+            (56, "clone"),
+            (59, "execve"),
+            (60, "exit"),
+            (231, "exit_group"),
+            (257, "openat"),
+            (262, "newfstatat"),
+            (322, "execveat"),
+            (435, "clone3"),
+        ] {
+            assert_eq!(lookup_abi(Abi::X86_64, nr).unwrap().name, name);
+        }
+        assert_eq!(lookup_abi(Abi::X86_64, 9).unwrap().ret, R::Addr);
+        for nr in [15, 60, 231] {
+            assert_eq!(lookup_abi(Abi::X86_64, nr).unwrap().ret, R::None, "{nr} does not return");
+        }
+        assert_eq!(lookup_abi(Abi::I386, 11).unwrap().name, "execve");
     }
 }

@@ -766,8 +766,14 @@ fn registry_documents_every_argument_and_rejects_unknown_ones() {
 fn the_shipped_profiles_are_embedded() {
     let c = linux::Candidate::embedded("i386");
     assert_eq!(c.len(), 1);
-    assert!(linux::Candidate::embedded("x86_64").is_empty(), "x86_64 profiles are not readable yet");
+    assert_eq!(c[0].source(), "linux-6.1.0-50-686.toml");
+    // An x86_64 machine: its own profiles first, then the i386 ones (32-bit kernels boot too).
+    let c = linux::Candidate::embedded("x86_64");
+    let names: Vec<&str> = c.iter().map(|c| c.source()).collect();
+    assert_eq!(names, ["linux-6.1.0-50-amd64.toml", "linux-6.1.0-50-686.toml"]);
+    assert_eq!(c[0].arch(), ailuro_kprofile::Arch::X86_64);
     assert!(linux::shipped_profile_text("linux-6.1.0-50-amd64.toml").is_some());
+    assert!(linux::Candidate::embedded("arm").is_empty());
 }
 
 #[test]
@@ -876,7 +882,7 @@ fn a_kernel_moved_by_kaslr_is_found_and_read_at_its_slid_addresses() {
     assert!(listing.starts_with("kernel moved by KASLR: slide +0x1000000\n"), "{listing}");
     assert!(listing.contains(" cat "), "{listing}");
     // System call entry points move too (syscalls hooks them).
-    let moved = crate::linux::Layout::new(&p).unwrap().slid(by as i64);
+    let moved = crate::linux::Layout::new(&p).unwrap().slid(by as i64, by as i64);
     assert_eq!(moved.entry_int80, Some(link_int80 + by));
     assert_eq!(moved.slide, by as i64);
 

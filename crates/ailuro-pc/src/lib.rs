@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod acpi_pm;
+pub mod firmware;
 pub mod fw_cfg;
 mod i8042;
 mod ioapic;
@@ -26,6 +27,7 @@ pub mod testdev;
 mod uart;
 
 use acpi_pm::{AcpiPm, PmAction};
+pub use firmware::{FirmwareError, FirmwareImage};
 use fw_cfg::{FwCfg, FW_CFG_PORT_DATA, FW_CFG_PORT_SEL};
 use i8042::I8042;
 use ioapic::{IoApic, IOAPIC_BASE};
@@ -58,7 +60,26 @@ pub struct PcDevices {
     pub cmdline: String,
     /// QEMU's `-device pc-testdev` (ports 0xe0–0xeb, 0x2000–0x2017, MMIO 0xff000000).
     pub pc_testdev: bool,
+    /// System firmware (`-bios FILE`): mapped at the top of the 4 GiB space, read-only. (Its
+    /// ISA alias below 1 MiB is RAM the machine fills; see [`FirmwareImage::isa_alias`].)
+    pub bios: Option<FirmwareImage>,
+    /// QEMU's isa-debugcon (`-debugcon`) at this port (QEMU's default 0xe9; SeaBIOS writes its
+    /// log to 0x402).
+    pub debugcon: Option<u16>,
 }
+
+/// QEMU's isa-debugcon: bytes written to its port are the firmware's debug log; a read returns
+/// a fixed value so that software can tell the port is there (SeaBIOS checks for it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugCon {
+    /// The I/O port.
+    pub port: u16,
+    /// What a read returns (QEMU's `readback` property, 0xe9 by default).
+    pub readback: u8,
+}
+
+/// QEMU's default isa-debugcon port and read-back value.
+pub const DEBUGCON_DEFAULT_PORT: u16 = 0xe9;
 
 /// Something a device asks of the machine, collected with [`PcBoard::take_requests`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,8 +115,11 @@ pub enum BoardStateError {
 // 3: the local APIC latches NMI IPIs.
 // 4: fw_cfg and the optional pc-testdev follow the board (version 3 blobs still load: their
 //    board had neither device, and keeps having neither).
-const STATE_VERSION: u32 = 4;
-/// The previous layout, still accepted by [`PcBoard::load_state`].
+// 5: the firmware ROM (`-bios`) and isa-debugcon follow them (version 4 and 3 blobs load without
+//    either).
+const STATE_VERSION: u32 = 5;
+/// Earlier layouts, still accepted by [`PcBoard::load_state`].
+const STATE_VERSION_V4: u32 = 4;
 const STATE_VERSION_V3: u32 = 3;
 const COM1_BASE: u16 = 0x3f8;
 const COM1_IRQ: u8 = 4;
@@ -144,6 +168,16 @@ pub struct PcBoard {
     /// pc-testdev, only when asked for. Saved after the board, like `fw_cfg`.
     #[serde(skip)]
     testdev: Option<Box<PcTestdev>>,
+    /// The firmware ROM at the top of 4 GiB (`-bios`). Saved after the board (version 5), so a
+    /// replay or a reset needs no file.
+    #[serde(skip)]
+    bios: Option<Box<FirmwareImage>>,
+    /// isa-debugcon, only when asked for. Saved after the board (version 5).
+    #[serde(skip)]
+    debugcon: Option<DebugCon>,
+    /// isa-debugcon output not yet collected (transient: taken after every slice).
+    #[serde(skip)]
+    debug_out: Vec<u8>,
 }
 
 /// Saved form: a version tag in front of the board, then the devices added in version 4 (kept
@@ -154,6 +188,8 @@ struct SavedRef<'a> {
     board: &'a PcBoard,
     fw_cfg: &'a Option<FwCfg>,
     testdev: &'a Option<Box<PcTestdev>>,
+    bios: &'a Option<Box<FirmwareImage>>,
+    debugcon: &'a Option<DebugCon>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +199,18 @@ struct SavedVersion {
 
 #[derive(Deserialize)]
 struct Saved {
+    #[allow(dead_code)]
+    version: u32,
+    board: PcBoard,
+    fw_cfg: Option<FwCfg>,
+    testdev: Option<Box<PcTestdev>>,
+    bios: Option<Box<FirmwareImage>>,
+    debugcon: Option<DebugCon>,
+}
+
+/// Version 4 layout: fw_cfg and pc-testdev after the board.
+#[derive(Deserialize)]
+struct SavedV4 {
     #[allow(dead_code)]
     version: u32,
     board: PcBoard,
@@ -191,6 +239,9 @@ impl PcBoard {
         let mut b = PcBoard {
             fw_cfg: Some(FwCfg::new(cfg.ram_size, &devices.cmdline)),
             testdev: devices.pc_testdev.then(|| Box::new(PcTestdev::new())),
+            bios: devices.bios.clone().map(Box::new),
+            debugcon: devices.debugcon.map(|port| DebugCon { port, readback: 0xe9 }),
+            debug_out: Vec::new(),
             rtc: Rtc::new(cfg.rtc_base_unix, cfg.ram_size),
             cfg,
             now_ns: 0,
@@ -304,6 +355,9 @@ impl PcBoard {
 
     fn io_read8(&mut self, port: u16) -> u8 {
         let now = self.now_ns;
+        if let Some(d) = self.debugcon.as_ref().filter(|d| d.port == port) {
+            return d.readback;
+        }
         match port {
             0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1 => self.pic.io_read(port),
             0x40..=0x43 => self.pit.read(port, now),
@@ -343,6 +397,10 @@ impl PcBoard {
 
     fn io_write8(&mut self, port: u16, v: u8) {
         let now = self.now_ns;
+        if self.debugcon.as_ref().is_some_and(|d| d.port == port) {
+            self.debug_out.push(v);
+            return;
+        }
         match port {
             0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1 => self.pic.io_write(port, v),
             0x40..=0x43 => self.pit.write(port, v, now),
@@ -388,6 +446,9 @@ impl PcBoard {
                 return t.mmio_read(addr, size) & size_mask64(size);
             }
         }
+        if let Some(rom) = self.bios.as_ref().filter(|r| r.claims(addr, size)) {
+            return rom.read(addr, size) & size_mask64(size);
+        }
         let now = self.now_ns;
         let dword = |b: &PcBoard, off: u64| -> u32 {
             if in_window(addr, LAPIC_BASE) {
@@ -419,6 +480,10 @@ impl PcBoard {
                 t.mmio_write(addr, size, value);
                 return;
             }
+        }
+        if self.bios.as_ref().is_some_and(|r| r.claims(addr, size)) {
+            // ROM: stores are dropped (QEMU maps "pc.bios" read-only).
+            return;
         }
         let now = self.now_ns;
         // The APICs only take naturally aligned 32-bit (or wider) stores.
@@ -473,6 +538,22 @@ impl PcBoard {
         std::mem::take(&mut self.serial_out)
     }
 
+    /// isa-debugcon output written since the last call (empty without the device).
+    pub fn take_debugcon_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.debug_out)
+    }
+
+    /// The isa-debugcon device, if the board has one (a replay reconstructs its output from the
+    /// guest's port writes).
+    pub fn debugcon(&self) -> Option<&DebugCon> {
+        self.debugcon.as_ref()
+    }
+
+    /// The firmware ROM, if the board has one (`-bios`).
+    pub fn firmware(&self) -> Option<&FirmwareImage> {
+        self.bios.as_deref()
+    }
+
     /// Whether an NMI was requested since the last call (today: an NMI IPI through the local
     /// APIC's ICR, to self or to all including self). The run loop passes it on to the CPU
     /// (`Cpu::raise_nmi`) between instructions and records it like an interrupt-pin change.
@@ -493,6 +574,8 @@ impl PcBoard {
             board: self,
             fw_cfg: &self.fw_cfg,
             testdev: &self.testdev,
+            bios: &self.bios,
+            debugcon: &self.debugcon,
         })
         .expect("serialising plain data into a Vec cannot fail")
     }
@@ -505,6 +588,16 @@ impl PcBoard {
         let (b, rest) = match v.version {
             STATE_VERSION => {
                 let (saved, rest) = postcard::take_from_bytes::<Saved>(bytes).map_err(malformed)?;
+                let mut b = saved.board;
+                b.fw_cfg = saved.fw_cfg;
+                b.testdev = saved.testdev;
+                b.bios = saved.bios;
+                b.debugcon = saved.debugcon;
+                (b, rest)
+            }
+            // Before -bios and isa-debugcon: a board without them.
+            STATE_VERSION_V4 => {
+                let (saved, rest) = postcard::take_from_bytes::<SavedV4>(bytes).map_err(malformed)?;
                 let mut b = saved.board;
                 b.fw_cfg = saved.fw_cfg;
                 b.testdev = saved.testdev;
@@ -526,7 +619,7 @@ impl PcBoard {
     }
 
     fn validate(&self) -> Result<(), BoardStateError> {
-        let checks: [(bool, &'static str); 11] = [
+        let checks: [(bool, &'static str); 12] = [
             (self.pic.valid(), "8259 state out of range"),
             (self.pit.valid(), "8254 state out of range"),
             (self.rtc.valid(), "CMOS state out of range"),
@@ -538,6 +631,7 @@ impl PcBoard {
             (self.pm.valid(), "ACPI PM state out of range"),
             (self.fw_cfg.as_ref().is_none_or(|f| f.valid()), "fw_cfg read position out of range"),
             (self.testdev.as_ref().is_none_or(|t| t.valid()), "pc-testdev memory has the wrong size"),
+            (self.bios.as_ref().is_none_or(|r| r.valid()), "firmware ROM has an impossible size"),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, what)) => Err(BoardStateError::Inconsistent(what)),

@@ -685,7 +685,7 @@ fn nmi_ipi_reaches_take_nmi_and_survives_save_load() {
 fn testdev_board() -> PcBoard {
     PcBoard::with_devices(
         PcConfig { ram_size: 128 << 20, rtc_base_unix: 1_700_000_000 },
-        &PcDevices { cmdline: "a b".into(), pc_testdev: true },
+        &PcDevices { cmdline: "a b".into(), pc_testdev: true, ..PcDevices::default() },
     )
 }
 
@@ -796,4 +796,60 @@ fn version_3_state_loads_without_the_new_devices() {
     assert!(b.fw_cfg.is_none() && b.testdev.is_none());
     assert_eq!(b.io_read(0x511, 1), 0xff, "the recorded machine had no fw_cfg");
     assert!(b.save_state().len() > v3.len());
+}
+
+fn bios_board() -> PcBoard {
+    let mut rom = vec![0u8; 128 << 10];
+    let n = rom.len();
+    rom[n - 16] = 0xea;
+    rom[0] = 0x42;
+    PcBoard::with_devices(
+        PcConfig { ram_size: 16 << 20, rtc_base_unix: 0 },
+        &PcDevices { bios: Some(FirmwareImage::new(rom).unwrap()), debugcon: Some(0x402), ..PcDevices::default() },
+    )
+}
+
+#[test]
+fn firmware_rom_is_read_only_at_the_top_of_4_gib() {
+    let mut b = bios_board();
+    assert_eq!(b.mmio_read(0xffff_fff0, 1), 0xea);
+    assert_eq!(b.mmio_read(0xfffe_0000, 4), 0x42);
+    b.mmio_write(0xfffe_0000, 4, 0x1234_5678);
+    assert_eq!(b.mmio_read(0xfffe_0000, 4), 0x42, "ROM stores are dropped");
+    // Below the image: unmapped.
+    assert_eq!(b.mmio_read(0xfffd_fffc, 4), 0xffff_ffff);
+    // The PAM registers keep QEMU's reset value (the firmware enables shadow RAM itself).
+    b.io_write(0xcf8, 4, 0x8000_0058);
+    assert_eq!(b.io_read(0xcfc, 4), 0);
+    assert_eq!(board().mmio_read(0xffff_fff0, 1), 0xff, "no ROM without -bios");
+}
+
+#[test]
+fn debugcon_collects_bytes_and_reads_back() {
+    let mut b = bios_board();
+    assert_eq!(b.io_read(0x402, 1), 0xe9);
+    for c in b"hi\n" {
+        b.io_write(0x402, 1, u32::from(*c));
+    }
+    assert_eq!(b.take_debugcon_output(), b"hi\n");
+    assert!(b.take_debugcon_output().is_empty());
+    assert!(b.take_serial_output().is_empty());
+    let mut plain = board();
+    assert_eq!(plain.io_read(0x402, 1), 0xff);
+    plain.io_write(0x402, 1, 0x41);
+    assert!(plain.take_debugcon_output().is_empty());
+}
+
+#[test]
+fn firmware_and_debugcon_survive_save_load_and_version_4_loads() {
+    let b = bios_board();
+    let mut c = PcBoard::load_state(&b.save_state()).unwrap();
+    assert_eq!(c, b);
+    assert_eq!(c.mmio_read(0xffff_fff0, 1), 0xea);
+    assert_eq!(c.debugcon().map(|d| d.port), Some(0x402));
+    // Version 4 wrote fw_cfg and the testdev after the board, nothing more.
+    let a = board();
+    let v4 = postcard::to_stdvec(&(4u32, &a, &a.fw_cfg, &a.testdev)).unwrap();
+    let d = PcBoard::load_state(&v4).unwrap();
+    assert!(d.firmware().is_none() && d.debugcon().is_none() && d.fw_cfg.is_some());
 }

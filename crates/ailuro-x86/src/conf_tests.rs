@@ -459,15 +459,18 @@ fn nmi_through_a_task_gate() {
 // ---------------------------------------------------------------- state format, VM86
 
 #[test]
-fn version2_and_version3_states_still_load() {
+fn versions_2_to_4_still_load() {
     let mut e = run_flat(|a| {
         a.mov(eax, 0x1234)?;
         a.hlt()
     });
-    let v4 = e.cpu.save_state();
-    assert_eq!(v4[0], 4);
+    let v5 = e.cpu.save_state();
+    assert_eq!(v5[0], 5);
     let s = &e.cpu.s;
     // Each version appended fields at the end: cut them off to get the older layouts.
+    let v5_tail = postcard::to_stdvec(&(&s.lm, &s.sse)).unwrap();
+    let mut v4 = v5[..v5.len() - v5_tail.len()].to_vec();
+    v4[0] = 4;
     let v4_tail = postcard::to_stdvec(&s.pdpte).unwrap();
     let mut v3 = v4[..v4.len() - v4_tail.len()].to_vec();
     v3[0] = 3;
@@ -475,7 +478,7 @@ fn version2_and_version3_states_still_load() {
         postcard::to_stdvec(&(s.misc_enable, s.pat, s.nmi_pending, s.nmi_blocked, s.ss_shadow, s.dbg_pending)).unwrap();
     let mut v2 = v3[..v3.len() - v3_tail.len()].to_vec();
     v2[0] = 2;
-    for old in [&v3, &v2] {
+    for old in [&v4, &v3, &v2] {
         let mut c = Cpu::new(CpuConfig::i386());
         c.load_state(old).unwrap();
         assert_eq!(c.gpr(Gpr::Rax), 0x1234);
@@ -483,7 +486,7 @@ fn version2_and_version3_states_still_load() {
     }
     let mut c = Cpu::new(CpuConfig::i386());
     v2[0] = 9;
-    assert!(matches!(c.load_state(&v2), Err(CpuStateError::Version { found: 9, expected: 4 })));
+    assert!(matches!(c.load_state(&v2), Err(CpuStateError::Version { found: 9, expected: 5 })));
     c.load_state(&v3).unwrap();
     e.cpu.s.nmi_blocked = true;
     assert_ne!(c.state_hash(), e.cpu.state_hash());

@@ -61,10 +61,20 @@ impl Cpu {
         self.bp_active = self.s.dr[7] & 0xff != 0;
     }
 
+    /// Breakpoint addresses are 64-bit linear addresses in IA-32e mode, 32-bit otherwise.
+    fn dr_addr_mask(&self) -> u64 {
+        if self.lma() {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        }
+    }
+
     /// Enabled instruction breakpoints at linear address `lin` (a DR6 B0..B3 mask).
     pub(crate) fn code_bp_hits(&self, lin: u64) -> u32 {
         let dr7 = self.s.dr[7];
-        (0..4).filter(|&i| bp_kind(dr7, i) == Some(0) && self.s.dr[i] & 0xffff_ffff == lin).fold(0, |m, i| m | (1 << i))
+        let m = self.dr_addr_mask();
+        (0..4).filter(|&i| bp_kind(dr7, i) == Some(0) && self.s.dr[i] & m == lin).fold(0, |m, i| m | (1 << i))
     }
 
     /// Breakpoints of the kinds `want` (R/W values) whose range overlaps `[addr, addr+size)`.
@@ -77,8 +87,8 @@ impl Cpu {
                 continue;
             }
             let len = bp_len(dr7, i);
-            let start = self.s.dr[i] & 0xffff_ffff & !(len - 1);
-            if addr < start + len && start < addr + u64::from(size) {
+            let start = self.s.dr[i] & self.dr_addr_mask() & !(len - 1);
+            if addr < start.wrapping_add(len) && start < addr.wrapping_add(u64::from(size)) {
                 hits |= 1 << i;
             }
         }
@@ -106,7 +116,9 @@ impl Cpu {
         if self.pm() && self.s.cpl != 0 {
             return crate::exc(13, 0);
         }
-        let to_dr = i.code() == Code::Mov_dr_r32;
+        let to_dr = matches!(i.code(), Code::Mov_dr_r32 | Code::Mov_dr_r64);
+        // 64-bit mode moves 64 bits (DR0-3 hold 64-bit linear addresses).
+        let m = if self.long64() { u64::MAX } else { 0xffff_ffff };
         let (dr, gp) = if to_dr { (i.op0_register(), i.op1_register()) } else { (i.op1_register(), i.op0_register()) };
         let mut n = (dr as u32).wrapping_sub(Register::DR0 as u32) as usize;
         if n == 4 || n == 5 {
@@ -125,10 +137,14 @@ impl Cpu {
             return ex(1);
         }
         if !to_dr {
-            self.reg_set(gp, self.s.dr[n] & 0xffff_ffff);
+            self.reg_set(gp, self.s.dr[n] & m);
             return Ok(());
         }
-        let v = self.reg_get(gp) & 0xffff_ffff;
+        let v = self.reg_get(gp) & m;
+        if n >= 6 && v >> 32 != 0 {
+            // The upper halves of DR6 and DR7 are reserved: writing ones is #GP(0).
+            return crate::exc(13, 0);
+        }
         match n {
             6 => self.s.dr[6] = (v & DR6_RW) | DR6_FIXED,
             7 => {

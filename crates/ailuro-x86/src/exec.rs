@@ -25,6 +25,8 @@ fn reg_size(r: Register) -> u32 {
         21..=36 => 2,
         37..=52 => 4,
         53..=68 => 8,
+        69 => 4,
+        70 => 8,
         71..=76 => 2,
         _ => 4,
     }
@@ -42,23 +44,50 @@ fn seg_index(r: Register) -> usize {
     }
 }
 
-fn is_cx16_counter(c: Code) -> bool {
-    matches!(
-        c,
+/// Mask of the count register (CX, ECX or RCX: the address size) of LOOPcc/JcXZ.
+fn counter_mask(c: Code) -> u64 {
+    match c {
         Code::Loop_rel8_16_CX
-            | Code::Loop_rel8_32_CX
-            | Code::Loope_rel8_16_CX
-            | Code::Loope_rel8_32_CX
-            | Code::Loopne_rel8_16_CX
-            | Code::Loopne_rel8_32_CX
-            | Code::Jcxz_rel8_16
-            | Code::Jcxz_rel8_32
-    )
+        | Code::Loop_rel8_32_CX
+        | Code::Loope_rel8_16_CX
+        | Code::Loope_rel8_32_CX
+        | Code::Loopne_rel8_16_CX
+        | Code::Loopne_rel8_32_CX
+        | Code::Jcxz_rel8_16
+        | Code::Jcxz_rel8_32 => 0xffff,
+        Code::Loop_rel8_16_RCX
+        | Code::Loop_rel8_64_RCX
+        | Code::Loope_rel8_16_RCX
+        | Code::Loope_rel8_64_RCX
+        | Code::Loopne_rel8_16_RCX
+        | Code::Loopne_rel8_64_RCX
+        | Code::Jrcxz_rel8_16
+        | Code::Jrcxz_rel8_64 => u64::MAX,
+        _ => 0xffff_ffff,
+    }
 }
 
-/// String instruction address size: 16-bit if any operand uses SI/DI.
-fn str_addr16(i: &Instruction) -> bool {
-    (0..i.op_count()).any(|n| matches!(i.op_kind(n), OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI))
+/// Write the low `am` bits of a register value as an address-size update does: a 32-bit update
+/// zero-extends (as every 32-bit register write), a 16-bit one keeps the upper bits.
+#[inline]
+fn addr_update(old: u64, new: u64, am: u64) -> u64 {
+    if am == 0xffff {
+        (old & !0xffff) | (new & 0xffff)
+    } else {
+        new & am
+    }
+}
+
+/// String instruction address-size mask: 16-bit if an operand uses SI/DI, 64-bit if RSI/RDI.
+fn str_addr_mask(i: &Instruction) -> u64 {
+    for n in 0..i.op_count() {
+        match i.op_kind(n) {
+            OpKind::MemorySegSI | OpKind::MemorySegDI | OpKind::MemoryESDI => return 0xffff,
+            OpKind::MemorySegRSI | OpKind::MemorySegRDI | OpKind::MemoryESRDI => return u64::MAX,
+            _ => {}
+        }
+    }
+    0xffff_ffff
 }
 
 impl Cpu {
@@ -123,7 +152,18 @@ impl Cpu {
         let base = i.memory_base();
         let index = i.memory_index();
         let mut a = i.memory_displacement64();
-        let mut am = 0xffff_ffffu64;
+        if base == Register::RIP || base == Register::EIP {
+            // RIP-relative: the decode cache decodes at IP 0, so the displacement iced gives is
+            // relative to the start of this instruction.
+            let a = self.cur_eip.wrapping_add(a);
+            return if base == Register::EIP { a & 0xffff_ffff } else { a };
+        }
+        // Without a base or index the displacement's size is the address size.
+        let mut am = match i.memory_displ_size() {
+            8 => u64::MAX,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
         if base != Register::None {
             a = a.wrapping_add(self.reg_get(base));
             am = mask(reg_size(base));
@@ -135,6 +175,20 @@ impl Cpu {
             }
         }
         a & am
+    }
+
+    /// Mask of the memory operand's address size (16, 32 or 64 bits).
+    fn addr_size_mask(i: &Instruction) -> u64 {
+        let base = i.memory_base();
+        let r = if base != Register::None { base } else { i.memory_index() };
+        if r != Register::None {
+            return mask(reg_size(r));
+        }
+        match i.memory_displ_size() {
+            8 => u64::MAX,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        }
     }
 
     #[inline]
@@ -187,14 +241,23 @@ impl Cpu {
     /// target is the displacement from this instruction's start).
     #[inline]
     fn rel_target(&self, i: &Instruction) -> u64 {
-        let m = if i.op0_kind() == OpKind::NearBranch16 { 0xffff } else { 0xffff_ffff };
+        let m = match i.op0_kind() {
+            OpKind::NearBranch16 => 0xffff,
+            OpKind::NearBranch64 => u64::MAX,
+            _ => 0xffff_ffff,
+        };
         self.cur_eip.wrapping_add(i.near_branch_target()) & m
     }
 
     /// Jump to `target` within CS (limit checked).
     #[inline]
     fn jump_near(&mut self, target: u64) -> Res<()> {
-        if target > u64::from(self.s.seg[CS].limit) {
+        if self.long64() {
+            // No limit in 64-bit mode; a non-canonical target faults on the branch itself.
+            if !crate::canonical(target) {
+                return exc(13, 0);
+            }
+        } else if target > u64::from(self.s.seg[CS].limit) {
             return exc(13, 0);
         }
         self.s.rip = target;
@@ -226,7 +289,13 @@ impl Cpu {
         let idx = self.fetch(b)?;
         let e = &self.icache.e[idx];
         let len = u64::from(e.len);
-        let ipm = if self.s.seg[CS].attr & crate::ATTR_DB != 0 && self.pm() { 0xffff_ffff } else { 0xffff };
+        let ipm = if self.long64() {
+            u64::MAX
+        } else if self.s.seg[CS].attr & crate::ATTR_DB != 0 && self.pm() {
+            0xffff_ffff
+        } else {
+            0xffff
+        };
         let next = self.s.rip.wrapping_add(len) & ipm;
         let (sp0, fl0, rip0) = (self.s.regs[4], self.s.rflags, self.s.rip);
         self.cur_eip = rip0;
@@ -300,26 +369,34 @@ impl Cpu {
             if !chain || b.touched || self.s.icount >= self.stop_at {
                 return Ok(());
             }
+            // Fast forms never change CS, so the mode of the first one holds for the chain.
             let eip = self.s.rip;
             let cs = &self.s.seg[CS];
-            let lin = cs.base.wrapping_add(eip) & 0xffff_ffff;
             let ft = self.tlb.fetch_tag;
-            if ft == 0 || (ft & 0xf_ffff) != lin >> 12 || eip > u64::from(cs.limit) {
+            let (lin, bits) = if u.long { (eip, 64u64) } else { (cs.base.wrapping_add(eip) & 0xffff_ffff, 32) };
+            let same_page = if u.long {
+                (ft & 0xf_ffff_ffff) == (lin & 0xffff_ffff_ffff) >> 12 && crate::canonical(eip)
+            } else {
+                (ft & 0xf_ffff) == lin >> 12 && eip <= u64::from(cs.limit)
+            };
+            if ft == 0 || !same_page {
                 return Ok(());
             }
             let pa = self.tlb.fetch_ppage | (lin & 0xfff);
-            let Some(idx) = self.icache.lookup(pa | (32u64 << 56), pa) else {
+            let Some(idx) = self.icache.lookup(pa | (bits << 56), pa) else {
                 return Ok(());
             };
             let e = &self.icache.e[idx];
             let len = u64::from(e.len);
-            if e.uop.kind == Kind::Generic || eip + len - 1 > u64::from(cs.limit) {
+            let end = eip.wrapping_add(len - 1);
+            let fits = if u.long { crate::canonical(end) } else { end <= u64::from(cs.limit) };
+            if e.uop.kind == Kind::Generic || !fits {
                 return Ok(());
             }
             u = e.uop;
             self.cur_pc = lin;
             self.cur_eip = eip;
-            next = (eip + len) & 0xffff_ffff;
+            next = if u.long { eip.wrapping_add(len) } else { (eip + len) & 0xffff_ffff };
             (sp0, fl0, rip0) = (self.s.regs[4], self.s.rflags, eip);
             if b.hooks & crate::mem::BLOCK_HOOKS != 0 && self.block_start {
                 self.report_block_start(b);
@@ -419,11 +496,11 @@ impl Cpu {
                 self.wr_op(b, i, 0, size, r)?;
             }
             M::Mov => self.exec_mov(b, i)?,
-            M::Movzx | M::Movsx => {
+            M::Movzx | M::Movsx | M::Movsxd => {
                 let dsz = Self::op_size(i, 0);
                 let ssz = Self::op_size(i, 1);
                 let v = self.rd_op(b, i, 1, ssz)?;
-                let v = if m == M::Movsx { sext(v, ssz) as u64 & mask(dsz) } else { v };
+                let v = if m == M::Movzx { v } else { sext(v, ssz) as u64 & mask(dsz) };
                 self.reg_set(i.op0_register(), v);
             }
             M::Lea => {
@@ -463,11 +540,16 @@ impl Cpu {
                     let v = self.rd_op(b, i, 1, size)?;
                     self.wr_op(b, i, 0, size, v)?;
                 } else {
-                    // The destination is always written (with its old value) on hardware.
-                    self.wr_op(b, i, 0, size, d)?;
+                    // A memory destination is always written (with its old value), as a locked
+                    // access does; a register destination is left untouched (also its upper
+                    // half in 64-bit mode, as hardware does).
+                    if i.op0_kind() == OpKind::Memory {
+                        self.wr_op(b, i, 0, size, d)?;
+                    }
                     self.gpr_write(0, size, d);
                 }
             }
+            M::Cmpxchg16b => self.exec_cmpxchg16b(b, i)?,
             M::Cmpxchg8b => {
                 let off = self.ea(i);
                 let seg = Self::mseg(i);
@@ -501,7 +583,12 @@ impl Cpu {
             M::Bswap => {
                 let r = i.op0_register();
                 let v = self.reg_get(r);
-                let nv = if reg_size(r) == 4 { u64::from((v as u32).swap_bytes()) } else { 0 };
+                let nv = match reg_size(r) {
+                    4 => u64::from((v as u32).swap_bytes()),
+                    8 => v.swap_bytes(),
+                    // BSWAP of a 16-bit register is undefined; Intel and AMD give 0.
+                    _ => 0,
+                };
                 self.reg_set(r, nv);
             }
             M::Mul | M::Imul if i.op_count() == 1 => {
@@ -530,6 +617,11 @@ impl Cpu {
             }
             M::Cbw => self.gpr_write(0, 2, sext(self.s.regs[0], 1) as u64),
             M::Cwde => self.gpr_write(0, 4, sext(self.s.regs[0], 2) as u64),
+            M::Cdqe => self.gpr_write(0, 8, sext(self.s.regs[0], 4) as u64),
+            M::Cqo => {
+                let v = if self.s.regs[0] >> 63 != 0 { u64::MAX } else { 0 };
+                self.gpr_write(2, 8, v);
+            }
             M::Cwd => {
                 let v = if self.s.regs[0] & 0x8000 != 0 { 0xffff } else { 0 };
                 self.gpr_write(2, 2, v);
@@ -586,7 +678,16 @@ impl Cpu {
             M::Invlpg => {
                 self.need_cpl0()?;
                 let off = self.ea(i);
-                let lin = self.s.seg[Self::mseg(i)].base.wrapping_add(off) & 0xffff_ffff;
+                let seg = Self::mseg(i);
+                let lin = if self.long64() {
+                    if seg >= SegReg::Fs as usize {
+                        self.s.seg[seg].base.wrapping_add(off)
+                    } else {
+                        off
+                    }
+                } else {
+                    self.s.seg[seg].base.wrapping_add(off) & 0xffff_ffff
+                };
                 self.tlb.flush_page(lin);
             }
             M::Push => {
@@ -646,20 +747,32 @@ impl Cpu {
                 let sp = self.s.regs[4];
                 self.set_sp(sp.wrapping_add(8 * u64::from(size)));
             }
-            M::Pushf | M::Pushfd => {
-                let size = if m == M::Pushfd { 4 } else { 2 };
+            M::Pushf | M::Pushfd | M::Pushfq => {
+                let size = match m {
+                    M::Pushfq => 8,
+                    M::Pushfd => 4,
+                    _ => 2,
+                };
                 // VM and RF read as zero in the pushed image.
                 let v = self.s.rflags & !(crate::VM | crate::RF);
                 self.push(b, v & mask(size), size)?;
             }
-            M::Popf | M::Popfd => {
-                let size = if m == M::Popfd { 4 } else { 2 };
+            M::Popf | M::Popfd | M::Popfq => {
+                let size = match m {
+                    M::Popfq => 8,
+                    M::Popfd => 4,
+                    _ => 2,
+                };
                 let v = self.pop(b, size)?;
                 self.write_flags(v, size);
             }
             M::Enter => self.exec_enter(b, i)?,
             M::Leave => {
-                let size = if i.code() == Code::Leavew { 2 } else { 4 };
+                let size = match i.code() {
+                    Code::Leavew => 2,
+                    Code::Leaveq => 8,
+                    _ => 4,
+                };
                 let m2 = self.sp_mask();
                 let bp = self.s.regs[5] & m2;
                 let v = self.rd(b, SS, bp, size)?;
@@ -668,7 +781,7 @@ impl Cpu {
             }
             M::Call => self.exec_call(b, i, next)?,
             M::Jmp => match i.op0_kind() {
-                OpKind::NearBranch16 | OpKind::NearBranch32 => {
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
                     let t = self.rel_target(i);
                     self.jump_near(t)?;
                 }
@@ -677,8 +790,12 @@ impl Cpu {
                     let off = if size == 2 { u64::from(i.far_branch16()) } else { u64::from(i.far_branch32()) };
                     self.far_jump(b, i.far_branch_selector(), off, false, size, next)?;
                 }
-                _ if matches!(i.code(), Code::Jmp_m1616 | Code::Jmp_m1632) => {
-                    let size = if i.code() == Code::Jmp_m1616 { 2 } else { 4 };
+                _ if matches!(i.code(), Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Jmp_m1664) => {
+                    let size = match i.code() {
+                        Code::Jmp_m1616 => 2,
+                        Code::Jmp_m1664 => 8,
+                        _ => 4,
+                    };
                     let (sel, off) = self.read_farptr(b, i, size)?;
                     self.far_jump(b, sel, off, false, size, next)?;
                 }
@@ -689,7 +806,11 @@ impl Cpu {
                 }
             },
             M::Ret => {
-                let size = if matches!(i.code(), Code::Retnw | Code::Retnw_imm16) { 2 } else { 4 };
+                let size = match i.code() {
+                    Code::Retnw | Code::Retnw_imm16 => 2,
+                    Code::Retnq | Code::Retnq_imm16 => 8,
+                    _ => 4,
+                };
                 let imm = if i.op_count() == 1 { u64::from(i.immediate16()) } else { 0 };
                 let t = self.peek(b, 0, size)?;
                 self.jump_near(t)?;
@@ -697,22 +818,31 @@ impl Cpu {
                 self.set_sp(sp.wrapping_add(u64::from(size) + imm));
             }
             M::Retf => {
-                let size = if matches!(i.code(), Code::Retfw | Code::Retfw_imm16) { 2 } else { 4 };
+                let size = match i.code() {
+                    Code::Retfw | Code::Retfw_imm16 => 2,
+                    Code::Retfq | Code::Retfq_imm16 => 8,
+                    _ => 4,
+                };
                 let imm = if i.op_count() == 1 { u64::from(i.immediate16()) } else { 0 };
                 self.far_ret(b, size, imm)?;
             }
-            M::Iret | M::Iretd => {
-                let size = if m == M::Iretd { 4 } else { 2 };
+            M::Iret | M::Iretd | M::Iretq => {
+                let size = match m {
+                    M::Iretq => 8,
+                    M::Iretd => 4,
+                    _ => 2,
+                };
                 self.iret(b, size)?;
             }
-            M::Loop | M::Loope | M::Loopne | M::Jcxz | M::Jecxz => {
-                let am = if is_cx16_counter(i.code()) { 0xffff } else { 0xffff_ffff };
-                let cx = self.s.regs[1] & am;
-                let taken = if matches!(m, M::Jcxz | M::Jecxz) {
+            M::Loop | M::Loope | M::Loopne | M::Jcxz | M::Jecxz | M::Jrcxz => {
+                let am = counter_mask(i.code());
+                let cx0 = self.s.regs[1];
+                let cx = cx0 & am;
+                let taken = if matches!(m, M::Jcxz | M::Jecxz | M::Jrcxz) {
                     cx == 0
                 } else {
                     let ncx = cx.wrapping_sub(1) & am;
-                    self.s.regs[1] = (self.s.regs[1] & !am) | ncx;
+                    self.s.regs[1] = addr_update(cx0, ncx, am);
                     ncx != 0
                         && match m {
                             M::Loope => self.flag(ZF),
@@ -724,7 +854,7 @@ impl Cpu {
                     let t = self.rel_target(i);
                     if let Err(e) = self.jump_near(t) {
                         // A faulting LOOP leaves ECX unchanged.
-                        self.s.regs[1] = (self.s.regs[1] & !am) | cx;
+                        self.s.regs[1] = cx0;
                         return Err(e);
                     }
                 }
@@ -768,15 +898,22 @@ impl Cpu {
                 self.wrmsr(b)?;
             }
             M::Sysenter => self.sysenter()?,
-            M::Sysexit => self.sysexit()?,
+            M::Sysexit | M::Sysexitq => self.sysexit(m == M::Sysexitq)?,
+            M::Syscall => self.syscall()?,
+            M::Sysret | M::Sysretq => self.sysret(m == M::Sysretq)?,
+            M::Swapgs => self.swapgs()?,
             M::Lgdt | M::Lidt => {
                 self.need_cpl0()?;
                 let off = self.ea(i);
                 let seg = Self::mseg(i);
                 let limit = self.rd(b, seg, off, 2)? as u32;
-                let mut base = self.rd(b, seg, off.wrapping_add(2), 4)?;
+                let wide = matches!(i.code(), Code::Lgdt_m1664 | Code::Lidt_m1664);
+                let mut base = self.rd(b, seg, off.wrapping_add(2), if wide { 8 } else { 4 })?;
                 if matches!(i.code(), Code::Lgdt_m1632_16 | Code::Lidt_m1632_16) {
                     base &= 0xff_ffff;
+                }
+                if wide && !crate::canonical(base) {
+                    return exc(13, 0);
                 }
                 let t = crate::DescTable { base, limit };
                 if m == M::Lgdt {
@@ -789,14 +926,18 @@ impl Cpu {
                 let off = self.ea(i);
                 let seg = Self::mseg(i);
                 let t = if m == M::Sgdt { self.s.gdtr } else { self.s.idtr };
+                let wide = matches!(i.code(), Code::Sgdt_m1664 | Code::Sidt_m1664);
                 let base = if matches!(i.code(), Code::Sgdt_m1632_16 | Code::Sidt_m1632_16) {
                     t.base & 0xff_ffff
+                } else if wide {
+                    t.base
                 } else {
                     t.base & 0xffff_ffff
                 };
-                self.probe_write(b, seg, off, 6)?;
+                let bsize = if wide { 8 } else { 4 };
+                self.probe_write(b, seg, off, 2 + bsize)?;
                 self.wr(b, seg, off, 2, u64::from(t.limit))?;
-                self.wr(b, seg, off.wrapping_add(2), 4, base)?;
+                self.wr(b, seg, off.wrapping_add(2), bsize, base)?;
             }
             M::Lldt | M::Ltr => {
                 self.need_pm()?;
@@ -941,18 +1082,23 @@ impl Cpu {
             M::Movsb
             | M::Movsw
             | M::Movsd
+            | M::Movsq
             | M::Stosb
             | M::Stosw
             | M::Stosd
+            | M::Stosq
             | M::Lodsb
             | M::Lodsw
             | M::Lodsd
+            | M::Lodsq
             | M::Cmpsb
             | M::Cmpsw
             | M::Cmpsd
+            | M::Cmpsq
             | M::Scasb
             | M::Scasw
             | M::Scasd
+            | M::Scasq
             | M::Insb
             | M::Insw
             | M::Insd
@@ -962,7 +1108,8 @@ impl Cpu {
                 if (m == M::Movsd && i.code() != Code::Movsd_m32_m32)
                     || (m == M::Cmpsd && i.code() != Code::Cmpsd_m32_m32)
                 {
-                    return ex(6);
+                    // SSE2 MOVSD/CMPSD share the string instructions' mnemonics.
+                    return if crate::sse::is_simd(i) { self.exec_simd(b, i) } else { ex(6) };
                 }
                 self.exec_string(b, i, m)?;
             }
@@ -973,6 +1120,9 @@ impl Cpu {
                 }
                 if let Some(cc) = Self::jcc_like(i) {
                     return self.exec_cc(b, i, cc);
+                }
+                if crate::sse::is_simd(i) {
+                    return self.exec_simd(b, i);
                 }
                 return ex(6);
             }
@@ -1014,6 +1164,10 @@ impl Cpu {
             let v = self.rd_op(b, i, 1, size)?;
             if t {
                 self.reg_set(i.op0_register(), v);
+            } else if size == 4 && self.long64() {
+                // A 32-bit CMOVcc clears the upper half even when it does not move (SDM).
+                let r = i.op0_register();
+                self.reg_set(r, self.reg_get(r));
             }
             return Ok(());
         }
@@ -1022,7 +1176,7 @@ impl Cpu {
 
     fn exec_mov<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction) -> Res<()> {
         match i.code() {
-            Code::Mov_r32_cr => {
+            Code::Mov_r32_cr | Code::Mov_r64_cr => {
                 self.need_cpl0()?;
                 let n = i.op1_register() as u32 - Register::CR0 as u32;
                 let v = match n {
@@ -1032,10 +1186,10 @@ impl Cpu {
                     4 => self.s.cr4,
                     _ => return ex(6),
                 };
-                self.reg_set(i.op0_register(), v & 0xffff_ffff);
+                self.reg_set(i.op0_register(), v);
                 Ok(())
             }
-            Code::Mov_cr_r32 => {
+            Code::Mov_cr_r32 | Code::Mov_cr_r64 => {
                 self.need_cpl0()?;
                 let n = i.op0_register() as u32 - Register::CR0 as u32;
                 let v = self.reg_get(i.op1_register());
@@ -1044,7 +1198,7 @@ impl Cpu {
                 self.note_asid(b, old);
                 Ok(())
             }
-            Code::Mov_r32_dr | Code::Mov_dr_r32 => self.exec_mov_dr(b, i),
+            Code::Mov_r32_dr | Code::Mov_dr_r32 | Code::Mov_r64_dr | Code::Mov_dr_r64 => self.exec_mov_dr(b, i),
             _ => {
                 let r0 = if i.op0_kind() == OpKind::Register { i.op0_register() } else { Register::None };
                 if (Register::ES..=Register::GS).contains(&r0) {
@@ -1068,7 +1222,12 @@ impl Cpu {
     }
 
     pub(crate) fn write_cr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, n: u32, v: u64) -> Res<()> {
-        let v = v & 0xffff_ffff;
+        // Outside 64-bit mode only 32 bits are written; in 64-bit mode the upper halves of CR0
+        // and CR4 are reserved (#GP) and CR3 holds a physical address below MAXPHYADDR.
+        let v = if self.long64() { v } else { v & 0xffff_ffff };
+        if n != 3 && n != 2 && v >> 32 != 0 {
+            return exc(13, 0);
+        }
         match n {
             0 => {
                 if v & CR0_PG != 0 && v & CR0_PE == 0 {
@@ -1080,11 +1239,30 @@ impl Cpu {
                 let supported = 0xe005_003f;
                 let nv = (v & supported) | crate::CR0_ET;
                 let old = self.s.cr0;
+                // Entering long mode (SDM Vol. 3 10.8.5): turning paging on with EFER.LME=1
+                // needs CR4.PAE and activates IA-32e mode (EFER.LMA). Turning it off in IA-32e
+                // mode is allowed only from compatibility mode and leaves it.
+                let enter_long = nv & CR0_PG != 0 && old & CR0_PG == 0 && self.s.efer & crate::EFER_LME != 0;
+                let leave_long = nv & CR0_PG == 0 && old & CR0_PG != 0 && self.lma();
+                if enter_long && (self.s.cr4 & CR4_PAE == 0 || self.s.seg[CS].attr & crate::ATTR_L != 0) {
+                    return exc(13, 0);
+                }
+                if leave_long && self.long64() {
+                    return exc(13, 0);
+                }
                 // SDM Vol. 3 4.4.1: with PAE, a MOV to CR0 that changes PG, CD or NW while
-                // paging ends up enabled reloads the PDPTEs (and faults before any change).
+                // paging ends up enabled reloads the PDPTEs (and faults before any change);
+                // 4-level paging has no PDPTE registers.
                 let reload = CR0_PG | crate::CR0_CD | crate::CR0_NW;
-                if nv & CR0_PG != 0 && self.s.cr4 & CR4_PAE != 0 && (old ^ nv) & reload != 0 {
+                let long_after = (self.lma() || enter_long) && !leave_long;
+                if nv & CR0_PG != 0 && self.s.cr4 & CR4_PAE != 0 && (old ^ nv) & reload != 0 && !long_after {
                     self.load_pdptes(b, self.s.cr3)?;
+                }
+                if enter_long {
+                    self.s.efer |= crate::EFER_LMA;
+                }
+                if leave_long {
+                    self.s.efer &= !crate::EFER_LMA;
                 }
                 self.s.cr0 = nv;
                 if (old ^ nv) & (CR0_PG | CR0_WP | CR0_PE) != 0 {
@@ -1096,7 +1274,10 @@ impl Cpu {
             }
             2 => self.s.cr2 = v,
             3 => {
-                if self.s.cr0 & CR0_PG != 0 && self.s.cr4 & CR4_PAE != 0 {
+                if v & crate::mem::PAE_RSVD != 0 {
+                    return exc(13, 0);
+                }
+                if self.s.cr0 & CR0_PG != 0 && self.s.cr4 & CR4_PAE != 0 && !self.lma() {
                     self.load_pdptes(b, v)?;
                 }
                 self.s.cr3 = v;
@@ -1108,13 +1289,21 @@ impl Cpu {
             }
             4 => {
                 // DE: debug extensions (I/O breakpoints, DR4/DR5 #UD), see debug.rs.
-                let known = CR4_TSD | crate::CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | crate::CR4_OSFXSR;
+                let known =
+                    CR4_TSD | crate::CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | crate::CR4_OSFXSR | crate::CR4_OSXMMEXCPT;
                 if v & !known != 0 {
                     return exc(13, 0);
                 }
+                // IA-32e mode needs PAE.
+                if self.lma() && v & CR4_PAE == 0 {
+                    return exc(13, 0);
+                }
                 // SDM Vol. 3 4.4.1: changing PAE, PGE or PSE with paging on and PAE (then) set
-                // reloads the PDPTEs.
-                if self.s.cr0 & CR0_PG != 0 && v & CR4_PAE != 0 && (self.s.cr4 ^ v) & (CR4_PAE | CR4_PGE | CR4_PSE) != 0
+                // reloads the PDPTEs (not in IA-32e mode: 4-level paging has none).
+                if self.s.cr0 & CR0_PG != 0
+                    && v & CR4_PAE != 0
+                    && !self.lma()
+                    && (self.s.cr4 ^ v) & (CR4_PAE | CR4_PGE | CR4_PSE) != 0
                 {
                     self.load_pdptes(b, self.s.cr3)?;
                 }
@@ -1139,8 +1328,12 @@ impl Cpu {
 
     fn exec_call<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction, next: u64) -> Res<()> {
         match i.op0_kind() {
-            OpKind::NearBranch16 | OpKind::NearBranch32 => {
-                let size = if i.op0_kind() == OpKind::NearBranch16 { 2 } else { 4 };
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                let size = match i.op0_kind() {
+                    OpKind::NearBranch16 => 2,
+                    OpKind::NearBranch64 => 8,
+                    _ => 4,
+                };
                 let t = self.rel_target(i);
                 self.push(b, next, size)?;
                 self.jump_near(t)
@@ -1150,8 +1343,12 @@ impl Cpu {
                 let off = if size == 2 { u64::from(i.far_branch16()) } else { u64::from(i.far_branch32()) };
                 self.far_jump(b, i.far_branch_selector(), off, true, size, next)
             }
-            _ if matches!(i.code(), Code::Call_m1616 | Code::Call_m1632) => {
-                let size = if i.code() == Code::Call_m1616 { 2 } else { 4 };
+            _ if matches!(i.code(), Code::Call_m1616 | Code::Call_m1632 | Code::Call_m1664) => {
+                let size = match i.code() {
+                    Code::Call_m1616 => 2,
+                    Code::Call_m1664 => 8,
+                    _ => 4,
+                };
                 let (sel, off) = self.read_farptr(b, i, size)?;
                 self.far_jump(b, sel, off, true, size, next)
             }
@@ -1176,7 +1373,11 @@ impl Cpu {
     ///   atomically: every read, every push slot and the final position are checked first, and
     ///   memory and registers are written only when nothing can fault any more.
     fn exec_enter<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction) -> Res<()> {
-        let size: u32 = if i.code() == Code::Enterw_imm16_imm8 { 2 } else { 4 };
+        let size: u32 = match i.code() {
+            Code::Enterw_imm16_imm8 => 2,
+            Code::Enterq_imm16_imm8 => 8,
+            _ => 4,
+        };
         let sz = u64::from(size);
         let alloc = u64::from(i.immediate16());
         let level = usize::from(i.immediate8_2nd() & 31);
@@ -1188,7 +1389,11 @@ impl Cpu {
         vals[n] = ebp0 & mask(size);
         n += 1;
         let sp_after_bp = esp0.wrapping_sub(sz) & spm;
-        let frame = if size == 4 { ((esp0 & !spm) | sp_after_bp) & 0xffff_ffff } else { sp_after_bp & 0xffff };
+        let frame = match size {
+            4 => ((esp0 & !spm) | sp_after_bp) & 0xffff_ffff,
+            8 => sp_after_bp,
+            _ => sp_after_bp & 0xffff,
+        };
         if level > 0 {
             let mut bp = ebp0 & spm;
             for _ in 1..level {
@@ -1226,11 +1431,7 @@ impl Cpu {
                 // A register bit offset addresses memory beyond the operand (signed).
                 let so = sext(raw, size);
                 off = off.wrapping_add(((so >> (size * 8).trailing_zeros()) * i64::from(size)) as u64);
-                if i.memory_base() == Register::None || reg_size(i.memory_base()) == 4 {
-                    off &= 0xffff_ffff;
-                } else {
-                    off &= 0xffff;
-                }
+                off &= Self::addr_size_mask(i);
                 (raw & (bits - 1)) as u32
             } else {
                 (raw & (bits - 1)) as u32
@@ -1300,8 +1501,11 @@ impl Cpu {
             let sh = 128 - 2 * bits;
             let dd = ((dividend << sh) as i128) >> sh;
             let dv = i128::from(sext(v, size));
-            let q = dd / dv;
-            let r = dd % dv;
+            // i128::MIN / -1 (a 64-bit IDIV of 2^127 by -1) overflows: #DE like any other
+            // quotient out of range.
+            let (Some(q), Some(r)) = (dd.checked_div(dv), dd.checked_rem(dv)) else {
+                return ex(0);
+            };
             let max = (1i128 << (bits - 1)) - 1;
             let min = -(1i128 << (bits - 1));
             if q > max || q < min {
@@ -1410,12 +1614,23 @@ impl Cpu {
                     | (1 << 15)
                     | (1 << 16)
                     | (1 << 24);
-                (CPUID_SIGNATURE, 0, 0, edx)
+                // MMX/SSE feature bits: exactly what sse.rs implements.
+                let (simd_edx, simd_ecx) = crate::sse::cpuid_bits();
+                // CMPXCHG16B (ECX bit 13) exists with 64-bit mode (long.rs).
+                let cx16 = if self.has_long_mode() { 1 << 13 } else { 0 };
+                (CPUID_SIGNATURE, 0, simd_ecx | cx16, edx | simd_edx)
             }
-            // Extended leaves up to 0x8000_0001, for NX (EDX bit 20: XD in PAE entries and
-            // EFER.NXE, see mem.rs and msr.rs). No 0x8000_0008: MAXPHYADDR is the default 36.
-            0x8000_0000 => (0x8000_0001, 0, 0, 0),
-            0x8000_0001 => (0, 0, 0, 1 << 20),
+            // i386 model: extended leaves up to 0x8000_0001, for NX (EDX bit 20: XD in PAE
+            // entries and EFER.NXE, see mem.rs and msr.rs). No 0x8000_0008: MAXPHYADDR is the
+            // default 36.
+            0x8000_0000 if !self.has_long_mode() => (0x8000_0001, 0, 0, 0),
+            0x8000_0001 if !self.has_long_mode() => (0, 0, 0, 1 << 20),
+            // x86_64 model (long.rs): LAHF/SAHF in 64-bit mode (ECX bit 0); SYSCALL/SYSRET (EDX
+            // bit 11), NX (20), long mode (29). 0x8000_0008: 36 physical and 48 linear address
+            // bits (mem.rs MAXPHYADDR, `canonical`).
+            0x8000_0000 => (0x8000_0008, 0, 0, 0),
+            0x8000_0001 => (0, 0, 1, (1 << 11) | (1 << 20) | (1 << 29)),
+            0x8000_0008 if self.has_long_mode() => (0x3024, 0, 0, 0),
             _ => (0, 0, 0, 0),
         };
         self.s.regs[0] = u64::from(a);
@@ -1457,7 +1672,7 @@ impl Cpu {
 
     /// One iteration of a string instruction (see the crate docs for the REP counting rule).
     fn exec_string<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction, m: M) -> Res<()> {
-        let am: u64 = if str_addr16(i) { 0xffff } else { 0xffff_ffff };
+        let am = str_addr_mask(i);
         let rep = i.has_rep_prefix() || i.has_repne_prefix();
         if rep && self.s.regs[1] & am == 0 {
             return Ok(());
@@ -1473,7 +1688,18 @@ impl Cpu {
         let batch =
             rep && matches!(
                 m,
-                M::Movsb | M::Movsw | M::Movsd | M::Stosb | M::Stosw | M::Stosd | M::Lodsb | M::Lodsw | M::Lodsd
+                M::Movsb
+                    | M::Movsw
+                    | M::Movsd
+                    | M::Movsq
+                    | M::Stosb
+                    | M::Stosw
+                    | M::Stosd
+                    | M::Stosq
+                    | M::Lodsb
+                    | M::Lodsw
+                    | M::Lodsd
+                    | M::Lodsq
             ) && !self.event_possible()
                 && !self.bp_active
                 && !self.flag(crate::TF)
@@ -1513,29 +1739,29 @@ impl Cpu {
         let src_seg = Self::mseg(i);
         let (mut dsi, mut ddi) = (false, false);
         match m {
-            M::Movsb | M::Movsw | M::Movsd => {
+            M::Movsb | M::Movsw | M::Movsd | M::Movsq => {
                 let v = self.rd(b, src_seg, si, size)?;
                 self.wr(b, ES, di, size, v)?;
                 dsi = true;
                 ddi = true;
             }
-            M::Stosb | M::Stosw | M::Stosd => {
+            M::Stosb | M::Stosw | M::Stosd | M::Stosq => {
                 self.wr(b, ES, di, size, self.s.regs[0] & mask(size))?;
                 ddi = true;
             }
-            M::Lodsb | M::Lodsw | M::Lodsd => {
+            M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq => {
                 let v = self.rd(b, src_seg, si, size)?;
                 self.gpr_write(0, size, v);
                 dsi = true;
             }
-            M::Cmpsb | M::Cmpsw | M::Cmpsd => {
+            M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq => {
                 let a = self.rd(b, src_seg, si, size)?;
                 let c = self.rd(b, ES, di, size)?;
                 self.alu(Alu::Cmp, a, c, size);
                 dsi = true;
                 ddi = true;
             }
-            M::Scasb | M::Scasw | M::Scasd => {
+            M::Scasb | M::Scasw | M::Scasd | M::Scasq => {
                 let c = self.rd(b, ES, di, size)?;
                 self.alu(Alu::Cmp, self.s.regs[0], c, size);
                 ddi = true;
@@ -1562,15 +1788,16 @@ impl Cpu {
             }
         }
         if dsi {
-            self.s.regs[6] = (self.s.regs[6] & !am) | (si.wrapping_add(delta) & am);
+            self.s.regs[6] = addr_update(self.s.regs[6], si.wrapping_add(delta), am);
         }
         if ddi {
-            self.s.regs[7] = (self.s.regs[7] & !am) | (di.wrapping_add(delta) & am);
+            self.s.regs[7] = addr_update(self.s.regs[7], di.wrapping_add(delta), am);
         }
         if rep {
             let cx = (self.s.regs[1] & am).wrapping_sub(1) & am;
-            self.s.regs[1] = (self.s.regs[1] & !am) | cx;
-            let cmp = matches!(m, M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Scasb | M::Scasw | M::Scasd);
+            self.s.regs[1] = addr_update(self.s.regs[1], cx, am);
+            let cmp =
+                matches!(m, M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq | M::Scasb | M::Scasw | M::Scasd | M::Scasq);
             let stop = cx == 0
                 || (cmp && i.has_repe_prefix() && !self.flag(ZF))
                 || (cmp && i.has_repne_prefix() && self.flag(ZF));

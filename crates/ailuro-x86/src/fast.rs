@@ -1,4 +1,5 @@
-//! Pre-decoded fast paths for the most common 32-bit integer instructions.
+//! Pre-decoded fast paths for the most common integer instructions of 32-bit code and of 64-bit
+//! code (32- and 64-bit operand sizes).
 //!
 //! When an instruction enters the decode cache, [`Uop::build`] extracts what the hot instruction
 //! forms need (register numbers, immediate, memory operand parts) into a small `Uop`. `step` runs
@@ -6,6 +7,11 @@
 //! the generic operand machinery; everything else (`Kind::Generic`) takes the general path in
 //! `exec.rs`. Both paths must have identical architectural effects; the unit tests and the guest
 //! programs exercise both.
+//!
+//! One implementation serves both modes: [`Cpu::exec_fast`] dispatches once on the operand size
+//! and mode to `exec_fast_w::<W, L>` (W = operand bytes 4 or 8, L = 64-bit mode with 64-bit
+//! addresses, RIP-relative operands and canonical branch targets), so the 32-bit instantiation
+//! is the same code as before and pays nothing for 64-bit mode.
 
 use ailuro_bus::Platform;
 use iced_x86::{Code, ConditionCode, Instruction, Mnemonic as M, OpKind, Register};
@@ -92,11 +98,18 @@ pub(crate) struct Uop {
     pub scale: u8,
     pub seg: u8,
     pub disp: u32,
-    /// Immediate, or the relative branch displacement from the instruction start.
+    /// Immediate, or the relative branch displacement from the instruction start (sign-extended
+    /// to 64 bits where the operand size is 64 or in 64-bit mode).
     pub imm: u32,
+    /// 64-bit operand size (64-bit mode only).
+    pub q: bool,
+    /// Built for 64-bit mode.
+    pub long: bool,
 }
 
 const NONE: u8 = 0xff;
+/// `base` of a RIP-relative memory operand (`disp` is then relative to the instruction start).
+const RIPREL: u8 = 0xfe;
 const ALU_TEST: u8 = 8;
 
 /// AL, CL, DL, BL (low bytes of the first four GPRs).
@@ -125,6 +138,53 @@ fn gpr32(r: Register) -> Option<u8> {
     } else {
         None
     }
+}
+
+/// EAX..R15D (64-bit mode: the 32-bit names of all sixteen registers).
+fn gpr32x(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if (Register::EAX as u32..=Register::R15D as u32).contains(&n) {
+        Some((n - Register::EAX as u32) as u8)
+    } else {
+        None
+    }
+}
+
+fn gpr64(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if (Register::RAX as u32..=Register::R15 as u32).contains(&n) {
+        Some((n - Register::RAX as u32) as u8)
+    } else {
+        None
+    }
+}
+
+/// The low byte of a register in 64-bit mode: AL..BL, SPL..DIL, R8L..R15L (not AH..BH).
+fn gpr8x(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if let Some(x) = gpr8lo(r) {
+        return Some(x);
+    }
+    if (Register::SPL as u32..=Register::R15L as u32).contains(&n) {
+        Some((n - Register::SPL as u32 + 4) as u8)
+    } else {
+        None
+    }
+}
+
+fn gpr16x(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if (Register::AX as u32..=Register::R15W as u32).contains(&n) {
+        Some((n - Register::AX as u32) as u8)
+    } else {
+        None
+    }
+}
+
+/// An i64 that fits a sign-extended 32-bit field.
+fn fits32(v: u64) -> Option<u32> {
+    let x = v as i64;
+    (x == i64::from(x as i32)).then_some(x as u32)
 }
 
 fn alu_op(m: M) -> Option<u8> {
@@ -185,9 +245,14 @@ impl Kind {
 }
 
 impl Uop {
-    /// Pre-decode `i` if it is one of the fast forms (only for 32-bit code).
-    pub(crate) fn build(i: &Instruction, code32: bool) -> Uop {
-        Self::try_build(i, code32).unwrap_or_default()
+    /// Pre-decode `i` if it is one of the fast forms of `bits`-bit code (32 or 64; 16-bit code
+    /// always takes the generic path).
+    pub(crate) fn build(i: &Instruction, bits: u32) -> Uop {
+        match bits {
+            32 => Self::try_build(i, true).unwrap_or_default(),
+            64 => Self::try_build64(i).unwrap_or_default(),
+            _ => Uop::default(),
+        }
     }
 
     fn mem(u: &mut Uop, i: &Instruction) -> Option<()> {
@@ -455,90 +520,474 @@ impl Uop {
     }
 }
 
+impl Uop {
+    /// Memory operand of 64-bit code: 64-bit base/index registers or RIP-relative, a
+    /// sign-extended 32-bit displacement.
+    fn mem64(u: &mut Uop, i: &Instruction) -> Option<()> {
+        let base = i.memory_base();
+        let index = i.memory_index();
+        u.base = match base {
+            Register::None => NONE,
+            Register::RIP => RIPREL,
+            r => gpr64(r)?,
+        };
+        u.index = if index == Register::None { NONE } else { gpr64(index)? };
+        if u.base == RIPREL && u.index != NONE {
+            return None;
+        }
+        if u.base == NONE && u.index == NONE && i.memory_displ_size() != 8 {
+            // [disp32] with a 0x67 prefix: a 32-bit address.
+            return None;
+        }
+        u.scale = i.memory_index_scale() as u8;
+        u.disp = fits32(i.memory_displacement64())?;
+        let seg = i.memory_segment() as u32;
+        u.seg = seg.wrapping_sub(Register::ES as u32).min(0xff) as u8;
+        if u.seg > 5 {
+            return None;
+        }
+        Some(())
+    }
+
+    /// A general-purpose register of 64-bit code with its operand size (32 or 64 bits).
+    fn reg64(r: Register) -> Option<(u8, bool)> {
+        gpr64(r).map(|x| (x, true)).or_else(|| gpr32x(r).map(|x| (x, false)))
+    }
+
+    /// The fast forms of 64-bit code. Operand sizes 32 and 64 (no 16-bit or high-byte forms).
+    fn try_build64(i: &Instruction) -> Option<Uop> {
+        if i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+            return None;
+        }
+        let mut u = Uop { base: NONE, index: NONE, long: true, ..Uop::default() };
+        let m = i.mnemonic();
+        let n = i.op_count();
+        let k0 = if n > 0 { i.op0_kind() } else { OpKind::Register };
+        let k1 = if n > 1 { i.op1_kind() } else { OpKind::Register };
+        let msize = |i: &Instruction| i.memory_size().size() as u32;
+        let sized = |q: bool| if q { 8 } else { 4 };
+        let imm_ok = |k: OpKind| {
+            matches!(k, OpKind::Immediate32 | OpKind::Immediate8to32 | OpKind::Immediate8to64 | OpKind::Immediate32to64)
+        };
+        // Byte forms: MOV r8/m8, ALU with imm8, SETcc.
+        let byte_mem = |i: &Instruction| msize(i) == 1;
+        match m {
+            M::Mov if n == 2 && k0 == OpKind::Register && k1 == OpKind::Memory && byte_mem(i) => {
+                u.d = gpr8x(i.op0_register())?;
+                Self::mem64(&mut u, i)?;
+                u.kind = Kind::MovR8M;
+                return Some(u);
+            }
+            M::Mov if n == 2 && k0 == OpKind::Memory && k1 == OpKind::Register && byte_mem(i) => {
+                u.s = gpr8x(i.op1_register())?;
+                Self::mem64(&mut u, i)?;
+                u.kind = Kind::MovM8R;
+                return Some(u);
+            }
+            M::Mov if n == 2 && k0 == OpKind::Memory && k1 == OpKind::Immediate8 => {
+                Self::mem64(&mut u, i)?;
+                u.imm = u32::from(i.immediate8());
+                u.kind = Kind::MovM8I;
+                return Some(u);
+            }
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
+                if k1 == OpKind::Immediate8 =>
+            {
+                u.op = alu_op(m)?;
+                u.imm = u32::from(i.immediate8());
+                if k0 == OpKind::Memory && byte_mem(i) {
+                    Self::mem64(&mut u, i)?;
+                    u.kind = Kind::AluM8I;
+                } else if k0 == OpKind::Register {
+                    u.d = gpr8x(i.op0_register())?;
+                    u.kind = Kind::AluR8I;
+                } else {
+                    return None;
+                }
+                return Some(u);
+            }
+            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && n == 1 => {
+                u.d = gpr8x(i.op0_register())?;
+                u.op = i.condition_code() as u8;
+                u.kind = Kind::SetccR8;
+                return Some(u);
+            }
+            _ => {}
+        }
+        match m {
+            M::Nop => u.kind = Kind::Nop,
+            M::Mov if n == 2 => match (k0, k1) {
+                (OpKind::Register, OpKind::Register) => {
+                    let (d, q) = Self::reg64(i.op0_register())?;
+                    let (s, q2) = Self::reg64(i.op1_register())?;
+                    if q != q2 {
+                        return None;
+                    }
+                    (u.d, u.s, u.q) = (d, s, q);
+                    u.kind = Kind::MovRR;
+                }
+                (OpKind::Register, k) if k == OpKind::Immediate32 || k == OpKind::Immediate32to64 => {
+                    (u.d, u.q) = Self::reg64(i.op0_register())?;
+                    u.imm = i.immediate(1) as u32;
+                    u.kind = Kind::MovRI;
+                }
+                (OpKind::Register, OpKind::Memory) => {
+                    (u.d, u.q) = Self::reg64(i.op0_register())?;
+                    Self::mem64(&mut u, i)?;
+                    u.kind = Kind::MovRM;
+                }
+                (OpKind::Memory, OpKind::Register) => {
+                    (u.s, u.q) = Self::reg64(i.op1_register())?;
+                    Self::mem64(&mut u, i)?;
+                    u.kind = Kind::MovMR;
+                }
+                (OpKind::Memory, k) if k == OpKind::Immediate32 || k == OpKind::Immediate32to64 => {
+                    u.q = msize(i) == 8;
+                    if msize(i) != sized(u.q) {
+                        return None;
+                    }
+                    Self::mem64(&mut u, i)?;
+                    u.imm = i.immediate(1) as u32;
+                    u.kind = Kind::MovMI;
+                }
+                _ => return None,
+            },
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
+                u.op = alu_op(m)?;
+                match (k0, k1) {
+                    (OpKind::Register, OpKind::Register) => {
+                        let (d, q) = Self::reg64(i.op0_register())?;
+                        let (s, q2) = Self::reg64(i.op1_register())?;
+                        if q != q2 {
+                            return None;
+                        }
+                        (u.d, u.s, u.q) = (d, s, q);
+                        u.kind = Kind::AluRR;
+                    }
+                    (OpKind::Register, k) if imm_ok(k) => {
+                        (u.d, u.q) = Self::reg64(i.op0_register())?;
+                        u.imm = i.immediate(1) as u32;
+                        u.kind = Kind::AluRI;
+                    }
+                    (OpKind::Register, OpKind::Memory) => {
+                        (u.d, u.q) = Self::reg64(i.op0_register())?;
+                        Self::mem64(&mut u, i)?;
+                        u.kind = Kind::AluRM;
+                    }
+                    (OpKind::Memory, OpKind::Register) => {
+                        (u.s, u.q) = Self::reg64(i.op1_register())?;
+                        Self::mem64(&mut u, i)?;
+                        u.kind = Kind::AluMR;
+                    }
+                    (OpKind::Memory, k) if imm_ok(k) => {
+                        u.q = msize(i) == 8;
+                        if msize(i) != sized(u.q) {
+                            return None;
+                        }
+                        Self::mem64(&mut u, i)?;
+                        u.imm = i.immediate(1) as u32;
+                        u.kind = Kind::AluMI;
+                    }
+                    _ => return None,
+                }
+            }
+            M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => {
+                if k0 != OpKind::Register {
+                    return None;
+                }
+                let by_cl = k1 == OpKind::Register && i.op1_register() == Register::CL;
+                if k1 != OpKind::Immediate8 && !by_cl {
+                    return None;
+                }
+                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                u.imm = if by_cl { 0 } else { u32::from(i.immediate8()) };
+                u.op = match m {
+                    M::Rol => 0,
+                    M::Ror => 1,
+                    M::Rcl => 2,
+                    M::Rcr => 3,
+                    M::Shl | M::Sal => 4,
+                    M::Shr => 5,
+                    _ => 6,
+                };
+                u.kind = if by_cl { Kind::ShiftRCl } else { Kind::ShiftRI };
+            }
+            M::Inc | M::Dec if k0 == OpKind::Memory => {
+                u.q = msize(i) == 8;
+                if msize(i) != sized(u.q) {
+                    return None;
+                }
+                Self::mem64(&mut u, i)?;
+                u.kind = if m == M::Inc { Kind::IncM } else { Kind::DecM };
+            }
+            M::Neg | M::Not if k0 == OpKind::Register => {
+                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                u.kind = if m == M::Neg { Kind::NegR } else { Kind::NotR };
+            }
+            M::Inc | M::Dec if k0 == OpKind::Register => {
+                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                u.kind = if m == M::Inc { Kind::IncR } else { Kind::DecR };
+            }
+            M::Lea => {
+                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                Self::mem64(&mut u, i)?;
+                u.kind = Kind::Lea;
+            }
+            M::Jmp if k0 == OpKind::NearBranch64 => {
+                u.imm = fits32(i.near_branch_target())?;
+                u.kind = Kind::Jmp;
+            }
+            M::Call if k0 == OpKind::NearBranch64 => {
+                u.imm = fits32(i.near_branch_target())?;
+                u.kind = Kind::CallRel;
+            }
+            M::Ret if i.code() == Code::Retnq => u.kind = Kind::Ret,
+            M::Push if k0 == OpKind::Register => {
+                u.s = gpr64(i.op0_register())?;
+                u.kind = Kind::PushR;
+            }
+            M::Push if matches!(i.code(), Code::Pushq_imm32 | Code::Pushq_imm8) => {
+                u.imm = i.immediate(0) as u32;
+                u.kind = Kind::PushI;
+            }
+            M::Pop if k0 == OpKind::Register => {
+                u.d = gpr64(i.op0_register())?;
+                u.kind = Kind::PopR;
+            }
+            M::Imul if n == 3 && k1 == OpKind::Register => {
+                let (d, q) = Self::reg64(i.op0_register())?;
+                let (s, q2) = Self::reg64(i.op1_register())?;
+                if q != q2 {
+                    return None;
+                }
+                (u.d, u.s, u.q) = (d, s, q);
+                u.imm = i.immediate(2) as u32;
+                u.kind = Kind::ImulRRI;
+            }
+            M::Imul if n == 2 && k1 == OpKind::Register => {
+                let (d, q) = Self::reg64(i.op0_register())?;
+                let (s, q2) = Self::reg64(i.op1_register())?;
+                if q != q2 {
+                    return None;
+                }
+                (u.d, u.s, u.q) = (d, s, q);
+                u.kind = Kind::ImulRR;
+            }
+            M::Movzx | M::Movsx | M::Movsxd => {
+                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                u.s = u8::from(m != M::Movzx);
+                if k1 == OpKind::Memory {
+                    u.op = msize(i) as u8;
+                    if u.op > 4 || (m == M::Movsxd && !u.q) {
+                        return None;
+                    }
+                    Self::mem64(&mut u, i)?;
+                    u.kind = Kind::MovxRM;
+                } else {
+                    let r = i.op1_register();
+                    let (src, size) = match (gpr8x(r), gpr16x(r), gpr32x(r)) {
+                        (Some(x), _, _) => (x, 1),
+                        (_, Some(x), _) => (x, 2),
+                        (_, _, Some(x)) if m == M::Movsxd && u.q => (x, 4),
+                        _ => return None,
+                    };
+                    u.imm = u32::from(m != M::Movzx);
+                    u.s = src;
+                    u.op = size;
+                    u.kind = Kind::MovxRR;
+                }
+            }
+            M::Call | M::Jmp if k0 == OpKind::Register => {
+                u.s = gpr64(i.op0_register())?;
+                u.kind = if m == M::Call { Kind::CallR } else { Kind::JmpR };
+            }
+            M::Call | M::Jmp if k0 == OpKind::Memory && msize(i) == 8 => {
+                Self::mem64(&mut u, i)?;
+                u.kind = if m == M::Call { Kind::CallM } else { Kind::JmpM };
+            }
+            _ if i.is_jcc_short_or_near() && k0 == OpKind::NearBranch64 => {
+                u.op = i.condition_code() as u8;
+                u.imm = fits32(i.near_branch_target())?;
+                u.kind = Kind::Jcc;
+            }
+            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && n == 2 => {
+                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                u.op = i.condition_code() as u8;
+                if k1 == OpKind::Register {
+                    let (s, q2) = Self::reg64(i.op1_register())?;
+                    if q2 != u.q {
+                        return None;
+                    }
+                    u.s = s;
+                    u.kind = Kind::CmovRR;
+                } else if k1 == OpKind::Memory {
+                    Self::mem64(&mut u, i)?;
+                    u.kind = Kind::CmovRM;
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        Some(u)
+    }
+}
+
 impl Cpu {
+    /// Register `r` as a W-byte operand.
     #[inline(always)]
-    fn r32(&self, r: u8) -> u32 {
-        self.s.regs[r as usize] as u32
+    fn rw<const W: u32>(&self, r: u8) -> u64 {
+        let v = self.s.regs[r as usize];
+        if W == 8 {
+            v
+        } else {
+            v & 0xffff_ffff
+        }
+    }
+
+    /// Write a W-byte result to register `r` (a 32-bit write zero-extends).
+    #[inline(always)]
+    fn ww<const W: u32>(&mut self, r: u8, v: u64) {
+        self.s.regs[r as usize] = if W == 8 { v } else { v & 0xffff_ffff };
+    }
+
+    /// The immediate as a W-byte operand: 64-bit operands sign-extend their 32-bit immediate.
+    #[inline(always)]
+    fn immw<const W: u32>(imm: u32) -> u64 {
+        if W == 8 {
+            imm as i32 as i64 as u64
+        } else {
+            u64::from(imm)
+        }
     }
 
     #[inline(always)]
-    fn w32(&mut self, r: u8, v: u32) {
-        self.s.regs[r as usize] = u64::from(v);
+    fn alu_w<const W: u32>(&mut self, op: Alu, a: u64, v: u64) -> u64 {
+        if W == 8 {
+            self.alu(op, a, v, 8)
+        } else {
+            u64::from(self.alu32(op, a as u32, v as u32))
+        }
     }
 
     #[inline(always)]
-    fn uop_ea(&self, u: &Uop) -> u64 {
+    fn uop_ea<const L: bool>(&self, u: &Uop) -> u64 {
+        if L {
+            let mut a = u.disp as i32 as i64 as u64;
+            if u.base == RIPREL {
+                return self.cur_eip.wrapping_add(a);
+            }
+            if u.base != NONE {
+                a = a.wrapping_add(self.s.regs[u.base as usize]);
+            }
+            if u.index != NONE {
+                a = a.wrapping_add(self.s.regs[u.index as usize].wrapping_mul(u64::from(u.scale)));
+            }
+            return a;
+        }
         let mut a = u.disp;
         if u.base != NONE {
-            a = a.wrapping_add(self.r32(u.base));
+            a = a.wrapping_add(self.s.regs[u.base as usize] as u32);
         }
         if u.index != NONE {
-            a = a.wrapping_add(self.r32(u.index).wrapping_mul(u32::from(u.scale)));
+            a = a.wrapping_add((self.s.regs[u.index as usize] as u32).wrapping_mul(u32::from(u.scale)));
         }
         u64::from(a)
     }
 
+    /// Near branch: a canonical target in 64-bit mode, within the CS limit otherwise.
     #[inline(always)]
-    fn near32(&mut self, target: u64) -> Res<()> {
-        if target > u64::from(self.s.seg[1].limit) {
+    fn near<const L: bool>(&mut self, target: u64) -> Res<()> {
+        if L {
+            if !crate::canonical(target) {
+                return exc(13, 0);
+            }
+        } else if target > u64::from(self.s.seg[1].limit) {
             return exc(13, 0);
         }
         self.s.rip = target;
         Ok(())
     }
 
+    /// Target of a relative branch whose displacement from the instruction start is `imm`.
+    #[inline(always)]
+    fn rel<const L: bool>(&self, imm: u32) -> u64 {
+        if L {
+            self.cur_eip.wrapping_add(imm as i32 as i64 as u64)
+        } else {
+            u64::from((self.cur_eip as u32).wrapping_add(imm))
+        }
+    }
+
     /// Execute a pre-decoded instruction. `self.s.rip` is already the next instruction's EIP and
     /// `self.cur_eip` this one's. Same contract as the generic `exec`.
     #[inline(always)]
     pub(crate) fn exec_fast<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, u: &Uop) -> Res<()> {
+        match (u.long, u.q) {
+            (false, _) => self.exec_fast_w::<P, 4, false>(b, u),
+            (true, false) => self.exec_fast_w::<P, 4, true>(b, u),
+            (true, true) => self.exec_fast_w::<P, 8, true>(b, u),
+        }
+    }
+
+    /// [`Cpu::exec_fast`] for operand size `W` bytes in 64-bit mode (`L`) or 32-bit code.
+    #[inline(always)]
+    fn exec_fast_w<P: Platform + ?Sized, const W: u32, const L: bool>(&mut self, b: &mut Bus<P>, u: &Uop) -> Res<()> {
+        // Stack slots: 8 bytes in 64-bit mode, 4 in 32-bit code.
+        let sw: u32 = if L { 8 } else { 4 };
         match u.kind {
             Kind::Generic | Kind::Nop => {}
             Kind::MovRR => {
-                let v = self.r32(u.s);
-                self.w32(u.d, v);
+                let v = self.rw::<W>(u.s);
+                self.ww::<W>(u.d, v);
             }
-            Kind::MovRI => self.w32(u.d, u.imm),
+            Kind::MovRI => self.ww::<W>(u.d, Self::immw::<W>(u.imm)),
             Kind::MovRM => {
-                let ea = self.uop_ea(u);
-                let v = self.rd(b, u.seg as usize, ea, 4)?;
-                self.w32(u.d, v as u32);
+                let ea = self.uop_ea::<L>(u);
+                let v = self.rd(b, u.seg as usize, ea, W)?;
+                self.ww::<W>(u.d, v);
             }
             Kind::MovMR => {
-                let ea = self.uop_ea(u);
-                self.wr(b, u.seg as usize, ea, 4, u64::from(self.r32(u.s)))?;
+                let ea = self.uop_ea::<L>(u);
+                self.wr(b, u.seg as usize, ea, W, self.rw::<W>(u.s))?;
             }
             Kind::MovMI => {
-                let ea = self.uop_ea(u);
-                self.wr(b, u.seg as usize, ea, 4, u64::from(u.imm))?;
+                let ea = self.uop_ea::<L>(u);
+                self.wr(b, u.seg as usize, ea, W, Self::immw::<W>(u.imm))?;
             }
             Kind::AluRR | Kind::AluRI => {
-                let a = self.r32(u.d);
-                let v = if u.kind == Kind::AluRR { self.r32(u.s) } else { u.imm };
-                let r = self.alu32(alu_from(u.op), a, v);
+                let a = self.rw::<W>(u.d);
+                let v = if u.kind == Kind::AluRR { self.rw::<W>(u.s) } else { Self::immw::<W>(u.imm) };
+                let r = self.alu_w::<W>(alu_from(u.op), a, v);
                 if u.op < 7 {
-                    self.w32(u.d, r);
+                    self.ww::<W>(u.d, r);
                 }
             }
             Kind::AluRM => {
-                let ea = self.uop_ea(u);
-                let v = self.rd(b, u.seg as usize, ea, 4)?;
-                let a = self.r32(u.d);
-                let r = self.alu32(alu_from(u.op), a, v as u32);
+                let ea = self.uop_ea::<L>(u);
+                let v = self.rd(b, u.seg as usize, ea, W)?;
+                let a = self.rw::<W>(u.d);
+                let r = self.alu_w::<W>(alu_from(u.op), a, v);
                 if u.op < 7 {
-                    self.w32(u.d, r);
+                    self.ww::<W>(u.d, r);
                 }
             }
             Kind::AluMR | Kind::AluMI => {
-                let ea = self.uop_ea(u);
-                let a = self.rd(b, u.seg as usize, ea, 4)?;
-                let v = if u.kind == Kind::AluMR { self.r32(u.s) } else { u.imm };
-                let r = self.alu32(alu_from(u.op), a as u32, v);
+                let ea = self.uop_ea::<L>(u);
+                let a = self.rd(b, u.seg as usize, ea, W)?;
+                let v = if u.kind == Kind::AluMR { self.rw::<W>(u.s) } else { Self::immw::<W>(u.imm) };
+                let r = self.alu_w::<W>(alu_from(u.op), a, v);
                 if u.op < 7 {
-                    self.wr(b, u.seg as usize, ea, 4, u64::from(r))?;
+                    self.wr(b, u.seg as usize, ea, W, r)?;
                 }
             }
+            Kind::ShiftRI if W == 8 => {
+                let a = self.rw::<W>(u.d);
+                let r = self.shift(shift_from(u.op), a, u64::from(u.imm), 8);
+                self.ww::<W>(u.d, r);
+            }
             Kind::ShiftRI => {
-                let a = self.r32(u.d);
+                let a = self.rw::<W>(u.d) as u32;
                 let c = u.imm & 31;
                 let r = match u.op {
                     4..=6 if c != 0 => {
@@ -575,106 +1024,109 @@ impl Cpu {
                     }
                     _ => self.shift(shift_from(u.op), u64::from(a), u64::from(u.imm), 4) as u32,
                 };
-                self.w32(u.d, r);
+                self.ww::<W>(u.d, u64::from(r));
             }
             Kind::ShiftRCl => {
-                let a = self.r32(u.d);
+                let a = self.rw::<W>(u.d);
                 let c = self.s.regs[1] & 0xff;
-                let r = self.shift(shift_from(u.op), u64::from(a), c, 4) as u32;
-                self.w32(u.d, r);
+                let r = self.shift(shift_from(u.op), a, c, W);
+                self.ww::<W>(u.d, r);
             }
             Kind::IncM | Kind::DecM => {
-                let ea = self.uop_ea(u);
-                let a = self.rd(b, u.seg as usize, ea, 4)?;
+                let ea = self.uop_ea::<L>(u);
+                let a = self.rd(b, u.seg as usize, ea, W)?;
                 let cf = self.s.rflags & crate::CF;
-                let r = self.alu32(if u.kind == Kind::DecM { Alu::Sub } else { Alu::Add }, a as u32, 1);
+                let r = self.alu_w::<W>(if u.kind == Kind::DecM { Alu::Sub } else { Alu::Add }, a, 1);
                 self.s.rflags = (self.s.rflags & !crate::CF) | cf;
                 // A faulting write: the step restores EFLAGS.
-                self.wr(b, u.seg as usize, ea, 4, u64::from(r))?;
+                self.wr(b, u.seg as usize, ea, W, r)?;
             }
             Kind::NegR => {
-                let a = self.r32(u.d);
-                let r = self.alu32(Alu::Sub, 0, a);
-                self.w32(u.d, r);
+                let a = self.rw::<W>(u.d);
+                let r = self.alu_w::<W>(Alu::Sub, 0, a);
+                self.ww::<W>(u.d, r);
             }
             Kind::NotR => {
-                let a = self.r32(u.d);
-                self.w32(u.d, !a);
+                let a = self.rw::<W>(u.d);
+                self.ww::<W>(u.d, !a);
             }
             Kind::IncR | Kind::DecR => {
-                let a = self.r32(u.d);
+                let a = self.rw::<W>(u.d);
                 let cf = self.s.rflags & crate::CF;
-                let r = self.alu32(if u.kind == Kind::DecR { Alu::Sub } else { Alu::Add }, a, 1);
+                let r = self.alu_w::<W>(if u.kind == Kind::DecR { Alu::Sub } else { Alu::Add }, a, 1);
                 self.s.rflags = (self.s.rflags & !crate::CF) | cf;
-                self.w32(u.d, r);
+                self.ww::<W>(u.d, r);
             }
             Kind::Lea => {
-                let ea = self.uop_ea(u);
-                self.w32(u.d, ea as u32);
+                let ea = self.uop_ea::<L>(u);
+                self.ww::<W>(u.d, ea);
             }
             Kind::Jcc => {
                 if self.cond(cc_from(u.op)) {
-                    let t = u64::from((self.cur_eip as u32).wrapping_add(u.imm));
-                    self.near32(t)?;
+                    let t = self.rel::<L>(u.imm);
+                    self.near::<L>(t)?;
                 }
             }
             Kind::Jmp => {
-                let t = u64::from((self.cur_eip as u32).wrapping_add(u.imm));
-                self.near32(t)?;
+                let t = self.rel::<L>(u.imm);
+                self.near::<L>(t)?;
             }
             Kind::CallRel => {
-                let t = u64::from((self.cur_eip as u32).wrapping_add(u.imm));
+                let t = self.rel::<L>(u.imm);
                 let next = self.s.rip;
-                self.push(b, next, 4)?;
-                self.near32(t)?;
+                self.push(b, next, sw)?;
+                self.near::<L>(t)?;
             }
             Kind::Ret => {
-                let t = self.peek(b, 0, 4)?;
-                self.near32(t)?;
+                let t = self.peek(b, 0, sw)?;
+                self.near::<L>(t)?;
                 let sp = self.s.regs[4];
-                self.set_sp(sp.wrapping_add(4));
+                self.set_sp(sp.wrapping_add(u64::from(sw)));
             }
             Kind::PushR => {
-                let v = self.r32(u.s);
-                self.push(b, u64::from(v), 4)?;
+                let v = self.s.regs[u.s as usize] & crate::mem::mask(sw);
+                self.push(b, v, sw)?;
             }
-            Kind::PushI => self.push(b, u64::from(u.imm), 4)?,
+            Kind::PushI => {
+                let v = if L { u.imm as i32 as i64 as u64 } else { u64::from(u.imm) };
+                self.push(b, v, sw)?;
+            }
             Kind::PopR => {
-                let v = self.peek(b, 0, 4)?;
+                let v = self.peek(b, 0, sw)?;
                 let sp = self.s.regs[4];
-                self.set_sp(sp.wrapping_add(4));
-                self.w32(u.d, v as u32);
+                self.set_sp(sp.wrapping_add(u64::from(sw)));
+                self.s.regs[u.d as usize] = v;
             }
             Kind::MovxRM => {
-                let ea = self.uop_ea(u);
+                let ea = self.uop_ea::<L>(u);
                 let size = u32::from(u.op);
                 let v = self.rd(b, u.seg as usize, ea, size)?;
-                let v = if u.s != 0 { flags::sext(v, size) as u32 } else { v as u32 };
-                self.w32(u.d, v);
+                let v = if u.s != 0 { flags::sext(v, size) as u64 } else { v };
+                self.ww::<W>(u.d, v);
             }
             Kind::MovxRR => {
                 let size = u32::from(u.op);
                 let v = self.s.regs[u.s as usize] & crate::mem::mask(size);
-                let v = if u.imm != 0 { flags::sext(v, size) as u32 } else { v as u32 };
-                self.w32(u.d, v);
+                let v = if u.imm != 0 { flags::sext(v, size) as u64 } else { v };
+                self.ww::<W>(u.d, v);
             }
             Kind::MovR8M => {
-                let ea = self.uop_ea(u);
+                let ea = self.uop_ea::<L>(u);
                 let v = self.rd(b, u.seg as usize, ea, 1)?;
                 let r = &mut self.s.regs[u.d as usize];
                 *r = (*r & !0xff) | v;
             }
             Kind::MovM8R => {
-                let ea = self.uop_ea(u);
+                let ea = self.uop_ea::<L>(u);
                 let v = self.s.regs[u.s as usize] & 0xff;
                 self.wr(b, u.seg as usize, ea, 1, v)?;
             }
             Kind::MovM8I => {
-                let ea = self.uop_ea(u);
+                let ea = self.uop_ea::<L>(u);
                 self.wr(b, u.seg as usize, ea, 1, u64::from(u.imm))?;
             }
             Kind::AluM8I => {
-                let ea = self.uop_ea(u);
+                let ea = self.uop_ea::<L>(u);
                 let a = self.rd(b, u.seg as usize, ea, 1)?;
                 let r = self.alu(alu_from(u.op), a, u64::from(u.imm), 1);
                 if u.op < 7 {
@@ -691,16 +1143,16 @@ impl Cpu {
             }
             Kind::CallR | Kind::JmpR | Kind::CallM | Kind::JmpM => {
                 let t = if matches!(u.kind, Kind::CallR | Kind::JmpR) {
-                    u64::from(self.r32(u.s))
+                    self.s.regs[u.s as usize] & crate::mem::mask(sw)
                 } else {
-                    let ea = self.uop_ea(u);
-                    self.rd(b, u.seg as usize, ea, 4)?
+                    let ea = self.uop_ea::<L>(u);
+                    self.rd(b, u.seg as usize, ea, sw)?
                 };
                 if matches!(u.kind, Kind::CallR | Kind::CallM) {
                     let next = self.s.rip;
-                    self.push(b, next, 4)?;
+                    self.push(b, next, sw)?;
                 }
-                self.near32(t)?;
+                self.near::<L>(t)?;
             }
             Kind::SetccR8 => {
                 let v = u64::from(self.cond(cc_from(u.op)));
@@ -709,27 +1161,52 @@ impl Cpu {
             }
             Kind::CmovRR => {
                 if self.cond(cc_from(u.op)) {
-                    let v = self.r32(u.s);
-                    self.w32(u.d, v);
+                    let v = self.rw::<W>(u.s);
+                    self.ww::<W>(u.d, v);
+                } else if L && W == 4 {
+                    // A 32-bit CMOVcc clears the upper half even when it does not move (SDM).
+                    let v = self.rw::<W>(u.d);
+                    self.ww::<W>(u.d, v);
                 }
             }
             Kind::CmovRM => {
                 // The source is read (and may fault) whatever the condition.
-                let ea = self.uop_ea(u);
-                let v = self.rd(b, u.seg as usize, ea, 4)?;
+                let ea = self.uop_ea::<L>(u);
+                let v = self.rd(b, u.seg as usize, ea, W)?;
                 if self.cond(cc_from(u.op)) {
-                    self.w32(u.d, v as u32);
+                    self.ww::<W>(u.d, v);
+                } else if L && W == 4 {
+                    let v = self.rw::<W>(u.d);
+                    self.ww::<W>(u.d, v);
                 }
             }
+            Kind::ImulRRI | Kind::ImulRR if W == 8 => {
+                let a = i128::from(self.s.regs[u.s as usize] as i64);
+                let v = if u.kind == Kind::ImulRRI {
+                    i128::from(u.imm as i32)
+                } else {
+                    i128::from(self.s.regs[u.d as usize] as i64)
+                };
+                let full = a * v;
+                let r = full as u64;
+                let ovf = i128::from(r as i64) != full;
+                let f = Self::szp(r, 8) | if ovf { crate::CF | crate::OF } else { 0 };
+                self.set_status(f);
+                self.s.regs[u.d as usize] = r;
+            }
             Kind::ImulRRI | Kind::ImulRR => {
-                let a = i64::from(self.r32(u.s) as i32);
-                let v = if u.kind == Kind::ImulRRI { i64::from(u.imm as i32) } else { i64::from(self.r32(u.d) as i32) };
+                let a = i64::from(self.s.regs[u.s as usize] as u32 as i32);
+                let v = if u.kind == Kind::ImulRRI {
+                    i64::from(u.imm as i32)
+                } else {
+                    i64::from(self.s.regs[u.d as usize] as u32 as i32)
+                };
                 let full = a * v;
                 let r = full as u32;
                 let ovf = i64::from(r as i32) != full;
                 let f = Self::szp(u64::from(r), 4) | if ovf { crate::CF | crate::OF } else { 0 };
                 self.set_status(f);
-                self.w32(u.d, r);
+                self.ww::<W>(u.d, u64::from(r));
             }
         }
         Ok(())

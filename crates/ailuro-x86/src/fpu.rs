@@ -37,9 +37,8 @@ pub(crate) const SW_C3: u16 = 0x4000;
 pub(crate) const SW_B: u16 = 0x8000;
 const SW_CC: u16 = SW_C0 | SW_C1 | SW_C2 | SW_C3;
 
-/// MXCSR as stored by FXSAVE (no SSE: the reset value) and the MXCSR_MASK reported.
-pub(crate) const MXCSR: u32 = 0x1f80;
-pub(crate) const MXCSR_MASK: u32 = 0xffbf;
+/// MXCSR_MASK as FXSAVE reports it: every MXCSR bit `sse.rs` implements, DAZ included.
+pub(crate) const MXCSR_MASK: u32 = crate::sse::MXCSR_MASK;
 
 /// Architectural x87 state (part of the serialized CPU state).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,9 +325,14 @@ impl Cpu {
         Ok(())
     }
 
-    /// Offsets wrap at 4 GiB (the segment checks reject wrapping in 16-bit segments).
+    /// Offsets wrap at 4 GiB (the segment checks reject wrapping in 16-bit segments); 64-bit
+    /// mode has 64-bit offsets.
     fn addr_mask(&self) -> u64 {
-        0xffff_ffff
+        if self.long64() {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        }
     }
 
     /// Record FIP/FCS/FOP (and FDP/FDS for a memory operand) of a non-control instruction.
@@ -337,10 +341,10 @@ impl Cpu {
         let acc = self.user_acc() | ACC_X;
         let n = i.len() as u64;
         for k in 0..n {
-            let lin = self.cur_pc.wrapping_add(k) & 0xffff_ffff;
+            let lin = self.next_page_lin(self.cur_pc, k);
             let Ok(byte) = self.lin_read(b, lin, 1, acc) else { break };
             if (0xd8..=0xdf).contains(&byte) {
-                let lin2 = self.cur_pc.wrapping_add(k + 1) & 0xffff_ffff;
+                let lin2 = self.next_page_lin(self.cur_pc, k + 1);
                 let modrm = self.lin_read(b, lin2, 1, acc).unwrap_or(0);
                 fop = (((byte & 7) << 8) | modrm) as u16;
                 break;
@@ -375,14 +379,19 @@ impl Cpu {
         if i.has_lock_prefix() {
             return ex(6);
         }
-        if matches!(m, M::Fxsave | M::Fxrstor) {
+        if matches!(m, M::Fxsave | M::Fxrstor | M::Fxsave64 | M::Fxrstor64) {
             if cr0 & CR0_EM != 0 {
                 return ex(6);
             }
             if cr0 & CR0_TS != 0 {
                 return ex(7);
             }
-            return if m == M::Fxsave { self.fxsave(b, i) } else { self.fxrstor(b, i) };
+            let wide = matches!(m, M::Fxsave64 | M::Fxrstor64);
+            return if matches!(m, M::Fxsave | M::Fxsave64) {
+                self.fxsave(b, i, wide)
+            } else {
+                self.fxrstor(b, i, wide)
+            };
         }
         if cr0 & (CR0_EM | CR0_TS) != 0 {
             return ex(7);
@@ -485,7 +494,7 @@ impl Cpu {
             M::Fdiv | M::Fdivp | M::Fidiv => self.farith(b, i, Op::Div, m == M::Fdivp),
             M::Fdivr | M::Fdivrp | M::Fidivr => self.farith(b, i, Op::DivR, m == M::Fdivrp),
             M::Fld | M::Fild | M::Fbld => self.fload(b, i, m),
-            M::Fst | M::Fstp | M::Fstpnce | M::Fist | M::Fistp | M::Fbstp => self.fstore(b, i, m),
+            M::Fst | M::Fstp | M::Fstpnce | M::Fist | M::Fistp | M::Fisttp | M::Fbstp => self.fstore(b, i, m),
             M::Fcom | M::Fcomp | M::Fcompp | M::Fucom | M::Fucomp | M::Fucompp | M::Ficom | M::Ficomp => {
                 self.fcom(b, i, m)
             }
@@ -883,7 +892,7 @@ impl Cpu {
 
     /// FST/FSTP/FIST/FISTP/FBSTP.
     fn fstore<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction, m: M) -> Res<()> {
-        let pop = matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fbstp);
+        let pop = matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fisttp | M::Fbstp);
         if i.op0_kind() != OpKind::Memory {
             self.fpu_note(b, i);
             let k = st_index(i.op0_register());
@@ -908,6 +917,10 @@ impl Cpu {
         let (seg, off) = self.fmem(i);
         let f = &self.s.fpu;
         let mut e = f.env();
+        if m == M::Fisttp {
+            // SSE3 FISTTP: FISTP with truncation whatever FCW.RC says.
+            e.rc = 3;
+        }
         let src = f.st(0);
         let ms = i.memory_size();
         // Bytes to store (None: nothing is stored because of an unmasked exception).
@@ -1116,40 +1129,55 @@ impl Cpu {
     /// Linear address of the memory operand, checked for 16-byte alignment (#GP(0)).
     fn fx_area(&self, i: &Instruction) -> Res<(usize, u64)> {
         let (seg, off) = self.fmem(i);
-        let lin = self.s.seg[seg].base.wrapping_add(off);
+        let lin = self.seg_addr(seg, off, 1, false)?;
         if lin & 15 != 0 {
             return exc(13, 0);
         }
         Ok((seg, off))
     }
 
-    fn fxsave<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction) -> Res<()> {
+    /// FXSAVE / FXSAVE64 (`wide`: 64-bit FIP/FDP without selectors). The 512-byte image holds
+    /// the x87 state, MXCSR with MXCSR_MASK, and XMM0-7 (XMM0-15 in 64-bit mode) at 160 + 16n;
+    /// the rest of the area (reserved and available to software) is not written.
+    fn fxsave<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction, wide: bool) -> Res<()> {
         let (seg, off) = self.fx_area(i)?;
+        let nxmm = if self.long64() { 16 } else { 8 };
         let f = &self.s.fpu;
-        let mut img = vec![0u8; 288];
+        let mut img = vec![0u8; 160 + 16 * nxmm];
         img[0..2].copy_from_slice(&f.fcw.to_le_bytes());
         img[2..4].copy_from_slice(&f.fsw.to_le_bytes());
         img[4] = f.tags;
         img[6..8].copy_from_slice(&(f.fop & 0x7ff).to_le_bytes());
-        img[8..12].copy_from_slice(&f.fip.to_le_bytes());
-        img[12..14].copy_from_slice(&f.fcs.to_le_bytes());
-        img[16..20].copy_from_slice(&f.fdp.to_le_bytes());
-        img[20..22].copy_from_slice(&f.fds.to_le_bytes());
-        img[24..28].copy_from_slice(&MXCSR.to_le_bytes());
+        if wide {
+            img[8..16].copy_from_slice(&u64::from(f.fip).to_le_bytes());
+            img[16..24].copy_from_slice(&u64::from(f.fdp).to_le_bytes());
+        } else {
+            img[8..12].copy_from_slice(&f.fip.to_le_bytes());
+            img[12..14].copy_from_slice(&f.fcs.to_le_bytes());
+            img[16..20].copy_from_slice(&f.fdp.to_le_bytes());
+            img[20..22].copy_from_slice(&f.fds.to_le_bytes());
+        }
+        img[24..28].copy_from_slice(&self.s.sse.mxcsr.to_le_bytes());
         img[28..32].copy_from_slice(&MXCSR_MASK.to_le_bytes());
         for k in 0..8 {
             let at = 32 + 16 * k;
             img[at..at + 10].copy_from_slice(&f.regs[f.phys(k)].to_bytes());
         }
-        // Bytes 288..511 (reserved and available to software) are not written.
+        for k in 0..nxmm {
+            let at = 160 + 16 * k;
+            img[at..at + 16].copy_from_slice(&self.s.sse.xmm[k].to_le_bytes());
+        }
         self.probe_write(b, seg, off, 512)?;
         self.fwrite_bytes(b, seg, off, &img)
     }
 
-    fn fxrstor<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction) -> Res<()> {
+    /// FXRSTOR / FXRSTOR64: the inverse of [`Cpu::fxsave`]; #GP(0) (before any change) if the
+    /// image's MXCSR sets a bit outside MXCSR_MASK.
+    fn fxrstor<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, i: &Instruction, wide: bool) -> Res<()> {
         let (seg, off) = self.fx_area(i)?;
         self.seg_addr(seg, off, 512, false)?;
-        let img = self.fread_bytes(b, seg, off, 160)?;
+        let nxmm = if self.long64() { 16 } else { 8 };
+        let img = self.fread_bytes(b, seg, off, 160 + 16 * nxmm)?;
         let mxcsr = u32::from_le_bytes([img[24], img[25], img[26], img[27]]);
         if mxcsr & !MXCSR_MASK != 0 {
             return exc(13, 0);
@@ -1162,14 +1190,27 @@ impl Cpu {
         f.tags = img[4];
         f.fop = r16(6) & 0x7ff;
         f.fip = r32(8);
-        f.fcs = r16(12);
         f.fdp = r32(16);
-        f.fds = r16(20);
+        if wide {
+            // FIP/FDP are kept as 32-bit offsets: the upper halves are dropped.
+            f.fcs = 0;
+            f.fds = 0;
+        } else {
+            f.fcs = r16(12);
+            f.fds = r16(20);
+        }
         for k in 0..8 {
             let p = f.phys(k);
             f.regs[p] = F80::from_bytes(&img[32 + 16 * k..42 + 16 * k]);
         }
         f.update_es();
+        self.s.sse.mxcsr = mxcsr;
+        for k in 0..nxmm {
+            let at = 160 + 16 * k;
+            let mut x = [0u8; 16];
+            x.copy_from_slice(&img[at..at + 16]);
+            self.s.sse.xmm[k] = u128::from_le_bytes(x);
+        }
         Ok(())
     }
 }

@@ -67,9 +67,24 @@ pub(crate) struct StateV3 {
     dbg_pending: u32,
 }
 
-impl From<StateV3> for State {
+/// State format version 4 (before the long-mode MSRs and SSE registers were added).
+#[derive(Deserialize)]
+pub(crate) struct StateV4 {
+    v3: StateV3,
+    pdpte: [u64; 4],
+}
+
+impl From<StateV3> for StateV4 {
     /// Version 3 had no PAE (CR4.PAE could not be set), so the PDPTE registers are unused: zero.
-    fn from(o: StateV3) -> State {
+    fn from(v3: StateV3) -> StateV4 {
+        StateV4 { v3, pdpte: [0; 4] }
+    }
+}
+
+impl From<StateV4> for State {
+    /// Version 4 had no long mode and no SSE: those registers take their reset values.
+    fn from(v4: StateV4) -> State {
+        let o = v4.v3;
         let _ = o.v2.version;
         State {
             version: crate::STATE_VERSION,
@@ -106,7 +121,9 @@ impl From<StateV3> for State {
             nmi_blocked: o.nmi_blocked,
             ss_shadow: o.ss_shadow,
             dbg_pending: o.dbg_pending,
-            pdpte: [0; 4],
+            pdpte: v4.pdpte,
+            lm: crate::LongModeRegs::default(),
+            sse: crate::SseRegs::default(),
         }
     }
 }

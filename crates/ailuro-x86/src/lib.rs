@@ -97,6 +97,9 @@ mod fpu;
 #[cfg(test)]
 mod fpu_tests;
 mod legacy;
+mod long;
+#[cfg(test)]
+mod long_tests;
 mod mem;
 mod msr;
 mod observe;
@@ -104,6 +107,11 @@ mod prot;
 mod softfloat;
 #[cfg(test)]
 mod softfloat_tests;
+mod sse;
+mod sse_float;
+mod sse_int;
+#[cfg(test)]
+mod sse_tests;
 #[cfg(test)]
 mod tests;
 
@@ -235,6 +243,8 @@ pub struct DescTable {
 
 pub(crate) const ATTR_P: u16 = 0x80;
 pub(crate) const ATTR_S: u16 = 0x10;
+/// Descriptor L bit (64-bit code segment) in [`Segment::attr`].
+pub(crate) const ATTR_L: u16 = 0x2000;
 pub(crate) const ATTR_DB: u16 = 0x4000;
 pub(crate) const ATTR_G: u16 = 0x8000;
 
@@ -271,13 +281,53 @@ pub(crate) const CR4_PSE: u64 = 1 << 4;
 pub(crate) const CR4_PAE: u64 = 1 << 5;
 pub(crate) const CR4_PGE: u64 = 1 << 7;
 pub(crate) const CR4_OSFXSR: u64 = 1 << 9;
+pub(crate) const CR4_OSXMMEXCPT: u64 = 1 << 10;
+/// IA32_EFER.SCE: SYSCALL/SYSRET enabled.
+pub(crate) const EFER_SCE: u64 = 1;
+/// IA32_EFER.LME: long mode enabled (takes effect when paging is turned on).
+pub(crate) const EFER_LME: u64 = 1 << 8;
+/// IA32_EFER.LMA: long mode active (read-only; set by the CR0.PG write that enters long mode).
+pub(crate) const EFER_LMA: u64 = 1 << 10;
 /// IA32_EFER.NXE: execute-disable (bit 63 of PAE entries) enabled.
 pub(crate) const EFER_NXE: u64 = 1 << 11;
 
 /// Version 3 added IA32_MISC_ENABLE, IA32_PAT, the NMI latch/blocking, the MOV SS debug-trap
-/// shadow and pending debug traps; version 4 the PAE PDPTE registers. Versions 2 and 3 still load
-/// (see `legacy.rs`).
-const STATE_VERSION: u32 = 4;
+/// shadow and pending debug traps; version 4 the PAE PDPTE registers; version 5 the long-mode
+/// MSRs ([`LongModeRegs`]) and the SSE registers ([`SseRegs`]). Versions 2 to 4 still load (see
+/// `legacy.rs`).
+const STATE_VERSION: u32 = 5;
+
+/// The MSRs of long mode and SYSCALL that have no other home (FS.base and GS.base live in the
+/// segment registers).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LongModeRegs {
+    /// IA32_STAR (0xc000_0081): SYSCALL/SYSRET selectors (bits 47:32, 63:48) and the legacy-mode
+    /// SYSCALL EIP (bits 31:0).
+    pub star: u64,
+    /// IA32_LSTAR (0xc000_0082): 64-bit SYSCALL entry.
+    pub lstar: u64,
+    /// IA32_CSTAR (0xc000_0083): compatibility-mode SYSCALL entry (AMD; stored only on Intel).
+    pub cstar: u64,
+    /// IA32_FMASK (0xc000_0084): RFLAGS bits SYSCALL clears.
+    pub fmask: u64,
+    /// IA32_KERNEL_GS_BASE (0xc000_0102): swapped with GS.base by SWAPGS.
+    pub kernel_gs_base: u64,
+}
+
+/// XMM0-15 and MXCSR (MMX registers alias the x87 registers in `fpu`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SseRegs {
+    /// XMM registers, element 0 in the low bits.
+    pub xmm: [u128; 16],
+    /// MXCSR.
+    pub mxcsr: u32,
+}
+
+impl Default for SseRegs {
+    fn default() -> Self {
+        SseRegs { xmm: [0; 16], mxcsr: 0x1f80 }
+    }
+}
 
 /// Every architecturally visible bit of the CPU, plus the run-state the record/replay design
 /// depends on. This is what `save_state` serializes and `state_hash` hashes; caches live outside.
@@ -333,6 +383,10 @@ pub(crate) struct State {
     /// PDPTE registers: later writes to the PDPT in memory do not matter until the next load, so
     /// they are architectural state and part of the snapshot.
     pub pdpte: [u64; 4],
+    /// Long-mode MSRs (version 5).
+    pub lm: LongModeRegs,
+    /// SSE registers (version 5).
+    pub sse: SseRegs,
 }
 
 impl State {
@@ -380,6 +434,8 @@ impl State {
             ss_shadow: false,
             dbg_pending: 0,
             pdpte: [0; 4],
+            lm: LongModeRegs::default(),
+            sse: SseRegs::default(),
         }
     }
 }
@@ -401,6 +457,13 @@ pub(crate) type Res<T> = Result<T, Fault>;
 /// Raise an exception without error code.
 pub(crate) fn ex<T>(vector: u8) -> Res<T> {
     Err(Fault::Ex { vector, code: None })
+}
+
+/// Whether a 64-bit linear address is canonical (bits 63:47 all equal: 48-bit virtual
+/// addresses, CPUID 0x8000_0008 EAX[15:8] = 48).
+#[inline]
+pub(crate) fn canonical(a: u64) -> bool {
+    ((a as i64) << 16 >> 16) as u64 == a
 }
 
 /// Raise an exception with an error code.
@@ -511,7 +574,36 @@ impl Cpu {
     }
 
     pub(crate) fn lin_pc(&self) -> u64 {
-        self.s.seg[SegReg::Cs as usize].base.wrapping_add(self.s.rip) & 0xffff_ffff
+        if self.long64() {
+            // 64-bit mode ignores CS.base.
+            self.s.rip
+        } else {
+            self.s.seg[SegReg::Cs as usize].base.wrapping_add(self.s.rip) & 0xffff_ffff
+        }
+    }
+
+    /// Long mode is active (IA32_EFER.LMA): 4-level paging, 64-bit IDT, and either 64-bit mode
+    /// or compatibility mode depending on CS.L.
+    #[inline]
+    pub(crate) fn lma(&self) -> bool {
+        self.s.efer & EFER_LMA != 0
+    }
+
+    /// 64-bit mode: long mode active and CS.L = 1.
+    #[inline]
+    pub(crate) fn long64(&self) -> bool {
+        self.s.efer & EFER_LMA != 0 && self.s.seg[SegReg::Cs as usize].attr & ATTR_L != 0
+    }
+
+    /// Linear address of a system structure (GDT, LDT, IDT, TSS) at `a`: 64 bits wide in long
+    /// mode, 32 bits otherwise.
+    #[inline]
+    pub(crate) fn sys_lin(&self, a: u64) -> u64 {
+        if self.lma() {
+            a
+        } else {
+            a & 0xffff_ffff
+        }
     }
 
     /// Machine state a multiboot loader hands over: flat 4 GiB ring-0 32-bit code (selector 0x10)
@@ -533,6 +625,22 @@ impl Cpu {
         self.s.cpl = 0;
         self.s.halted = false;
         self.s.shadow = false;
+        self.flush_all_caches();
+    }
+
+    /// Machine state of a 64-bit boot hand-over (e.g. the Linux boot protocol's 64-bit entry):
+    /// IA-32e mode with paging on (CR0 = PE|ET|PG, CR4.PAE, EFER.LME|LMA), CR3 = `cr3` (4-level
+    /// page tables the caller built), a flat ring-0 64-bit code segment (selector 0x10) and flat
+    /// data segments (0x18), EFLAGS = 0x2, RIP = `rip`, GDTR/IDTR limit 0.
+    pub fn enter_flat_long_mode(&mut self, cr3: u64, rip: u64) {
+        self.enter_flat_protected_mode(0);
+        let s = &mut self.s.seg[SegReg::Cs as usize];
+        s.attr = (s.attr & !ATTR_DB) | ATTR_L;
+        self.s.cr0 = CR0_PE | CR0_ET | CR0_PG;
+        self.s.cr4 = CR4_PAE;
+        self.s.cr3 = cr3;
+        self.s.efer = EFER_LME | EFER_LMA;
+        self.s.rip = rip;
         self.flush_all_caches();
     }
 
@@ -654,13 +762,17 @@ impl Cpu {
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(bytes)?;
         let (st, rest): (State, &[u8]) = match version {
             STATE_VERSION => postcard::take_from_bytes(bytes)?,
+            4 => {
+                let (old, rest): (legacy::StateV4, &[u8]) = postcard::take_from_bytes(bytes)?;
+                (old.into(), rest)
+            }
             3 => {
                 let (old, rest): (legacy::StateV3, &[u8]) = postcard::take_from_bytes(bytes)?;
-                (old.into(), rest)
+                (legacy::StateV4::from(old).into(), rest)
             }
             2 => {
                 let (old, rest): (legacy::StateV2, &[u8]) = postcard::take_from_bytes(bytes)?;
-                (legacy::StateV3::from(old).into(), rest)
+                (legacy::StateV4::from(legacy::StateV3::from(old)).into(), rest)
             }
             found => return Err(CpuStateError::Version { found, expected: STATE_VERSION }),
         };
@@ -696,6 +808,9 @@ impl Cpu {
 
     /// Multi-line register dump in the style of QEMU's `info registers`.
     pub fn info_registers(&self) -> String {
+        if self.long64() {
+            return self.info_registers64();
+        }
         let s = &self.s;
         let r = |i: usize| s.regs[i] as u32;
         let mut o = String::new();
@@ -747,6 +862,75 @@ impl Cpu {
             s.dr[0], s.dr[1], s.dr[2], s.dr[3], s.dr[6], s.dr[7]
         );
         let _ = writeln!(o, "EFER={:016x} ICOUNT={} INTR={}", s.efer, s.icount, u8::from(s.intr));
+        o
+    }
+
+    /// `info registers` in 64-bit mode (QEMU's 64-bit layout).
+    fn info_registers64(&self) -> String {
+        let s = &self.s;
+        let mut o = String::new();
+        let names = ["RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP"];
+        let idx = [0usize, 3, 1, 2, 6, 7, 5, 4];
+        for row in 0..4 {
+            let line: Vec<String> = (0..4)
+                .map(|c| {
+                    let k = row * 4 + c;
+                    let (name, v) =
+                        if k < 8 { (names[k].to_string(), s.regs[idx[k]]) } else { (format!("R{k}"), s.regs[k]) };
+                    format!("{name:<3}={v:016x}")
+                })
+                .collect();
+            let _ = writeln!(o, "{}", line.join(" "));
+        }
+        let f = s.rflags;
+        let fl = |bit: u64, c: char| if f & bit != 0 { c } else { '-' };
+        let _ = writeln!(
+            o,
+            "RIP={:016x} RFL={:08x} [{}{}{}{}{}{}{}] CPL={} II={} A20=1 SMM=0 HLT={}",
+            s.rip,
+            f as u32,
+            fl(DF, 'D'),
+            fl(OF, 'O'),
+            fl(SF, 'S'),
+            fl(ZF, 'Z'),
+            fl(AF, 'A'),
+            fl(PF, 'P'),
+            fl(CF, 'C'),
+            s.cpl,
+            u8::from(s.shadow),
+            u8::from(s.halted)
+        );
+        let seg = |o: &mut String, name: &str, g: &Segment| {
+            let _ = writeln!(
+                o,
+                "{name} ={:04x} {:016x} {:08x} {:08x}",
+                g.selector,
+                g.base,
+                g.limit,
+                u32::from(g.attr) << 8
+            );
+        };
+        for (i, name) in ["ES", "CS", "SS", "DS", "FS", "GS"].iter().enumerate() {
+            seg(&mut o, name, &s.seg[i]);
+        }
+        seg(&mut o, "LDT", &s.ldtr);
+        seg(&mut o, "TR ", &s.tr);
+        let _ = writeln!(o, "GDT=     {:016x} {:08x}", s.gdtr.base, s.gdtr.limit);
+        let _ = writeln!(o, "IDT=     {:016x} {:08x}", s.idtr.base, s.idtr.limit);
+        let _ = writeln!(o, "CR0={:08x} CR2={:016x} CR3={:016x} CR4={:08x}", s.cr0, s.cr2, s.cr3, s.cr4);
+        let _ = writeln!(
+            o,
+            "DR0={:016x} DR1={:016x} DR2={:016x} DR3={:016x}\nDR6={:016x} DR7={:016x}",
+            s.dr[0], s.dr[1], s.dr[2], s.dr[3], s.dr[6], s.dr[7]
+        );
+        let _ = writeln!(
+            o,
+            "EFER={:016x} KERNEL_GS_BASE={:016x} ICOUNT={} INTR={}",
+            s.efer,
+            s.lm.kernel_gs_base,
+            s.icount,
+            u8::from(s.intr)
+        );
         o
     }
 

@@ -47,7 +47,11 @@ const PDPTE_RSVD: u64 = !((1 << MAXPHYADDR) - 1) | 0x1e6;
 pub(crate) const PF_RSVD: u32 = 8;
 
 const TLB_SIZE: usize = 1024;
-const TLB_VALID: u64 = 1 << 40;
+/// Valid bit of a TLB tag (above any virtual page number: 64-bit addresses have 52-bit VPNs).
+const TLB_VALID: u64 = 1 << 63;
+/// Valid bit of the fetch tag, which holds bits 47:12 of the linear address (unique for canonical
+/// addresses) and the user bit at bit 40.
+const FETCH_VALID: u64 = 1 << 48;
 const PERM_UR: u8 = 1; // user may read
 const PERM_UW: u8 = 2; // user may write (and D is set)
 const PERM_SW: u8 = 4; // supervisor may write (and D is set)
@@ -104,7 +108,7 @@ impl Tlb {
 
     pub fn flush_page(&mut self, lin: u64) {
         self.fetch_tag = 0;
-        let vpn = (lin & 0xffff_ffff) >> 12;
+        let vpn = lin >> 12;
         for t in [&mut self.d, &mut self.i] {
             let e = &mut t[tlb_index(vpn)];
             if e.tag == vpn | TLB_VALID {
@@ -234,11 +238,11 @@ impl DecodeCache {
     }
 
     /// Store a decoded instruction; returns the entry index.
-    fn insert(&mut self, tag: u64, paddr: u64, ins: Instruction, code32: bool) -> usize {
-        let uop = Uop::build(&ins, code32 && self.fast);
+    fn insert(&mut self, tag: u64, paddr: u64, ins: Instruction, bits: u32) -> usize {
+        let uop = Uop::build(&ins, if self.fast { bits } else { 0 });
         let page = (paddr.wrapping_sub(self.base) >> 12) as usize;
         if page >= self.gen.len() {
-            return self.scratch(ins, code32);
+            return self.scratch(ins, bits);
         }
         self.mark[page] = true;
         let gen = self.gen[page];
@@ -249,8 +253,8 @@ impl DecodeCache {
     }
 
     /// Park an instruction that must not be cached in the scratch entry.
-    fn scratch(&mut self, ins: Instruction, code32: bool) -> usize {
-        let uop = Uop::build(&ins, code32 && self.fast);
+    fn scratch(&mut self, ins: Instruction, bits: u32) -> usize {
+        let uop = Uop::build(&ins, if self.fast { bits } else { 0 });
         self.e[IC_SIZE] = IcEntry { tag: 0, gen: 0, len: ins.len() as u8, uop };
         self.ins[IC_SIZE] = ins;
         IC_SIZE
@@ -282,6 +286,16 @@ impl Cpu {
     pub(crate) fn seg_addr(&self, seg: usize, off: u64, size: u32, write: bool) -> Res<u64> {
         let s = &self.s.seg[seg];
         let fault = if seg == SegReg::Ss as usize { 12 } else { 13 };
+        if self.long64() {
+            // 64-bit mode: no limit or type checks; only FS and GS have a base. Every byte must
+            // be canonical (#SS(0) for stack references, #GP(0) otherwise).
+            let base = if seg >= SegReg::Fs as usize { s.base } else { 0 };
+            let lin = base.wrapping_add(off);
+            if !crate::canonical(lin) || !crate::canonical(lin.wrapping_add(u64::from(size) - 1)) {
+                return exc(fault, 0);
+            }
+            return Ok(lin);
+        }
         let end = off + u64::from(size) - 1;
         if self.pm() {
             let a = s.attr;
@@ -337,6 +351,9 @@ impl Cpu {
     /// with CR4.PAE the PAE walk instead.
     #[inline(never)]
     fn walk<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
+        if self.lma() {
+            return self.walk_long(b, lin, acc);
+        }
         if self.s.cr4 & CR4_PAE != 0 {
             return self.walk_pae(b, lin, acc);
         }
@@ -440,6 +457,66 @@ impl Cpu {
         Ok(self.tlb_fill(lin, acc, ppage, u_ok, w_ok, want))
     }
 
+    /// 4-level page walk of IA-32e paging (SDM Vol. 3 4.5): PML4E -> PDPTE -> PDE (2 MiB page
+    /// when PS=1) -> PTE. Like the PAE walk: 8-byte entries, A/D bits written as the processor
+    /// does, reserved bits (physical-address bits at or above MAXPHYADDR, XD unless EFER.NXE, PS
+    /// in a PML4E, PS in a PDPTE since 1-GiB pages are not advertised, bits 20:13 of a 2 MiB PDE)
+    /// give #PF with RSVD, U/S and R/W are the AND of all levels and XD the OR.
+    fn walk_long<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, acc: u8) -> Res<u64> {
+        let write = acc & ACC_W != 0;
+        let nxe = self.s.efer & crate::EFER_NXE != 0;
+        let acc_pf = if nxe { acc } else { acc & !ACC_X };
+        let rsvd = if nxe { PAE_RSVD & !PAE_XD } else { PAE_RSVD };
+        // Physical address of each level's entry and the entry itself.
+        let mut addrs = [0u64; 4];
+        let mut ents = [0u64; 4];
+        let mut table = self.s.cr3 & PAE_ADDR;
+        let mut levels = 0;
+        let mut large = false;
+        for level in 0..4 {
+            let shift = 39 - 9 * level as u64;
+            let a = table | ((lin >> shift) & 0x1ff) << 3;
+            let e = self.phys_read(b, a, 8);
+            if e & 1 == 0 {
+                return self.page_fault(lin, acc_pf, 0);
+            }
+            let ps = e & 0x80 != 0;
+            let bad = e & rsvd != 0 || (ps && level < 2) || (ps && level == 2 && e & PAE_RSVD_2M != 0);
+            if bad {
+                return self.page_fault(lin, acc_pf, 1 | PF_RSVD);
+            }
+            addrs[level] = a;
+            ents[level] = e;
+            levels = level + 1;
+            if ps && level == 2 {
+                large = true;
+                break;
+            }
+            table = e & PAE_ADDR;
+        }
+        let all = ents[..levels].iter().fold(u64::MAX, |m, e| m & e);
+        let any = ents[..levels].iter().fold(0, |m, e| m | e);
+        let u_ok = all & 4 != 0;
+        let w_ok = all & 2 != 0;
+        self.check_perm(lin, acc_pf, u_ok, w_ok)?;
+        if acc & ACC_X != 0 && nxe && any & PAE_XD != 0 {
+            return self.page_fault(lin, acc_pf, 1);
+        }
+        // Accessed bits on the upper levels, accessed (and dirty on a write) on the leaf.
+        for k in 0..levels - 1 {
+            if ents[k] & 0x20 == 0 {
+                self.phys_write(b, addrs[k], 8, ents[k] | 0x20);
+            }
+        }
+        let leaf = ents[levels - 1];
+        let want = leaf | 0x20 | if write { 0x40 } else { 0 };
+        if want != leaf {
+            self.phys_write(b, addrs[levels - 1], 8, want);
+        }
+        let ppage = if large { (want & PAE_ADDR & !0x1f_ffff) | (lin & 0x1f_f000) } else { want & PAE_ADDR };
+        Ok(self.tlb_fill(lin, acc, ppage, u_ok, w_ok, want))
+    }
+
     /// #PF for `lin` with the present/RSVD bits `bits` plus the access's W/U (and, when the
     /// caller leaves it in `acc`, I/D) bits; sets CR2.
     fn page_fault(&mut self, lin: u64, acc: u8, bits: u32) -> Res<u64> {
@@ -520,6 +597,10 @@ impl Cpu {
 
     #[inline(never)]
     fn phys_read_slow<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32) -> u64 {
+        if let Some(bytes) = b.ram.rom_at(pa, u64::from(size)) {
+            // Firmware ROM: part of the machine state, read directly (no device access).
+            return bytes.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x));
+        }
         if !b.ram.contains(pa, 1) && !b.ram.contains(pa + u64::from(size) - 1, 1) {
             b.touched = true;
             let at = self.at();
@@ -554,6 +635,10 @@ impl Cpu {
 
     #[inline(never)]
     fn phys_write_slow<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, pa: u64, size: u32, v: u64) {
+        if b.ram.rom_at(pa, u64::from(size)).is_some() {
+            // Writes to ROM are dropped, as on the hardware.
+            return;
+        }
         if !b.ram.contains(pa, 1) && !b.ram.contains(pa + u64::from(size) - 1, 1) {
             b.touched = true;
             let at = self.at();
@@ -610,12 +695,12 @@ impl Cpu {
         // Crosses a page boundary: translate both pages before touching anything.
         let split = 0x1000 - (lin & 0xfff);
         let pa0 = self.translate(b, lin, acc)?;
-        let pa1 = self.translate(b, (lin + split) & 0xffff_ffff, acc)?;
+        let pa1 = self.translate(b, self.next_page_lin(lin, split), acc)?;
         let lo = self.phys_read(b, pa0, split as u32);
         let hi = self.phys_read(b, pa1, size - split as u32);
         if b.hooks & hook::MEM_READ != 0 {
             self.report_mem(b, lin, pa0, split as u32, lo, false);
-            self.report_mem(b, (lin + split) & 0xffff_ffff, pa1, size - split as u32, hi, false);
+            self.report_mem(b, self.next_page_lin(lin, split), pa1, size - split as u32, hi, false);
         }
         Ok(lo | (hi << (8 * split)))
     }
@@ -653,14 +738,26 @@ impl Cpu {
     ) -> Res<()> {
         let split = 0x1000 - (lin & 0xfff);
         let pa0 = self.translate(b, lin, acc)?;
-        let pa1 = self.translate(b, (lin + split) & 0xffff_ffff, acc)?;
+        let pa1 = self.translate(b, self.next_page_lin(lin, split), acc)?;
         self.phys_write(b, pa0, split as u32, v);
         self.phys_write(b, pa1, size - split as u32, v >> (8 * split));
         if b.hooks & hook::MEM_WRITE != 0 {
             self.report_mem(b, lin, pa0, split as u32, v, true);
-            self.report_mem(b, (lin + split) & 0xffff_ffff, pa1, size - split as u32, v >> (8 * split), true);
+            self.report_mem(b, self.next_page_lin(lin, split), pa1, size - split as u32, v >> (8 * split), true);
         }
         Ok(())
+    }
+
+    /// Linear address `split` bytes after `lin` (the next page of a split access): wraps at
+    /// 4 GiB outside 64-bit mode.
+    #[inline]
+    pub(crate) fn next_page_lin(&self, lin: u64, split: u64) -> u64 {
+        let a = lin.wrapping_add(split);
+        if self.long64() {
+            a
+        } else {
+            a & 0xffff_ffff
+        }
     }
 
     /// Read `size` bytes at `seg:off` with the current privilege.
@@ -706,7 +803,7 @@ impl Cpu {
         let acc = self.user_acc() | ACC_W;
         self.translate(b, lin, acc)?;
         if (lin & 0xfff) + u64::from(size) > 0x1000 {
-            self.translate(b, (lin | 0xfff) + 1, acc)?;
+            self.translate(b, self.next_page_lin(lin | 0xfff, 1), acc)?;
         }
         Ok(())
     }
@@ -717,13 +814,18 @@ impl Cpu {
     pub(crate) fn fetch<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> Res<usize> {
         let eip = self.s.rip;
         let cs = self.s.seg[SegReg::Cs as usize];
-        let lin = cs.base.wrapping_add(eip) & 0xffff_ffff;
+        let long64 = self.long64();
+        let lin = if long64 { eip } else { cs.base.wrapping_add(eip) & 0xffff_ffff };
         self.cur_pc = lin;
-        if eip > u64::from(cs.limit) {
+        if long64 {
+            if !crate::canonical(eip) {
+                return exc(13, 0);
+            }
+        } else if eip > u64::from(cs.limit) {
             return exc(13, 0);
         }
         let acc = self.user_acc() | ACC_X;
-        let ftag = (lin >> 12) | (u64::from(acc & ACC_U) << 40) | TLB_VALID << 8;
+        let ftag = ((lin & 0xffff_ffff_ffff) >> 12) | (u64::from(acc & ACC_U) << 40) | FETCH_VALID;
         let pa = if self.tlb.fetch_tag == ftag {
             self.tlb.fetch_ppage | (lin & 0xfff)
         } else {
@@ -732,10 +834,20 @@ impl Cpu {
             self.tlb.fetch_ppage = pa & !0xfff;
             pa
         };
-        let bits: u32 = if cs.attr & crate::ATTR_DB != 0 && self.pm() { 32 } else { 16 };
+        let bits: u32 = if long64 {
+            64
+        } else if cs.attr & crate::ATTR_DB != 0 && self.pm() {
+            32
+        } else {
+            16
+        };
         let tag = pa | (u64::from(bits) << 56);
         let idx = if let Some(i) = self.icache.lookup(tag, pa) { i } else { self.decode_at(b, lin, pa, tag, bits)? };
-        if eip + u64::from(self.icache.e[idx].len) - 1 > u64::from(cs.limit) {
+        if long64 {
+            if !crate::canonical(eip.wrapping_add(u64::from(self.icache.e[idx].len) - 1)) {
+                return exc(13, 0);
+            }
+        } else if eip + u64::from(self.icache.e[idx].len) - 1 > u64::from(cs.limit) {
             return exc(13, 0);
         }
         Ok(idx)
@@ -752,16 +864,14 @@ impl Cpu {
         bits: u32,
     ) -> Res<usize> {
         let Some(off) = b.ram.offset_of(pa, 1) else {
-            return Err(Fault::Shutdown(format!(
-                "instruction fetch from non-RAM physical address {pa:#x} (linear {lin:#x}); executing from MMIO is not supported"
-            )));
+            return self.decode_rom(b, lin, pa, bits);
         };
         let in_page = (0x1000 - (pa & 0xfff)) as usize;
         let avail = in_page.min(15).min(b.ram.as_slice().len() - off);
         let mut dec = Decoder::with_ip(bits, &b.ram.as_slice()[off..off + avail], 0, DecoderOptions::NONE);
         let ins = dec.decode();
         if !ins.is_invalid() {
-            return Ok(self.icache.insert(tag, pa, ins, bits == 32));
+            return Ok(self.icache.insert(tag, pa, ins, bits));
         }
         if dec.last_error() != DecoderError::NoMoreBytes || avail >= 15 {
             return ex(6);
@@ -769,7 +879,7 @@ impl Cpu {
         // The instruction continues on the next page (or past the end of RAM).
         let mut buf = [0u8; 15];
         buf[..avail].copy_from_slice(&b.ram.as_slice()[off..off + avail]);
-        let lin2 = (lin + avail as u64) & 0xffff_ffff;
+        let lin2 = self.next_page_lin(lin, avail as u64);
         let acc = self.user_acc() | ACC_X;
         let pa2 = self.translate(b, lin2, acc)?;
         let need = 15 - avail;
@@ -786,7 +896,53 @@ impl Cpu {
             return ex(6);
         }
         // Not cached: its bytes live on two pages and only one generation is tracked per entry.
-        Ok(self.icache.scratch(ins, bits == 32))
+        Ok(self.icache.scratch(ins, bits))
+    }
+}
+
+impl Cpu {
+    /// Decode an instruction from the firmware ROM ([`GuestRam::rom_at`]). ROM code is not
+    /// cached (the decode cache is indexed by RAM page); firmware runs briefly at boot.
+    #[cold]
+    #[inline(never)]
+    fn decode_rom<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, lin: u64, pa: u64, bits: u32) -> Res<usize> {
+        let mut buf = [0u8; 15];
+        let mut n = 0;
+        // Bytes up to the end of this page from the ROM; the rest through the next page.
+        let in_page = (0x1000 - (pa & 0xfff)).min(15) as usize;
+        while n < in_page {
+            match b.ram.rom_at(pa + n as u64, 1) {
+                Some(x) => buf[n] = x[0],
+                None => break,
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Fault::Shutdown(format!(
+                "instruction fetch from non-RAM physical address {pa:#x} (linear {lin:#x}); executing from MMIO is not supported"
+            )));
+        }
+        if n == in_page && n < 15 {
+            let lin2 = self.next_page_lin(lin, n as u64);
+            let acc = self.user_acc() | ACC_X;
+            let pa2 = self.translate(b, lin2, acc)?;
+            while n < 15 {
+                let k = (n - in_page) as u64;
+                let byte = match (b.ram.rom_at(pa2 + k, 1), b.ram.offset_of(pa2 + k, 1)) {
+                    (Some(x), _) => x[0],
+                    (None, Some(off)) => b.ram.as_slice()[off],
+                    _ => break,
+                };
+                buf[n] = byte;
+                n += 1;
+            }
+        }
+        let mut dec = Decoder::with_ip(bits, &buf[..n], 0, DecoderOptions::NONE);
+        let ins = dec.decode();
+        if ins.is_invalid() {
+            return ex(6);
+        }
+        Ok(self.icache.scratch(ins, bits))
     }
 }
 

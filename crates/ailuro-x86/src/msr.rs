@@ -9,12 +9,14 @@
 //! | 0x174..=0x176 | IA32_SYSENTER_CS/ESP/EIP | 0 | value | CS keeps 16 bits |
 //! | 0x1a0 | IA32_MISC_ENABLE | 0x1801 | value | see [`MISC_ENABLE_RW`] |
 //! | 0x277 | IA32_PAT | 0x0007_0406_0007_0406 | value | #GP if any entry is a reserved type (2, 3, 8..) |
-//! | 0xc000_0080 | IA32_EFER | 0 | value | #GP unless only NXE (bit 11) is set |
+//! | 0xc000_0080 | IA32_EFER | 0 | value | #GP on bits other than NXE (bit 11), and on the i386 model also SCE (0) and LME (8); LMA (10) is read-only; changing LME with paging on is #GP |
+//! | 0xc000_0081..=0xc000_0084 | IA32_STAR, LSTAR, CSTAR, FMASK (x86_64 model) | 0 | value | LSTAR/CSTAR must be canonical; FMASK keeps 32 bits |
+//! | 0xc000_0100..=0xc000_0102 | IA32_FS_BASE, GS_BASE, KERNEL_GS_BASE (x86_64 model) | 0 | value | must be canonical |
 //!
 //! Everything else raises #GP(0), as on hardware: in particular the MTRRs (CPUID.1:EDX.MTRR=0),
-//! the machine-check MSRs (MCE/MCA=0) and the performance counters. IA32_EFER exists because NX
-//! is advertised (CPUID 0x8000_0001:EDX bit 20); LME and SCE are reserved (no long mode or
-//! SYSCALL is advertised by either model yet). CPUID.1:EDX advertises MSR, TSC, APIC, SEP and PAT
+//! the machine-check MSRs (MCE/MCA=0) and the performance counters; IA32_TSC_AUX (no RDTSCP).
+//! IA32_EFER exists because NX is advertised (CPUID 0x8000_0001:EDX bit 20); on the i386 model
+//! LME and SCE are reserved (it advertises neither long mode nor SYSCALL). CPUID.1:EDX advertises MSR, TSC, APIC, SEP and PAT
 //! accordingly. PAT memory types have no effect in an emulator (every access is coherent), so the
 //! MSR is stored and checked but not used by the page walk.
 
@@ -51,6 +53,13 @@ impl Cpu {
             0x1a0 => self.s.misc_enable,
             0x277 => self.s.pat,
             0xc000_0080 => self.s.efer,
+            0xc000_0081 if self.has_long_mode() => self.s.lm.star,
+            0xc000_0082 if self.has_long_mode() => self.s.lm.lstar,
+            0xc000_0083 if self.has_long_mode() => self.s.lm.cstar,
+            0xc000_0084 if self.has_long_mode() => self.s.lm.fmask,
+            0xc000_0100 if self.has_long_mode() => self.s.seg[crate::SegReg::Fs as usize].base,
+            0xc000_0101 if self.has_long_mode() => self.s.seg[crate::SegReg::Gs as usize].base,
+            0xc000_0102 if self.has_long_mode() => self.s.lm.kernel_gs_base,
             _ => return exc(13, 0),
         })
     }
@@ -89,15 +98,39 @@ impl Cpu {
                 self.s.pat = v;
             }
             0xc000_0080 => {
-                if v & !crate::EFER_NXE != 0 {
+                let writable = if self.has_long_mode() {
+                    crate::EFER_NXE | crate::EFER_SCE | crate::EFER_LME
+                } else {
+                    crate::EFER_NXE
+                };
+                // LMA is read-only: the written value of that bit is ignored.
+                let v = v & !crate::EFER_LMA;
+                if v & !writable != 0 {
+                    return exc(13, 0);
+                }
+                if (self.s.efer ^ v) & crate::EFER_LME != 0 && self.s.cr0 & crate::CR0_PG != 0 {
                     return exc(13, 0);
                 }
                 if (self.s.efer ^ v) & crate::EFER_NXE != 0 {
                     // XD bits change meaning (reserved <-> execute-disable): drop cached walks.
                     self.tlb.flush_all();
                 }
-                self.s.efer = v;
+                self.s.efer = v | (self.s.efer & crate::EFER_LMA);
             }
+            0xc000_0081 if self.has_long_mode() => self.s.lm.star = v,
+            0xc000_0082 | 0xc000_0083 | 0xc000_0100..=0xc000_0102 if self.has_long_mode() => {
+                if !crate::canonical(v) {
+                    return exc(13, 0);
+                }
+                match self.s.regs[1] as u32 {
+                    0xc000_0082 => self.s.lm.lstar = v,
+                    0xc000_0083 => self.s.lm.cstar = v,
+                    0xc000_0100 => self.s.seg[crate::SegReg::Fs as usize].base = v,
+                    0xc000_0101 => self.s.seg[crate::SegReg::Gs as usize].base = v,
+                    _ => self.s.lm.kernel_gs_base = v,
+                }
+            }
+            0xc000_0084 if self.has_long_mode() => self.s.lm.fmask = v & 0xffff_ffff,
             _ => return exc(13, 0),
         }
         Ok(())

@@ -80,7 +80,9 @@ impl Cpu {
     /// Stack-pointer mask from SS.B.
     #[inline]
     pub(crate) fn sp_mask(&self) -> u64 {
-        if self.s.seg[SS].attr & ATTR_DB != 0 {
+        if self.long64() {
+            u64::MAX
+        } else if self.s.seg[SS].attr & ATTR_DB != 0 {
             0xffff_ffff
         } else {
             0xffff
@@ -130,14 +132,14 @@ impl Cpu {
         if idx + 7 > u64::from(limit) {
             return exc(13, u32::from(sel & 0xfffc));
         }
-        self.lin_read(b, (base + idx) & 0xffff_ffff, 8, 0)
+        self.lin_read(b, self.sys_lin(base + idx), 8, 0)
     }
 
     /// Set the accessed bit of a code/data descriptor in memory.
-    fn set_accessed<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16, d: u64) -> Res<()> {
+    pub(crate) fn set_accessed<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16, d: u64) -> Res<()> {
         if d & (1 << 40) == 0 {
             let base = if sel & 4 != 0 { self.s.ldtr.base } else { self.s.gdtr.base };
-            let lin = (base + u64::from(sel & 0xfff8) + 5) & 0xffff_ffff;
+            let lin = self.sys_lin(base + u64::from(sel & 0xfff8) + 5);
             self.lin_write(b, lin, 1, (d >> 40) | 1, 0)?;
         }
         Ok(())
@@ -165,6 +167,11 @@ impl Cpu {
         let rpl = (sel & 3) as u8;
         let err = u32::from(sel & 0xfffc);
         if seg == SS {
+            if sel & 0xfffc == 0 && self.long64() && cpl != 3 && rpl == cpl {
+                // 64-bit mode allows a null SS below ring 3.
+                self.s.seg[SS] = Segment { selector: sel, base: 0, limit: 0, attr: 0 };
+                return Ok(());
+            }
             if sel & 0xfffc == 0 || rpl != cpl {
                 return exc(13, err);
             }
@@ -238,7 +245,11 @@ impl Cpu {
         size: u32,
         next: u64,
     ) -> Res<()> {
-        let off = if size == 2 { off & 0xffff } else { off & 0xffff_ffff };
+        let off = match size {
+            2 => off & 0xffff,
+            4 => off & 0xffff_ffff,
+            _ => off,
+        };
         if !self.pm() {
             if call {
                 let m = self.sp_mask();
@@ -255,6 +266,10 @@ impl Cpu {
         }
         if sel & 0xfffc != 0 {
             let raw = self.read_desc(b, sel)?;
+            if self.lma() && !d_is_code_data(raw) {
+                // No task switches in IA-32e mode; 64-bit call gates are not implemented.
+                return exc(13, u32::from(sel & 0xfffc));
+            }
             if !d_is_code_data(raw) && matches!(d_type(raw), 0x4 | 0xc) {
                 return self.through_call_gate(b, sel, raw, call, next);
             }
@@ -275,7 +290,7 @@ impl Cpu {
         }
         let d = self.check_code_target(b, sel)?;
         let mut seg = desc_to_seg(sel, d | (1 << 40));
-        if off > u64::from(seg.limit) {
+        if !self.target_ok(&seg, off) {
             return exc(13, 0);
         }
         if call {
@@ -404,7 +419,7 @@ impl Cpu {
     }
 
     /// Null data segment registers that the new (outer) CPL may not use.
-    fn null_inaccessible_segs(&mut self) {
+    pub(crate) fn null_inaccessible_segs(&mut self) {
         let cpl = self.s.cpl;
         for r in [ES, DS, FS, GS] {
             let a = self.s.seg[r].attr;
@@ -417,7 +432,7 @@ impl Cpu {
     }
 
     /// Validate the CS selector popped by RETF/IRET; returns the descriptor.
-    fn check_return_cs<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<u64> {
+    pub(crate) fn check_return_cs<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<u64> {
         let err = u32::from(sel & 0xfffc);
         if sel & 0xfffc == 0 {
             return exc(13, 0);
@@ -444,7 +459,13 @@ impl Cpu {
     }
 
     /// Validate a stack selector for privilege level `rpl`; returns the descriptor.
-    fn check_stack_sel<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16, rpl: u8, vec: u8) -> Res<u64> {
+    pub(crate) fn check_stack_sel<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        sel: u16,
+        rpl: u8,
+        vec: u8,
+    ) -> Res<u64> {
         let err = u32::from(sel & 0xfffc);
         if sel & 0xfffc == 0 {
             return exc(vec, 0);
@@ -476,7 +497,7 @@ impl Cpu {
         let d = self.check_return_cs(b, sel)?;
         let rpl = (sel & 3) as u8;
         let seg = desc_to_seg(sel, d | (1 << 40));
-        if eip > u64::from(seg.limit) {
+        if !self.target_ok(&seg, eip) {
             return exc(13, 0);
         }
         if rpl == self.s.cpl {
@@ -503,9 +524,16 @@ impl Cpu {
     pub(crate) fn iret<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, size: u32) -> Res<()> {
         // IRET ends NMI blocking (also when it then faults, as documented for VMX-less parts).
         self.s.nmi_blocked = false;
+        if self.long64() {
+            return self.iret64(b, size);
+        }
+        if self.lma() && self.s.rflags & NT != 0 {
+            // No task switches in IA-32e mode (compatibility-mode IRET with NT=1).
+            return exc(13, 0);
+        }
         if self.pm() && self.s.rflags & NT != 0 {
             // Return to the task in the current TSS's back link.
-            let link = self.lin_read(b, self.s.tr.base & 0xffff_ffff, 2, 0)? as u16;
+            let link = self.lin_read(b, self.sys_lin(self.s.tr.base), 2, 0)? as u16;
             return self.task_switch(b, link, TaskSwitch::Iret, 0, None);
         }
         let s = u64::from(size);
@@ -649,6 +677,9 @@ impl Cpu {
         }
         if !self.pm() {
             return self.deliver_real(b, vec);
+        }
+        if self.lma() {
+            return self.deliver_long(b, vec, code, ev);
         }
         let ext = u32::from(ev == Event::External);
         let gate_err = u32::from(vec) * 8 + 2 + ext;
@@ -927,10 +958,18 @@ impl Cpu {
         if d_is_code_data(d) || d_type(d) != 2 {
             return exc(13, err);
         }
+        let hi = if self.lma() { self.read_desc_upper(b, sel)? } else { 0 };
         if !d_present(d) {
             return exc(11, err);
         }
-        self.s.ldtr = desc_to_seg(sel, d);
+        let mut ldt = desc_to_seg(sel, d);
+        if self.lma() {
+            ldt.base |= hi << 32;
+            if !crate::canonical(ldt.base) {
+                return exc(13, err);
+            }
+        }
+        self.s.ldtr = ldt;
         Ok(())
     }
 
@@ -945,15 +984,24 @@ impl Cpu {
         }
         let d = self.read_desc(b, sel)?;
         let t = d_type(d);
-        if d_is_code_data(d) || (t != 1 && t != 9) {
+        // IA-32e mode has only 64-bit TSSs (type 9 there); 16-bit ones are invalid.
+        if d_is_code_data(d) || (t != 1 && t != 9) || (self.lma() && t != 9) {
             return exc(13, err);
         }
+        let hi = if self.lma() { self.read_desc_upper(b, sel)? } else { 0 };
         if !d_present(d) {
             return exc(11, err);
         }
-        let lin = (self.s.gdtr.base + u64::from(sel & 0xfff8) + 5) & 0xffff_ffff;
+        let mut tr = desc_to_seg(sel, d | (2 << 40));
+        if self.lma() {
+            tr.base |= hi << 32;
+            if !crate::canonical(tr.base) {
+                return exc(13, err);
+            }
+        }
+        let lin = self.sys_lin(self.s.gdtr.base + u64::from(sel & 0xfff8) + 5);
         self.lin_write(b, lin, 1, (d >> 40) | 2, 0)?;
-        self.s.tr = desc_to_seg(sel, d | (2 << 40));
+        self.s.tr = tr;
         Ok(())
     }
 
@@ -980,6 +1028,10 @@ impl Cpu {
         if !self.pm() || cs & 0xfffc == 0 {
             return exc(13, 0);
         }
+        if self.lma() {
+            self.sysenter_long(cs);
+            return Ok(());
+        }
         self.s.rflags &= !(VM | IF | RF);
         let code = Segment {
             selector: cs & 0xfffc,
@@ -999,11 +1051,14 @@ impl Cpu {
         Ok(())
     }
 
-    /// SYSEXIT (to ring 3, 32-bit).
-    pub(crate) fn sysexit(&mut self) -> Res<()> {
+    /// SYSEXIT (to ring 3: 32-bit, or 64-bit with REX.W in IA-32e mode).
+    pub(crate) fn sysexit(&mut self, rex_w: bool) -> Res<()> {
         let cs = self.s.sysenter_cs as u16;
         if !self.pm() || self.s.cpl != 0 || cs & 0xfffc == 0 {
             return exc(13, 0);
+        }
+        if self.lma() {
+            return self.sysexit_long(cs, rex_w);
         }
         let code = Segment {
             selector: (cs + 16) | 3,

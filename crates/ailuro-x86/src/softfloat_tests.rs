@@ -245,12 +245,34 @@ mod diff {
     }
 
     fn check2(name: &str, f: HostFn, n: usize, soft: impl Fn(&mut Env, F80, F80) -> F80, seed: u64) {
+        check2_except(name, f, n, soft, seed, |_, _, _| false)
+    }
+
+    /// The host's CPUID vendor is AuthenticAMD (CI has run on both AMD EPYC and Intel Xeon).
+    fn host_is_amd() -> bool {
+        let r = std::arch::x86_64::__cpuid(0);
+        (r.ebx, r.edx, r.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
+    }
+
+    /// `check2`, not comparing the cases `vendor_specific(fcw, a, b)` names: there the emulated
+    /// CPU follows Intel and an AMD host answers differently.
+    fn check2_except(
+        name: &str,
+        f: HostFn,
+        n: usize,
+        soft: impl Fn(&mut Env, F80, F80) -> F80,
+        seed: u64,
+        vendor_specific: impl Fn(u16, F80, F80) -> bool,
+    ) {
         let mut rng = Rng(seed);
         let mut bad = 0;
         for k in 0..n {
             let fcw = rng.fcw();
             let a = rng.f80();
             let b = if rng.chance(4) { rng.near(a) } else { rng.f80() };
+            if vendor_specific(fcw, a, b) {
+                continue;
+            }
             let (hr, hsw) = host2(f, fcw, a, b);
             let mut e = Env::new(fcw);
             let r = soft(&mut e, a, b);
@@ -306,7 +328,15 @@ mod diff {
 
     #[test]
     fn scale_matches_host() {
-        check2("fscale", host_x87!("fscale"), N, sf::scale, 7);
+        // FSCALE of a true denormal by ±0 with underflow unmasked: Intel returns the operand
+        // unchanged with DE only (what the emulator does), AMD signals underflow and returns the
+        // bias-adjusted value.
+        let amd = host_is_amd();
+        check2_except("fscale", host_x87!("fscale"), N, sf::scale, 7, |fcw, a, b| {
+            let denormal = a.se & 0x7fff == 0 && a.m != 0;
+            let zero = b.se & 0x7fff == 0 && b.m == 0;
+            amd && denormal && zero && fcw & 0x10 == 0
+        });
     }
 
     /// FPREM/FPREM1 and FCOM/FUCOM at the softfloat level: result, exception flags and all four

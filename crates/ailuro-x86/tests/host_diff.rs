@@ -93,10 +93,13 @@ fn undefined_flags(i: &Instruction, count: u64) -> u64 {
         M::Div | M::Idiv => CF | OF | SF | ZF | AF | PF,
         M::And | M::Or | M::Xor | M::Test => AF,
         // SHLD/SHRD: the interpreter reproduces the Intel host's OF for every count (the 1-bit
-        // formula) and its result/CF for 16-bit counts above 16, so only AF stays unchecked.
+        // formula) and its result/CF for 16-bit counts above 16, so on Intel only AF stays
+        // unchecked. AMD computes OF differently for counts above 1 (undefined in the SDM).
         M::Shld | M::Shrd => {
             if count == 0 {
                 0
+            } else if count > 1 && host_is_amd() {
+                AF | OF
             } else {
                 AF
             }
@@ -124,6 +127,12 @@ fn undefined_flags(i: &Instruction, count: u64) -> u64 {
         M::Daa | M::Das => OF,
         _ => 0,
     }
+}
+
+/// The host's CPUID vendor is AuthenticAMD (CI has run on AMD EPYC and on Intel Xeon hosts).
+fn host_is_amd() -> bool {
+    let r = std::arch::x86_64::__cpuid(0);
+    (r.ebx, r.edx, r.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
 }
 
 fn allowed(m: Mnemonic) -> bool {
@@ -499,6 +508,9 @@ fn integer_instructions_match_the_host_cpu() {
         // The interpreter.
         let len = insn.len();
         ram.write(CODE, &bytes[..len]).unwrap();
+        // A HLT after the instruction: a REP instruction batched past its last iteration stops
+        // there instead of running into leftover bytes.
+        ram.write(CODE + len as u64, &[0xf4]).unwrap();
         let mut cpu = Cpu::new(CpuConfig::default());
         cpu.enter_flat_protected_mode(CODE as u32);
         for n in 0..8 {
@@ -515,7 +527,12 @@ fn integer_instructions_match_the_host_cpu() {
             exit =
                 cpu.run(&mut ram, &mut NoDevices, cpu.icount() + if cpu.icount().is_multiple_of(2) { 1 } else { 50 });
         }
-        if !matches!(exit, RunExit::Limit) || cpu.rip() != CODE + len as u64 {
+        let done = match exit {
+            RunExit::Limit => cpu.rip() == CODE + len as u64,
+            RunExit::Halted => cpu.rip() == CODE + len as u64 + 1,
+            _ => false,
+        };
+        if !done {
             // A fault (e.g. #DE): not compared here.
             continue;
         }
@@ -538,6 +555,24 @@ fn integer_instructions_match_the_host_cpu() {
             _ => 1,
         };
         let mask = CHECKED & !undefined_flags(&insn, count);
+        // SHLD/SHRD r/m16 with a count above 16: the result is undefined (SDM); the interpreter
+        // follows Intel, which only an Intel host can confirm.
+        if matches!(insn.mnemonic(), Mnemonic::Shld | Mnemonic::Shrd)
+            && insn.op_kind(0) != OpKind::Memory
+            && insn.op_register(0).size() == 2
+            && count > 16
+            && host_is_amd()
+        {
+            continue;
+        }
+        if matches!(insn.mnemonic(), Mnemonic::Shld | Mnemonic::Shrd)
+            && insn.op_kind(0) == OpKind::Memory
+            && insn.memory_size().size() == 2
+            && count > 16
+            && host_is_amd()
+        {
+            continue;
+        }
         let mut emu = Regs::default();
         for n in 0..8 {
             emu.r[n] = cpu.gpr(gpr(n)) & 0xffff_ffff;
