@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Linux benchmark: Debian's i386 kernel + busybox initramfs (scripts/fetch-linux-guest.sh i386),
+"""Linux benchmark: Debian's i386 or amd64 kernel + busybox initramfs (scripts/fetch-linux-guest.sh
+i386 | amd64),
 booted to the guests/linux/init workload and powered off, under Ailuro (plain run, record, replay)
 and under QEMU (TCG plain run, and its own record/replay with -icount shift=auto,rr=...).
 
@@ -12,7 +13,8 @@ at which each console line was written); phase times from the host time at which
 appear on each emulator's console. QEMU's MIPS figures divide Ailuro's instruction counts by
 QEMU's times (the same guest doing the same work; QEMU does not count instructions itself).
 
-Usage: scripts/bench-linux.py [--ram MiB] [--no-qemu] [--markdown]
+Usage: scripts/bench-linux.py [--arch i386|amd64] [--ram MiB] [--no-qemu] [--markdown]
+(--arch amd64: ailuro-system-x86_64 beside qemu-system-x86_64.)
 Build first: cargo build --release.
 """
 import argparse
@@ -26,8 +28,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMU = os.path.join(ROOT, "target", "release", "ailuro-system-i386")
-CACHE = os.path.join(os.environ.get("AILURO_CACHE", os.path.expanduser("~/.cache/ailuro")), "linux", "i386")
+# Per guest architecture: the Ailuro binary, QEMU's, and the Debian kernel package.
+ARCHES = {
+    "i386": ("ailuro-system-i386", "qemu-system-i386", "linux-image-6.1.0-50-686"),
+    "amd64": ("ailuro-system-x86_64", "qemu-system-x86_64", "linux-image-6.1.0-50-amd64"),
+}
 BEGIN = "=== AILURO WORKLOAD BEGIN ==="
 END = "=== AILURO WORKLOAD END ==="
 
@@ -66,14 +71,18 @@ def fmt(x, nd=1):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", choices=sorted(ARCHES), default="i386")
     ap.add_argument("--ram", type=int, default=256)
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
+    emu_name, qemu_name, kpkg = ARCHES[a.arch]
+    EMU = os.path.join(ROOT, "target", "release", emu_name)
+    CACHE = os.path.join(os.environ.get("AILURO_CACHE", os.path.expanduser("~/.cache/ailuro")), "linux", a.arch)
     kernel, initrd = os.path.join(CACHE, "vmlinuz"), os.path.join(CACHE, "initramfs.cpio.gz")
     for p in (EMU, kernel, initrd):
         if not os.path.exists(p):
-            sys.exit(f"bench-linux: {p} missing (cargo build --release; scripts/fetch-linux-guest.sh i386)")
+            sys.exit(f"bench-linux: {p} missing (cargo build --release; scripts/fetch-linux-guest.sh {a.arch})")
     work = tempfile.mkdtemp(prefix="ailuro-bench-linux-")
     append = "console=ttyS0 panic=-1"
     base = [EMU, "-m", str(a.ram), "-kernel", kernel, "-initrd", initrd, "-append", append,
@@ -103,7 +112,7 @@ def main():
     boot_insns = ic.get(BEGIN)
     work_insns = ic[END] - ic[BEGIN] if BEGIN in ic and END in ic else None
 
-    qemu = shutil.which("qemu-system-i386")
+    qemu = shutil.which(qemu_name)
     if qemu and not a.no_qemu:
         qbase = [qemu, "-m", str(a.ram), "-kernel", kernel, "-initrd", initrd, "-append", append,
                  "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
@@ -126,7 +135,7 @@ def main():
         return (name, fmt(wall, 2), fmt(insns / wall / 1e6), fmt(boot), fmt(wl), fmt(r["rss_mib"], 0), r["rc"])
 
     rows = [row(k, res[k]) for k in ("plain", "record", "replay", "qemu", "qemu-record", "qemu-replay") if k in res]
-    print(f"guest: Debian linux-image-6.1.0-50-686 + busybox initramfs, -m {a.ram}, boot + workload + poweroff")
+    print(f"guest: Debian {kpkg} + busybox initramfs, -m {a.ram}, boot + workload + poweroff")
     print(f"instructions (Ailuro): {insns} total, boot phase {boot_insns}, workload phase {work_insns}")
     print(f"Ailuro nondet log: {log_bytes} bytes = {log_bytes * 1000 / insns:.4f} bytes per 1000 instructions; "
           f"snapshot {snp_bytes} bytes ({snp_bytes / (a.ram << 20) * 100:.2f}% of RAM)")

@@ -3,103 +3,26 @@
 //! boot to the workload of `guests/linux/init`, power off, and the recording of the whole run
 //! replays with the same console, instruction count and final CPU+RAM hash.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::{deterministic_section, field, monitor, tail, tmpdir, Collector, REPO};
+
 const EMU: &str = env!("CARGO_BIN_EXE_ailuro-system-i386");
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("AILURO_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ailuro"));
-    base.join("linux/i386")
-}
-
-/// The guest files; a missing image is a setup error (the test command fetches it), not a skip.
 fn guest_files() -> (PathBuf, PathBuf) {
-    let d = cache_dir();
-    let (k, i) = (d.join("vmlinuz"), d.join("initramfs.cpio.gz"));
-    assert!(
-        k.is_file() && i.is_file(),
-        "Linux guest not found in {}: run scripts/fetch-linux-guest.sh i386 (scripts/test.sh does)",
-        d.display()
-    );
-    (k, i)
+    support::guest_files("i386")
 }
 
 fn run(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(EMU)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start emulator");
-    let start = Instant::now();
-    let pid = child.id();
-    let out = std::thread::scope(|s| {
-        let h = s.spawn(move || child.wait_with_output().unwrap());
-        while !h.is_finished() {
-            if start.elapsed() > limit {
-                // SAFETY: plain kill(2) of our own child process.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        h.join().unwrap()
-    });
-    assert!(start.elapsed() <= limit, "emulator timed out after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "emulator panicked: {err}");
-    out
-}
-
-fn field<'a>(report: &'a str, key: &str) -> &'a str {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no '{key}' in replay report: {report}"))
-        .trim()
-}
-
-/// The lines between the deterministic markers, without kernel messages.
-fn deterministic_section(console: &str) -> String {
-    let mut inside = false;
-    let mut out = String::new();
-    for l in console.lines().map(|l| l.trim_end_matches('\r')) {
-        if l == "=== AILURO DETERMINISTIC BEGIN ===" {
-            inside = true;
-        } else if l == "=== AILURO DETERMINISTIC END ===" {
-            inside = false;
-        } else if inside && !is_printk(l) {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn is_printk(l: &str) -> bool {
-    l.starts_with('[')
-        && l.find(']').is_some_and(|e| l[1..e].trim().replace('.', "").chars().all(|c| c.is_ascii_digit()))
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ailuro-linux-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    support::run(EMU, args, limit)
 }
 
 fn replay(name: &Path, extra: &[&str]) -> (Output, String) {
-    let mut args = vec!["-replay", name.to_str().unwrap(), "-display", "none"];
-    args.extend(extra);
-    let out = run(&args, Duration::from_secs(1200));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out, err)
+    support::replay(EMU, name, extra)
 }
 
 /// The whole-run recording every test here uses, made once per test binary.
@@ -142,12 +65,7 @@ fn shared() -> &'static Shared {
         let console = String::from_utf8_lossy(&rec.stdout).into_owned();
         assert_eq!(rec.status.code(), Some(0), "poweroff exits 0; stderr: {rec_err}\nconsole tail: {}", tail(&console));
         assert!(console.contains("=== AILURO WORKLOAD END ==="), "workload finished: {}", tail(&console));
-        let instructions: u64 = rec_err
-            .lines()
-            .find_map(|l| l.split("complete: ").nth(1))
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no recording summary in {rec_err}"));
+        let instructions = support::recorded_instructions(&rec_err);
         let (out, err) = replay(&name, &[]);
         assert_eq!(out.status.code(), Some(0), "replay failed: {err}");
         assert!(err.contains("Replay completed successfully"), "{err}");
@@ -259,85 +177,6 @@ fn memsavep_dumps_the_kernel_and_scissors_cuts_a_replayable_recording() {
     assert_eq!(out.status.code(), Some(0), "the cut does not replay: {err}");
     assert!(err.contains("Replay completed successfully"), "{err}");
     assert_eq!(field(&err, "instructions:").parse::<u64>().unwrap(), b - a);
-}
-
-fn tail(s: &str) -> &str {
-    &s[s.len().saturating_sub(3000)..]
-}
-
-/// Collects a child's stdout in the background.
-struct Collector {
-    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-}
-
-impl Collector {
-    fn start(mut r: impl std::io::Read + Send + 'static) -> Collector {
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let b = buf.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = r.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                b.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
-        Collector { buf }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
-    }
-
-    fn len(&self) -> usize {
-        self.buf.lock().unwrap().len()
-    }
-
-    /// Wait until the output contains `what` (after byte `from`), then until it is quiet.
-    fn wait_for(&self, what: &str, from: usize, limit: Duration) -> usize {
-        let start = Instant::now();
-        while !self.text().get(from..).is_some_and(|t| t.contains(what)) {
-            assert!(start.elapsed() < limit, "timed out waiting for {what:?}; console: {}", tail(&self.text()));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.quiet()
-    }
-
-    /// Wait until no output arrived for half a second; returns the length then.
-    fn quiet(&self) -> usize {
-        let mut last = self.len();
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = self.len();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-    }
-}
-
-fn monitor(sock: &Path, cmd: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let s = std::os::unix::net::UnixStream::connect(sock).expect("connect to the monitor");
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut w = s;
-    // Greeting, then the prompt.
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    writeln!(w, "{cmd}").unwrap();
-    let mut reply = String::new();
-    // The reply ends with the next prompt.
-    let mut byte = [0u8; 1];
-    while !reply.ends_with("(ailuro) ") || !reply.contains('\n') {
-        if std::io::Read::read(&mut r, &mut byte).unwrap_or(0) == 0 {
-            break;
-        }
-        reply.push(byte[0] as char);
-    }
-    reply
 }
 
 #[test]
@@ -598,7 +437,7 @@ fn a_kernel_panic_is_reported_and_exits_non_zero_under_no_reboot() {
 /// The 686-pae kernel (`scripts/fetch-linux-guest.sh i386-pae`) and its initramfs (identical to
 /// the i386 one).
 fn pae_guest_files() -> (PathBuf, PathBuf) {
-    let d = cache_dir().with_file_name("i386-pae");
+    let d = support::cache_dir("i386-pae");
     let (k, i) = (d.join("vmlinuz"), d.join("initramfs.cpio.gz"));
     assert!(
         k.is_file() && i.is_file(),

@@ -735,8 +735,9 @@ impl Machine {
                 rec.log(icount, Event::IrqLine { line: 0, level });
             }
         }
-        // NMI (an NMI IPI through the local APIC): an edge, latched by the CPU. Logged as line 1
-        // rising so that the replay raises it before the same instruction.
+        // NMI (an NMI IPI through the local APIC, or an IOAPIC entry in NMI delivery mode): an
+        // edge, latched by the CPU. Logged as line 1 rising so that the replay raises it before
+        // the same instruction.
         if live.board.take_nmi() {
             self.cpu.raise_nmi();
             if let Some(rec) = live.recorder.as_mut() {

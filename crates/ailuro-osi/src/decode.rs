@@ -504,6 +504,42 @@ pub fn reboot_cmd(v: u64) -> String {
     n.into()
 }
 
+/// `prctl` options (include/uapi/linux/prctl.h, the common ones; others as a number).
+pub fn prctl_option(v: u64) -> String {
+    let n = match v {
+        1 => "PR_SET_PDEATHSIG",
+        2 => "PR_GET_PDEATHSIG",
+        3 => "PR_GET_DUMPABLE",
+        4 => "PR_SET_DUMPABLE",
+        8 => "PR_SET_KEEPCAPS",
+        15 => "PR_SET_NAME",
+        16 => "PR_GET_NAME",
+        22 => "PR_SET_SECCOMP",
+        36 => "PR_SET_CHILD_SUBREAPER",
+        38 => "PR_SET_NO_NEW_PRIVS",
+        39 => "PR_GET_NO_NEW_PRIVS",
+        _ => return (v as u32 as i32).to_string(),
+    };
+    n.into()
+}
+
+/// `arch_prctl` codes (arch/x86/include/uapi/asm/prctl.h).
+pub fn arch_prctl_code(v: u64) -> String {
+    let n = match v {
+        0x1001 => "ARCH_SET_GS",
+        0x1002 => "ARCH_SET_FS",
+        0x1003 => "ARCH_GET_FS",
+        0x1004 => "ARCH_GET_GS",
+        0x1011 => "ARCH_GET_CPUID",
+        0x1012 => "ARCH_SET_CPUID",
+        0x2001 => "ARCH_MAP_VDSO_X32",
+        0x2002 => "ARCH_MAP_VDSO_32",
+        0x2003 => "ARCH_MAP_VDSO_64",
+        _ => return format!("{v:#x}"),
+    };
+    n.into()
+}
+
 /// `socketcall` call numbers.
 pub fn socketcall(v: u64) -> String {
     const N: [&str; 21] = [
@@ -585,6 +621,10 @@ mod tests {
         assert_eq!(access_mode(6), "R_OK|W_OK");
         assert_eq!(at_flags(0x200), "AT_REMOVEDIR");
         assert_eq!(reboot_cmd(0x4321_fedc), "LINUX_REBOOT_CMD_POWER_OFF");
+        assert_eq!(prctl_option(15), "PR_SET_NAME");
+        assert_eq!(prctl_option(99), "99");
+        assert_eq!(arch_prctl_code(0x1002), "ARCH_SET_FS");
+        assert_eq!(arch_prctl_code(0x9999), "0x9999");
         assert_eq!(escape(b"hi\n\x01\"", false), "\"hi\\n\\x01\\\"\"");
         assert_eq!(escape(b"ab", true), "\"ab\"...");
     }

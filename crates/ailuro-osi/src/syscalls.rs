@@ -888,6 +888,8 @@ fn scalar(kind: A, v: u64) -> String {
         A::ClockId => decode::clock_id(w),
         A::RebootCmd => decode::reboot_cmd(w),
         A::SocketCall => decode::socketcall(w),
+        A::PrctlOpt => decode::prctl_option(w),
+        A::ArchPrctl => decode::arch_prctl_code(w),
         A::Path | A::Str | A::InBuf(_) | A::OutBuf | A::OutStr | A::Argv | A::Envp => hex_or_null(v),
     }
 }

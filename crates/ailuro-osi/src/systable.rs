@@ -75,6 +75,10 @@ pub enum A {
     RebootCmd,
     /// `socketcall` call number.
     SocketCall,
+    /// `prctl` option: `PR_SET_NAME`.
+    PrctlOpt,
+    /// `arch_prctl` code: `ARCH_SET_FS`.
+    ArchPrctl,
 }
 
 /// How the return value is shown.
@@ -321,7 +325,7 @@ pub static TABLE: &[Spec] = &[
     s(169, "nfsservctl", &[]),
     s(170, "setresgid", &[UInt, UInt, UInt]),
     s(171, "getresgid", &[Ptr, Ptr, Ptr]),
-    s(172, "prctl", &[Int, Hex, Hex, Hex, Hex]),
+    s(172, "prctl", &[PrctlOpt, Hex, Hex, Hex, Hex]),
     noret(173, "rt_sigreturn", &[]),
     s(174, "rt_sigaction", &[Signal, Ptr, Ptr, UInt]),
     s(175, "rt_sigprocmask", &[SigHow, Ptr, Ptr, UInt]),
@@ -529,7 +533,7 @@ pub static TABLE: &[Spec] = &[
     s(381, "pkey_alloc", &[Hex, Hex]),
     s(382, "pkey_free", &[Int]),
     s(383, "statx", &[DirFd, Path, AtFlags, Hex, Ptr]),
-    s(384, "arch_prctl", &[Hex, Hex]),
+    s(384, "arch_prctl", &[ArchPrctl, Hex]),
     s(385, "io_pgetevents", &[Hex, Int, Int, Ptr, Ptr, Ptr]),
     s(386, "rseq", &[Ptr, UInt, Hex, Hex]),
     s(393, "semget", &[Int, Int, Hex]),
@@ -751,8 +755,8 @@ pub static TABLE_64: &[Spec] = &[
     s(154, "modify_ldt", &[Int, Ptr, UInt]),
     s(155, "pivot_root", &[Path, Path]),
     s(156, "_sysctl", &[Ptr]),
-    s(157, "prctl", &[Int, Hex, Hex, Hex, Hex]),
-    s(158, "arch_prctl", &[Hex, Hex]),
+    s(157, "prctl", &[PrctlOpt, Hex, Hex, Hex, Hex]),
+    s(158, "arch_prctl", &[ArchPrctl, Hex]),
     s(159, "adjtimex", &[Ptr]),
     s(160, "setrlimit", &[UInt, Ptr]),
     s(161, "chroot", &[Path]),

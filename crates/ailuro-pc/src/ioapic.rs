@@ -5,7 +5,7 @@
 //! deliver while the input is high and remote IRR is clear, and remote IRR is cleared by the local
 //! APIC's EOI broadcast for the vector.
 
-use crate::lapic::{Lapic, DM_FIXED, DM_LOWEST};
+use crate::lapic::{Lapic, DM_FIXED, DM_LOWEST, DM_NMI};
 use serde::{Deserialize, Serialize};
 
 /// Base of the IOAPIC's MMIO window.
@@ -85,7 +85,11 @@ impl IoApic {
             if e & MASKED != 0 {
                 continue;
             }
-            let level = e & LEVEL != 0;
+            let mode = ((e >> 8) & 7) as u8;
+            // NMI messages are edge events whatever the trigger-mode bit says (the 82093AA
+            // datasheet asks software to program NMI entries as edge-triggered; a level NMI
+            // would otherwise wait forever for an EOI that NMI handlers do not send).
+            let level = e & LEVEL != 0 && mode != DM_NMI;
             if level {
                 if e & REMOTE_IRR != 0 {
                     continue;
@@ -94,12 +98,17 @@ impl IoApic {
             } else {
                 self.irr &= !mask;
             }
-            let mode = ((e >> 8) & 7) as u8;
             let dest = (e >> 56) as u8;
-            if (mode == DM_FIXED || mode == DM_LOWEST) && lapic.matches(dest, e & DEST_LOGICAL != 0) {
-                lapic.accept(e as u8, level);
+            if !lapic.matches(dest, e & DEST_LOGICAL != 0) {
+                continue;
             }
-            // SMI/NMI/INIT/ExtINT messages have no receiver on this board.
+            match mode {
+                DM_FIXED | DM_LOWEST => lapic.accept(e as u8, level),
+                // To the CPU's NMI input (the vector is ignored), like an NMI IPI.
+                DM_NMI => lapic.raise_nmi(),
+                // SMI/INIT/ExtINT messages have no receiver on this board.
+                _ => {}
+            }
         }
     }
 
@@ -191,6 +200,24 @@ mod tests {
         io.write(0x10, hi, l);
         io.write(0, 0x10 + 2 * pin as u32, l);
         io.write(0x10, lo, l);
+    }
+
+    #[test]
+    fn nmi_delivery_mode_reaches_the_nmi_input() {
+        let (mut io, mut l) = setup();
+        // Pin 5: NMI delivery mode (4), physical destination 0, level-triggered as programmed.
+        program(&mut io, &mut l, 5, (4 << 8) | (1 << 15) | 0x42, 0);
+        io.set_pin(5, true, &mut l);
+        assert!(l.take_nmi(), "NMI raised");
+        assert!(!l.take_nmi());
+        // No remote IRR for NMI entries: the next rising edge raises another NMI.
+        io.set_pin(5, false, &mut l);
+        io.set_pin(5, true, &mut l);
+        assert!(l.take_nmi());
+        // Masked: nothing.
+        program(&mut io, &mut l, 6, (4 << 8) | (1 << 16), 0);
+        io.set_pin(6, true, &mut l);
+        assert!(!l.take_nmi());
     }
 
     #[test]

@@ -414,6 +414,12 @@ impl Lapic {
         }
     }
 
+    /// An NMI message for this APIC (from the IOAPIC's NMI delivery mode): latched for the CPU's
+    /// NMI input like an NMI IPI.
+    pub(crate) fn raise_nmi(&mut self) {
+        self.nmi = true;
+    }
+
     /// Take the latched NMI request: true once per NMI accepted since the last call.
     pub fn take_nmi(&mut self) -> bool {
         std::mem::take(&mut self.nmi)

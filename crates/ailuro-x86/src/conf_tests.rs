@@ -1,6 +1,6 @@
 //! Unit tests for gaps found by 32-bit conformance programs: ENTER on mixed operand/stack sizes
 //! and its final-stack-pointer check, 16-bit SHLD/SHRD with counts above 16, the MSR table, debug
-//! registers and breakpoints, NMI delivery, virtual-8086 entry. Same style as `tests.rs`.
+//! registers and breakpoints, NMI delivery, entering a virtual-8086 task. Same style as `tests.rs`.
 
 use super::*;
 use crate::tests::{asm, desc, paging_env, Env, GDT, STACK0};
@@ -498,16 +498,40 @@ fn versions_2_to_4_still_load() {
 }
 
 #[test]
-fn task_switch_into_vm86_task_says_so() {
+fn task_switch_into_vm86_task_runs_8086_code() {
+    // CALL to a 32-bit TSS whose EFLAGS image has VM=1: the segment registers are loaded
+    // 8086-style from the TSS (no descriptor checks), CPL 3, and the task runs 16-bit code at
+    // CS:IP = 0x2000:0. Its HLT is #GP(0), delivered with the VM86 frame on the ring-0 stack
+    // named by the new (current) TSS.
     let mut e = Env::flat(|a| {
         a.call_far(0x38, 0)?;
         a.hlt()
     });
     e.ram.write_u64(GDT + 0x30, desc(crate::tests::TSS as u32, 0x67, 0x8b, 0)).unwrap();
-    crate::tests::add_task(&mut e, 0x1000);
-    e.ram.write_u32(0x6000 + 0x24, 0x2_0002).unwrap(); // EFLAGS with VM=1
-    match e.run() {
-        RunExit::Shutdown { reason } => assert!(reason.contains("virtual-8086"), "{reason}"),
-        x => panic!("{x:?}"),
+    crate::tests::add_task(&mut e, 0);
+    let t = 0x6000u64;
+    e.ram.write_u32(t + 0x24, 0x2_0002).unwrap(); // EFLAGS with VM=1
+    e.ram.write_u32(t + 0x38, 0xfff0).unwrap(); // ESP
+    for (r, s) in [0x5000u32, 0x2000, 0x3000, 0x4000, 0x5800, 0x6800].iter().enumerate() {
+        e.ram.write_u32(t + 0x48 + 4 * r as u64, *s).unwrap();
     }
+    e.ram.write_u32(t + 4, 0x6_0000).unwrap(); // ESP0
+    e.ram.write_u32(t + 8, 0x18).unwrap(); // SS0
+    let code = asm(16, 0, |a| {
+        a.mov(bx, word_ptr(0x10))?;
+        a.mov(cx, ss)?;
+        a.hlt()
+    });
+    e.ram.write(0x2_0000, &code).unwrap();
+    e.ram.write(0x4_0010, &[0xef, 0xbe]).unwrap();
+    e.run_expect_vector(13);
+    assert_eq!(e.cpu.s.tr.selector, 0x38);
+    assert_eq!(e.r(Gpr::Rax), 0xaaaa, "EAX from the TSS");
+    assert_eq!(e.r(Gpr::Rbx) & 0xffff, 0xbeef, "DS:0x10 = linear 0x40010");
+    assert_eq!(e.r(Gpr::Rcx) & 0xffff, 0x3000);
+    assert_eq!(e.cpu.gpr(Gpr::Rsp), 0x6_0000 - 40);
+    let frame: Vec<u32> = (0..10).map(|k| e.stack(k)).collect();
+    let fl = 0x2_0000 | 0x1_0000 | NT as u32 | 2; // VM, RF (fault), NT (nested task)
+    assert_eq!(frame, [0, 6, 0x2000, fl, 0xfff0, 0x3000, 0x5000, 0x4000, 0x5800, 0x6800]);
+    assert_eq!(e.cpu.s.seg[SegReg::Ds as usize].selector, 0, "null data segments in the handler");
 }

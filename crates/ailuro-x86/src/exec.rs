@@ -271,8 +271,10 @@ impl Cpu {
         Ok(())
     }
 
+    /// Protected-mode-only instructions (LLDT, SLDT, LTR, STR, LAR, LSL, VERR, VERW, ARPL): #UD in
+    /// real mode and in VM86 ("not recognized in virtual-8086 mode").
     fn need_pm(&self) -> Res<()> {
-        if !self.pm() {
+        if !self.pm() || self.vm86() {
             return ex(6);
         }
         Ok(())
@@ -753,6 +755,7 @@ impl Cpu {
                     M::Pushfd => 4,
                     _ => 2,
                 };
+                self.vm86_iopl_check()?;
                 // VM and RF read as zero in the pushed image.
                 let v = self.s.rflags & !(crate::VM | crate::RF);
                 self.push(b, v & mask(size), size)?;
@@ -763,6 +766,8 @@ impl Cpu {
                     M::Popfd => 4,
                     _ => 2,
                 };
+                // In VM86 (IOPL = 3 past this check) CPL 3 keeps IOPL, VM and RF unchanged.
+                self.vm86_iopl_check()?;
                 let v = self.pop(b, size)?;
                 self.write_flags(v, size);
             }
@@ -860,6 +865,11 @@ impl Cpu {
                 }
             }
             M::Int | M::Int3 | M::Into | M::Int1 => {
+                if m == M::Int {
+                    // Only INT n (CD ib, also CD 03) is IOPL-sensitive in VM86; INT3, INTO and
+                    // INT1 go to the IDT, where the gate DPL decides (SDM INT n pseudocode).
+                    self.vm86_iopl_check()?;
+                }
                 let v = match m {
                     M::Int => i.immediate8(),
                     M::Int3 => 3,
@@ -1645,12 +1655,13 @@ impl Cpu {
         b.p.read_timestamp(at).wrapping_add(self.s.tsc_offset)
     }
 
-    /// I/O permission: CPL <= IOPL, or the TSS I/O bitmap allows every byte of the access.
+    /// I/O permission: CPL <= IOPL, or the TSS I/O bitmap allows every byte of the access. In
+    /// VM86 the bitmap alone decides, whatever the IOPL (SDM 20.2.8.1).
     fn io_check<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, port: u16, size: u32) -> Res<()> {
         if self.bp_active {
             self.io_bp_check(port, size);
         }
-        if !self.pm() || self.s.cpl <= self.iopl() {
+        if !self.pm() || (self.s.cpl <= self.iopl() && !self.vm86()) {
             return Ok(());
         }
         let tr = self.s.tr;

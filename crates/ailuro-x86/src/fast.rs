@@ -244,24 +244,126 @@ impl Kind {
     }
 }
 
-impl Uop {
-    /// Pre-decode `i` if it is one of the fast forms of `bits`-bit code (32 or 64; 16-bit code
-    /// always takes the generic path).
-    pub(crate) fn build(i: &Instruction, bits: u32) -> Uop {
-        match bits {
-            32 => Self::try_build(i, true).unwrap_or_default(),
-            64 => Self::try_build64(i).unwrap_or_default(),
-            _ => Uop::default(),
+/// What differs between 32-bit and 64-bit code for the pre-decoder: register names, memory
+/// operand forms, branch and stack widths. (16-bit code always takes the generic path.)
+#[derive(Clone, Copy)]
+struct Mode {
+    long: bool,
+}
+
+impl Mode {
+    /// A general-purpose register operand: its number and whether it is 64 bits wide (32-bit
+    /// code: EAX..EDI only).
+    fn reg(self, r: Register) -> Option<(u8, bool)> {
+        if self.long {
+            gpr64(r).map(|x| (x, true)).or_else(|| gpr32x(r).map(|x| (x, false)))
+        } else {
+            gpr32(r).map(|x| (x, false))
         }
     }
 
-    fn mem(u: &mut Uop, i: &Instruction) -> Option<()> {
+    /// A register of the stack width (pushes, pops, indirect branches).
+    fn wide(self, r: Register) -> Option<u8> {
+        if self.long {
+            gpr64(r)
+        } else {
+            gpr32(r)
+        }
+    }
+
+    /// A low-byte register (never AH..BH).
+    fn reg8(self, r: Register) -> Option<u8> {
+        if self.long {
+            gpr8x(r)
+        } else {
+            gpr8lo(r)
+        }
+    }
+
+    fn reg16(self, r: Register) -> Option<u8> {
+        if self.long {
+            gpr16x(r)
+        } else {
+            gpr16(r)
+        }
+    }
+
+    /// Operand kind of a near relative branch.
+    fn near(self) -> OpKind {
+        if self.long {
+            OpKind::NearBranch64
+        } else {
+            OpKind::NearBranch32
+        }
+    }
+
+    /// Displacement of a relative branch from the instruction start (the decode cache decodes
+    /// at IP 0): 32 bits, sign-extended to 64 in 64-bit mode.
+    fn rel(self, i: &Instruction) -> Option<u32> {
+        if self.long {
+            fits32(i.near_branch_target())
+        } else {
+            Some(i.near_branch_target() as u32)
+        }
+    }
+
+    /// Stack slot size in bytes.
+    fn stack(self) -> u32 {
+        if self.long {
+            8
+        } else {
+            4
+        }
+    }
+
+    /// Immediate kinds of the fast ALU forms with a 32/64-bit destination.
+    fn imm_ok(self, k: OpKind) -> bool {
+        matches!(k, OpKind::Immediate32 | OpKind::Immediate8to32)
+            || (self.long && matches!(k, OpKind::Immediate8to64 | OpKind::Immediate32to64))
+    }
+
+    fn push_imm(self, c: Code) -> bool {
+        if self.long {
+            matches!(c, Code::Pushq_imm32 | Code::Pushq_imm8)
+        } else {
+            matches!(c, Code::Pushd_imm32 | Code::Pushd_imm8)
+        }
+    }
+
+    fn ret(self) -> Code {
+        if self.long {
+            Code::Retnq
+        } else {
+            Code::Retnd
+        }
+    }
+
+    /// The memory operand: 32-bit base/index and displacement in 32-bit code; 64-bit base/index
+    /// or RIP-relative with a sign-extended 32-bit displacement in 64-bit code (no 0x67 forms).
+    fn mem(self, u: &mut Uop, i: &Instruction) -> Option<()> {
         let base = i.memory_base();
         let index = i.memory_index();
-        u.base = if base == Register::None { NONE } else { gpr32(base)? };
-        u.index = if index == Register::None { NONE } else { gpr32(index)? };
+        if self.long {
+            u.base = match base {
+                Register::None => NONE,
+                Register::RIP => RIPREL,
+                r => gpr64(r)?,
+            };
+            u.index = if index == Register::None { NONE } else { gpr64(index)? };
+            if u.base == RIPREL && u.index != NONE {
+                return None;
+            }
+            if u.base == NONE && u.index == NONE && i.memory_displ_size() != 8 {
+                // [disp32] with a 0x67 prefix: a 32-bit address.
+                return None;
+            }
+            u.disp = fits32(i.memory_displacement64())?;
+        } else {
+            u.base = if base == Register::None { NONE } else { gpr32(base)? };
+            u.index = if index == Register::None { NONE } else { gpr32(index)? };
+            u.disp = i.memory_displacement64() as u32;
+        }
         u.scale = i.memory_index_scale() as u8;
-        u.disp = i.memory_displacement64() as u32;
         let seg = i.memory_segment() as u32;
         u.seg = seg.wrapping_sub(Register::ES as u32).min(0xff) as u8;
         if u.seg > 5 {
@@ -270,49 +372,81 @@ impl Uop {
         Some(())
     }
 
-    fn try_build(i: &Instruction, code32: bool) -> Option<Uop> {
-        if !code32 || i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+    /// A 32-bit (or, in 64-bit mode, 64-bit) memory operand: sets `u.q`; None for other sizes.
+    fn mem_sized(self, u: &mut Uop, i: &Instruction) -> Option<()> {
+        let size = i.memory_size().size();
+        u.q = self.long && size == 8;
+        if size != if u.q { 8 } else { 4 } {
             return None;
         }
-        let mut u = Uop { base: NONE, index: NONE, ..Uop::default() };
+        self.mem(u, i)
+    }
+}
+
+impl Uop {
+    /// Pre-decode `i` if it is one of the fast forms of `bits`-bit code (32 or 64; 16-bit code
+    /// always takes the generic path).
+    pub(crate) fn build(i: &Instruction, bits: u32) -> Uop {
+        let mode = match bits {
+            32 => Mode { long: false },
+            64 => Mode { long: true },
+            _ => return Uop::default(),
+        };
+        Self::try_build(i, mode).unwrap_or_default()
+    }
+
+    fn try_build(i: &Instruction, md: Mode) -> Option<Uop> {
+        if i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+            return None;
+        }
+        let mut u = Uop { base: NONE, index: NONE, long: md.long, ..Uop::default() };
         let m = i.mnemonic();
-        let k0 = if i.op_count() > 0 { i.op0_kind() } else { OpKind::Register };
-        let k1 = if i.op_count() > 1 { i.op1_kind() } else { OpKind::Register };
-        if let Some(b) = Self::try_build_byte(i, u, m, k0, k1) {
+        let n = i.op_count();
+        let k0 = if n > 0 { i.op0_kind() } else { OpKind::Register };
+        let k1 = if n > 1 { i.op1_kind() } else { OpKind::Register };
+        if let Some(b) = Self::try_build_byte(i, u, md, m, k0, k1) {
             return Some(b);
         }
-        let mem32 = |i: &Instruction| i.memory_size().size() == 4;
-        let imm32 = |k: OpKind| matches!(k, OpKind::Immediate32 | OpKind::Immediate8to32);
+        // Two register operands of the same width.
+        let pair = |u: &mut Uop, a: Register, b: Register| -> Option<()> {
+            let (d, q) = md.reg(a)?;
+            let (s, q2) = md.reg(b)?;
+            if q != q2 {
+                return None;
+            }
+            (u.d, u.s, u.q) = (d, s, q);
+            Some(())
+        };
         match m {
             M::Nop => u.kind = Kind::Nop,
             M::Mov => {
-                if i.op_count() != 2 {
+                if n != 2 {
                     return None;
                 }
+                let imm = |k: OpKind| k == OpKind::Immediate32 || (md.long && k == OpKind::Immediate32to64);
                 match (k0, k1) {
                     (OpKind::Register, OpKind::Register) => {
-                        u.d = gpr32(i.op0_register())?;
-                        u.s = gpr32(i.op1_register())?;
+                        pair(&mut u, i.op0_register(), i.op1_register())?;
                         u.kind = Kind::MovRR;
                     }
-                    (OpKind::Register, OpKind::Immediate32) => {
-                        u.d = gpr32(i.op0_register())?;
-                        u.imm = i.immediate32();
+                    (OpKind::Register, k) if imm(k) => {
+                        (u.d, u.q) = md.reg(i.op0_register())?;
+                        u.imm = i.immediate(1) as u32;
                         u.kind = Kind::MovRI;
                     }
                     (OpKind::Register, OpKind::Memory) => {
-                        u.d = gpr32(i.op0_register())?;
-                        Self::mem(&mut u, i)?;
+                        (u.d, u.q) = md.reg(i.op0_register())?;
+                        md.mem(&mut u, i)?;
                         u.kind = Kind::MovRM;
                     }
                     (OpKind::Memory, OpKind::Register) => {
-                        u.s = gpr32(i.op1_register())?;
-                        Self::mem(&mut u, i)?;
+                        (u.s, u.q) = md.reg(i.op1_register())?;
+                        md.mem(&mut u, i)?;
                         u.kind = Kind::MovMR;
                     }
-                    (OpKind::Memory, OpKind::Immediate32) if mem32(i) => {
-                        Self::mem(&mut u, i)?;
-                        u.imm = i.immediate32();
+                    (OpKind::Memory, k) if imm(k) => {
+                        md.mem_sized(&mut u, i)?;
+                        u.imm = i.immediate(1) as u32;
                         u.kind = Kind::MovMI;
                     }
                     _ => return None,
@@ -322,27 +456,26 @@ impl Uop {
                 u.op = alu_op(m)?;
                 match (k0, k1) {
                     (OpKind::Register, OpKind::Register) => {
-                        u.d = gpr32(i.op0_register())?;
-                        u.s = gpr32(i.op1_register())?;
+                        pair(&mut u, i.op0_register(), i.op1_register())?;
                         u.kind = Kind::AluRR;
                     }
-                    (OpKind::Register, k) if imm32(k) => {
-                        u.d = gpr32(i.op0_register())?;
+                    (OpKind::Register, k) if md.imm_ok(k) => {
+                        (u.d, u.q) = md.reg(i.op0_register())?;
                         u.imm = i.immediate(1) as u32;
                         u.kind = Kind::AluRI;
                     }
                     (OpKind::Register, OpKind::Memory) => {
-                        u.d = gpr32(i.op0_register())?;
-                        Self::mem(&mut u, i)?;
+                        (u.d, u.q) = md.reg(i.op0_register())?;
+                        md.mem(&mut u, i)?;
                         u.kind = Kind::AluRM;
                     }
                     (OpKind::Memory, OpKind::Register) => {
-                        u.s = gpr32(i.op1_register())?;
-                        Self::mem(&mut u, i)?;
+                        (u.s, u.q) = md.reg(i.op1_register())?;
+                        md.mem(&mut u, i)?;
                         u.kind = Kind::AluMR;
                     }
-                    (OpKind::Memory, k) if imm32(k) && mem32(i) => {
-                        Self::mem(&mut u, i)?;
+                    (OpKind::Memory, k) if md.imm_ok(k) => {
+                        md.mem_sized(&mut u, i)?;
                         u.imm = i.immediate(1) as u32;
                         u.kind = Kind::AluMI;
                     }
@@ -357,349 +490,7 @@ impl Uop {
                 if k1 != OpKind::Immediate8 && !by_cl {
                     return None;
                 }
-                u.d = gpr32(i.op0_register())?;
-                u.imm = if by_cl { 0 } else { u32::from(i.immediate8()) };
-                u.op = match m {
-                    M::Rol => 0,
-                    M::Ror => 1,
-                    M::Rcl => 2,
-                    M::Rcr => 3,
-                    M::Shl | M::Sal => 4,
-                    M::Shr => 5,
-                    _ => 6,
-                };
-                u.kind = if by_cl { Kind::ShiftRCl } else { Kind::ShiftRI };
-            }
-            M::Inc | M::Dec if k0 == OpKind::Memory && mem32(i) => {
-                Self::mem(&mut u, i)?;
-                u.kind = if m == M::Inc { Kind::IncM } else { Kind::DecM };
-            }
-            M::Neg | M::Not if k0 == OpKind::Register => {
-                u.d = gpr32(i.op0_register())?;
-                u.kind = if m == M::Neg { Kind::NegR } else { Kind::NotR };
-            }
-            M::Inc | M::Dec if k0 == OpKind::Register => {
-                u.d = gpr32(i.op0_register())?;
-                u.kind = if m == M::Inc { Kind::IncR } else { Kind::DecR };
-            }
-            M::Lea => {
-                u.d = gpr32(i.op0_register())?;
-                Self::mem(&mut u, i)?;
-                u.kind = Kind::Lea;
-            }
-            M::Jmp if k0 == OpKind::NearBranch32 => {
-                u.imm = i.near_branch_target() as u32;
-                u.kind = Kind::Jmp;
-            }
-            M::Call if k0 == OpKind::NearBranch32 => {
-                u.imm = i.near_branch_target() as u32;
-                u.kind = Kind::CallRel;
-            }
-            M::Ret if i.code() == Code::Retnd => u.kind = Kind::Ret,
-            M::Push if k0 == OpKind::Register => {
-                u.s = gpr32(i.op0_register())?;
-                u.kind = Kind::PushR;
-            }
-            M::Push if matches!(i.code(), Code::Pushd_imm32 | Code::Pushd_imm8) => {
-                u.imm = i.immediate(0) as u32;
-                u.kind = Kind::PushI;
-            }
-            M::Pop if k0 == OpKind::Register => {
-                u.d = gpr32(i.op0_register())?;
-                u.kind = Kind::PopR;
-            }
-            M::Imul if i.op_count() == 3 && k1 == OpKind::Register => {
-                u.d = gpr32(i.op0_register())?;
-                u.s = gpr32(i.op1_register())?;
-                u.imm = i.immediate(2) as u32;
-                u.kind = Kind::ImulRRI;
-            }
-            M::Imul if i.op_count() == 2 && k1 == OpKind::Register => {
-                u.d = gpr32(i.op0_register())?;
-                u.s = gpr32(i.op1_register())?;
-                u.kind = Kind::ImulRR;
-            }
-            M::Movzx | M::Movsx => {
-                u.d = gpr32(i.op0_register())?;
-                u.s = u8::from(m == M::Movsx);
-                if k1 == OpKind::Memory {
-                    u.op = i.memory_size().size() as u8;
-                    Self::mem(&mut u, i)?;
-                    u.kind = Kind::MovxRM;
-                } else {
-                    let r = i.op1_register();
-                    let (src, size) = match (gpr8lo(r), gpr16(r)) {
-                        (Some(x), _) => (x, 1),
-                        (_, Some(x)) => (x, 2),
-                        _ => return None,
-                    };
-                    u.imm = u32::from(m == M::Movsx);
-                    u.s = src;
-                    u.op = size;
-                    u.kind = Kind::MovxRR;
-                }
-            }
-            M::Call | M::Jmp if k0 == OpKind::Register => {
-                u.s = gpr32(i.op0_register())?;
-                u.kind = if m == M::Call { Kind::CallR } else { Kind::JmpR };
-            }
-            M::Call | M::Jmp if k0 == OpKind::Memory && mem32(i) => {
-                Self::mem(&mut u, i)?;
-                u.kind = if m == M::Call { Kind::CallM } else { Kind::JmpM };
-            }
-            _ if i.is_jcc_short_or_near() && k0 == OpKind::NearBranch32 => {
-                u.op = i.condition_code() as u8;
-                u.imm = i.near_branch_target() as u32;
-                u.kind = Kind::Jcc;
-            }
-            _ => return None,
-        }
-        Some(u)
-    }
-
-    /// Byte-sized forms and conditional moves/sets.
-    fn try_build_byte(i: &Instruction, mut u: Uop, m: M, k0: OpKind, k1: OpKind) -> Option<Uop> {
-        let byte_mem = |i: &Instruction| i.memory_size().size() == 1;
-        match m {
-            M::Mov if i.op_count() == 2 => match (k0, k1) {
-                (OpKind::Register, OpKind::Memory) => {
-                    u.d = gpr8lo(i.op0_register())?;
-                    Self::mem(&mut u, i)?;
-                    u.kind = Kind::MovR8M;
-                }
-                (OpKind::Memory, OpKind::Register) => {
-                    u.s = gpr8lo(i.op1_register())?;
-                    Self::mem(&mut u, i)?;
-                    u.kind = Kind::MovM8R;
-                }
-                (OpKind::Memory, OpKind::Immediate8) if byte_mem(i) => {
-                    Self::mem(&mut u, i)?;
-                    u.imm = u32::from(i.immediate8());
-                    u.kind = Kind::MovM8I;
-                }
-                _ => return None,
-            },
-            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
-                if k1 == OpKind::Immediate8 =>
-            {
-                u.op = alu_op(m)?;
-                u.imm = u32::from(i.immediate8());
-                if k0 == OpKind::Memory && byte_mem(i) {
-                    Self::mem(&mut u, i)?;
-                    u.kind = Kind::AluM8I;
-                } else if k0 == OpKind::Register {
-                    u.d = gpr8lo(i.op0_register())?;
-                    u.kind = Kind::AluR8I;
-                } else {
-                    return None;
-                }
-            }
-            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && i.op_count() == 1 => {
-                // SETcc r8
-                u.d = gpr8lo(i.op0_register())?;
-                u.op = i.condition_code() as u8;
-                u.kind = Kind::SetccR8;
-            }
-            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && i.op_count() == 2 => {
-                // CMOVcc r32, r32/m32
-                u.d = gpr32(i.op0_register())?;
-                u.op = i.condition_code() as u8;
-                if k1 == OpKind::Register {
-                    u.s = gpr32(i.op1_register())?;
-                    u.kind = Kind::CmovRR;
-                } else if k1 == OpKind::Memory {
-                    Self::mem(&mut u, i)?;
-                    u.kind = Kind::CmovRM;
-                } else {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-        Some(u)
-    }
-}
-
-impl Uop {
-    /// Memory operand of 64-bit code: 64-bit base/index registers or RIP-relative, a
-    /// sign-extended 32-bit displacement.
-    fn mem64(u: &mut Uop, i: &Instruction) -> Option<()> {
-        let base = i.memory_base();
-        let index = i.memory_index();
-        u.base = match base {
-            Register::None => NONE,
-            Register::RIP => RIPREL,
-            r => gpr64(r)?,
-        };
-        u.index = if index == Register::None { NONE } else { gpr64(index)? };
-        if u.base == RIPREL && u.index != NONE {
-            return None;
-        }
-        if u.base == NONE && u.index == NONE && i.memory_displ_size() != 8 {
-            // [disp32] with a 0x67 prefix: a 32-bit address.
-            return None;
-        }
-        u.scale = i.memory_index_scale() as u8;
-        u.disp = fits32(i.memory_displacement64())?;
-        let seg = i.memory_segment() as u32;
-        u.seg = seg.wrapping_sub(Register::ES as u32).min(0xff) as u8;
-        if u.seg > 5 {
-            return None;
-        }
-        Some(())
-    }
-
-    /// A general-purpose register of 64-bit code with its operand size (32 or 64 bits).
-    fn reg64(r: Register) -> Option<(u8, bool)> {
-        gpr64(r).map(|x| (x, true)).or_else(|| gpr32x(r).map(|x| (x, false)))
-    }
-
-    /// The fast forms of 64-bit code. Operand sizes 32 and 64 (no 16-bit or high-byte forms).
-    fn try_build64(i: &Instruction) -> Option<Uop> {
-        if i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
-            return None;
-        }
-        let mut u = Uop { base: NONE, index: NONE, long: true, ..Uop::default() };
-        let m = i.mnemonic();
-        let n = i.op_count();
-        let k0 = if n > 0 { i.op0_kind() } else { OpKind::Register };
-        let k1 = if n > 1 { i.op1_kind() } else { OpKind::Register };
-        let msize = |i: &Instruction| i.memory_size().size() as u32;
-        let sized = |q: bool| if q { 8 } else { 4 };
-        let imm_ok = |k: OpKind| {
-            matches!(k, OpKind::Immediate32 | OpKind::Immediate8to32 | OpKind::Immediate8to64 | OpKind::Immediate32to64)
-        };
-        // Byte forms: MOV r8/m8, ALU with imm8, SETcc.
-        let byte_mem = |i: &Instruction| msize(i) == 1;
-        match m {
-            M::Mov if n == 2 && k0 == OpKind::Register && k1 == OpKind::Memory && byte_mem(i) => {
-                u.d = gpr8x(i.op0_register())?;
-                Self::mem64(&mut u, i)?;
-                u.kind = Kind::MovR8M;
-                return Some(u);
-            }
-            M::Mov if n == 2 && k0 == OpKind::Memory && k1 == OpKind::Register && byte_mem(i) => {
-                u.s = gpr8x(i.op1_register())?;
-                Self::mem64(&mut u, i)?;
-                u.kind = Kind::MovM8R;
-                return Some(u);
-            }
-            M::Mov if n == 2 && k0 == OpKind::Memory && k1 == OpKind::Immediate8 => {
-                Self::mem64(&mut u, i)?;
-                u.imm = u32::from(i.immediate8());
-                u.kind = Kind::MovM8I;
-                return Some(u);
-            }
-            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
-                if k1 == OpKind::Immediate8 =>
-            {
-                u.op = alu_op(m)?;
-                u.imm = u32::from(i.immediate8());
-                if k0 == OpKind::Memory && byte_mem(i) {
-                    Self::mem64(&mut u, i)?;
-                    u.kind = Kind::AluM8I;
-                } else if k0 == OpKind::Register {
-                    u.d = gpr8x(i.op0_register())?;
-                    u.kind = Kind::AluR8I;
-                } else {
-                    return None;
-                }
-                return Some(u);
-            }
-            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && n == 1 => {
-                u.d = gpr8x(i.op0_register())?;
-                u.op = i.condition_code() as u8;
-                u.kind = Kind::SetccR8;
-                return Some(u);
-            }
-            _ => {}
-        }
-        match m {
-            M::Nop => u.kind = Kind::Nop,
-            M::Mov if n == 2 => match (k0, k1) {
-                (OpKind::Register, OpKind::Register) => {
-                    let (d, q) = Self::reg64(i.op0_register())?;
-                    let (s, q2) = Self::reg64(i.op1_register())?;
-                    if q != q2 {
-                        return None;
-                    }
-                    (u.d, u.s, u.q) = (d, s, q);
-                    u.kind = Kind::MovRR;
-                }
-                (OpKind::Register, k) if k == OpKind::Immediate32 || k == OpKind::Immediate32to64 => {
-                    (u.d, u.q) = Self::reg64(i.op0_register())?;
-                    u.imm = i.immediate(1) as u32;
-                    u.kind = Kind::MovRI;
-                }
-                (OpKind::Register, OpKind::Memory) => {
-                    (u.d, u.q) = Self::reg64(i.op0_register())?;
-                    Self::mem64(&mut u, i)?;
-                    u.kind = Kind::MovRM;
-                }
-                (OpKind::Memory, OpKind::Register) => {
-                    (u.s, u.q) = Self::reg64(i.op1_register())?;
-                    Self::mem64(&mut u, i)?;
-                    u.kind = Kind::MovMR;
-                }
-                (OpKind::Memory, k) if k == OpKind::Immediate32 || k == OpKind::Immediate32to64 => {
-                    u.q = msize(i) == 8;
-                    if msize(i) != sized(u.q) {
-                        return None;
-                    }
-                    Self::mem64(&mut u, i)?;
-                    u.imm = i.immediate(1) as u32;
-                    u.kind = Kind::MovMI;
-                }
-                _ => return None,
-            },
-            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
-                u.op = alu_op(m)?;
-                match (k0, k1) {
-                    (OpKind::Register, OpKind::Register) => {
-                        let (d, q) = Self::reg64(i.op0_register())?;
-                        let (s, q2) = Self::reg64(i.op1_register())?;
-                        if q != q2 {
-                            return None;
-                        }
-                        (u.d, u.s, u.q) = (d, s, q);
-                        u.kind = Kind::AluRR;
-                    }
-                    (OpKind::Register, k) if imm_ok(k) => {
-                        (u.d, u.q) = Self::reg64(i.op0_register())?;
-                        u.imm = i.immediate(1) as u32;
-                        u.kind = Kind::AluRI;
-                    }
-                    (OpKind::Register, OpKind::Memory) => {
-                        (u.d, u.q) = Self::reg64(i.op0_register())?;
-                        Self::mem64(&mut u, i)?;
-                        u.kind = Kind::AluRM;
-                    }
-                    (OpKind::Memory, OpKind::Register) => {
-                        (u.s, u.q) = Self::reg64(i.op1_register())?;
-                        Self::mem64(&mut u, i)?;
-                        u.kind = Kind::AluMR;
-                    }
-                    (OpKind::Memory, k) if imm_ok(k) => {
-                        u.q = msize(i) == 8;
-                        if msize(i) != sized(u.q) {
-                            return None;
-                        }
-                        Self::mem64(&mut u, i)?;
-                        u.imm = i.immediate(1) as u32;
-                        u.kind = Kind::AluMI;
-                    }
-                    _ => return None,
-                }
-            }
-            M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => {
-                if k0 != OpKind::Register {
-                    return None;
-                }
-                let by_cl = k1 == OpKind::Register && i.op1_register() == Register::CL;
-                if k1 != OpKind::Immediate8 && !by_cl {
-                    return None;
-                }
-                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                (u.d, u.q) = md.reg(i.op0_register())?;
                 u.imm = if by_cl { 0 } else { u32::from(i.immediate8()) };
                 u.op = match m {
                     M::Rol => 0,
@@ -713,82 +504,68 @@ impl Uop {
                 u.kind = if by_cl { Kind::ShiftRCl } else { Kind::ShiftRI };
             }
             M::Inc | M::Dec if k0 == OpKind::Memory => {
-                u.q = msize(i) == 8;
-                if msize(i) != sized(u.q) {
-                    return None;
-                }
-                Self::mem64(&mut u, i)?;
+                md.mem_sized(&mut u, i)?;
                 u.kind = if m == M::Inc { Kind::IncM } else { Kind::DecM };
             }
             M::Neg | M::Not if k0 == OpKind::Register => {
-                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                (u.d, u.q) = md.reg(i.op0_register())?;
                 u.kind = if m == M::Neg { Kind::NegR } else { Kind::NotR };
             }
             M::Inc | M::Dec if k0 == OpKind::Register => {
-                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                (u.d, u.q) = md.reg(i.op0_register())?;
                 u.kind = if m == M::Inc { Kind::IncR } else { Kind::DecR };
             }
             M::Lea => {
-                (u.d, u.q) = Self::reg64(i.op0_register())?;
-                Self::mem64(&mut u, i)?;
+                (u.d, u.q) = md.reg(i.op0_register())?;
+                md.mem(&mut u, i)?;
                 u.kind = Kind::Lea;
             }
-            M::Jmp if k0 == OpKind::NearBranch64 => {
-                u.imm = fits32(i.near_branch_target())?;
+            M::Jmp if k0 == md.near() => {
+                u.imm = md.rel(i)?;
                 u.kind = Kind::Jmp;
             }
-            M::Call if k0 == OpKind::NearBranch64 => {
-                u.imm = fits32(i.near_branch_target())?;
+            M::Call if k0 == md.near() => {
+                u.imm = md.rel(i)?;
                 u.kind = Kind::CallRel;
             }
-            M::Ret if i.code() == Code::Retnq => u.kind = Kind::Ret,
+            M::Ret if i.code() == md.ret() => u.kind = Kind::Ret,
             M::Push if k0 == OpKind::Register => {
-                u.s = gpr64(i.op0_register())?;
+                u.s = md.wide(i.op0_register())?;
                 u.kind = Kind::PushR;
             }
-            M::Push if matches!(i.code(), Code::Pushq_imm32 | Code::Pushq_imm8) => {
+            M::Push if md.push_imm(i.code()) => {
                 u.imm = i.immediate(0) as u32;
                 u.kind = Kind::PushI;
             }
             M::Pop if k0 == OpKind::Register => {
-                u.d = gpr64(i.op0_register())?;
+                u.d = md.wide(i.op0_register())?;
                 u.kind = Kind::PopR;
             }
             M::Imul if n == 3 && k1 == OpKind::Register => {
-                let (d, q) = Self::reg64(i.op0_register())?;
-                let (s, q2) = Self::reg64(i.op1_register())?;
-                if q != q2 {
-                    return None;
-                }
-                (u.d, u.s, u.q) = (d, s, q);
+                pair(&mut u, i.op0_register(), i.op1_register())?;
                 u.imm = i.immediate(2) as u32;
                 u.kind = Kind::ImulRRI;
             }
             M::Imul if n == 2 && k1 == OpKind::Register => {
-                let (d, q) = Self::reg64(i.op0_register())?;
-                let (s, q2) = Self::reg64(i.op1_register())?;
-                if q != q2 {
-                    return None;
-                }
-                (u.d, u.s, u.q) = (d, s, q);
+                pair(&mut u, i.op0_register(), i.op1_register())?;
                 u.kind = Kind::ImulRR;
             }
             M::Movzx | M::Movsx | M::Movsxd => {
-                (u.d, u.q) = Self::reg64(i.op0_register())?;
+                (u.d, u.q) = md.reg(i.op0_register())?;
                 u.s = u8::from(m != M::Movzx);
                 if k1 == OpKind::Memory {
-                    u.op = msize(i) as u8;
+                    u.op = i.memory_size().size() as u8;
                     if u.op > 4 || (m == M::Movsxd && !u.q) {
                         return None;
                     }
-                    Self::mem64(&mut u, i)?;
+                    md.mem(&mut u, i)?;
                     u.kind = Kind::MovxRM;
                 } else {
                     let r = i.op1_register();
-                    let (src, size) = match (gpr8x(r), gpr16x(r), gpr32x(r)) {
-                        (Some(x), _, _) => (x, 1),
-                        (_, Some(x), _) => (x, 2),
-                        (_, _, Some(x)) if m == M::Movsxd && u.q => (x, 4),
+                    let (src, size) = match (md.reg8(r), md.reg16(r)) {
+                        (Some(x), _) => (x, 1),
+                        (_, Some(x)) => (x, 2),
+                        _ if md.long && m == M::Movsxd && u.q => (gpr32x(r)?, 4),
                         _ => return None,
                     };
                     u.imm = u32::from(m != M::Movzx);
@@ -798,30 +575,79 @@ impl Uop {
                 }
             }
             M::Call | M::Jmp if k0 == OpKind::Register => {
-                u.s = gpr64(i.op0_register())?;
+                u.s = md.wide(i.op0_register())?;
                 u.kind = if m == M::Call { Kind::CallR } else { Kind::JmpR };
             }
-            M::Call | M::Jmp if k0 == OpKind::Memory && msize(i) == 8 => {
-                Self::mem64(&mut u, i)?;
+            M::Call | M::Jmp if k0 == OpKind::Memory && i.memory_size().size() as u32 == md.stack() => {
+                md.mem(&mut u, i)?;
                 u.kind = if m == M::Call { Kind::CallM } else { Kind::JmpM };
             }
-            _ if i.is_jcc_short_or_near() && k0 == OpKind::NearBranch64 => {
+            _ if i.is_jcc_short_or_near() && k0 == md.near() => {
                 u.op = i.condition_code() as u8;
-                u.imm = fits32(i.near_branch_target())?;
+                u.imm = md.rel(i)?;
                 u.kind = Kind::Jcc;
             }
-            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && n == 2 => {
-                (u.d, u.q) = Self::reg64(i.op0_register())?;
+            _ => return None,
+        }
+        Some(u)
+    }
+
+    /// Byte-sized forms and conditional moves/sets.
+    fn try_build_byte(i: &Instruction, mut u: Uop, md: Mode, m: M, k0: OpKind, k1: OpKind) -> Option<Uop> {
+        let byte_mem = |i: &Instruction| i.memory_size().size() == 1;
+        match m {
+            M::Mov if i.op_count() == 2 => match (k0, k1) {
+                (OpKind::Register, OpKind::Memory) => {
+                    u.d = md.reg8(i.op0_register())?;
+                    md.mem(&mut u, i)?;
+                    u.kind = Kind::MovR8M;
+                }
+                (OpKind::Memory, OpKind::Register) => {
+                    u.s = md.reg8(i.op1_register())?;
+                    md.mem(&mut u, i)?;
+                    u.kind = Kind::MovM8R;
+                }
+                (OpKind::Memory, OpKind::Immediate8) if byte_mem(i) => {
+                    md.mem(&mut u, i)?;
+                    u.imm = u32::from(i.immediate8());
+                    u.kind = Kind::MovM8I;
+                }
+                _ => return None,
+            },
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
+                if k1 == OpKind::Immediate8 =>
+            {
+                u.op = alu_op(m)?;
+                u.imm = u32::from(i.immediate8());
+                if k0 == OpKind::Memory && byte_mem(i) {
+                    md.mem(&mut u, i)?;
+                    u.kind = Kind::AluM8I;
+                } else if k0 == OpKind::Register {
+                    u.d = md.reg8(i.op0_register())?;
+                    u.kind = Kind::AluR8I;
+                } else {
+                    return None;
+                }
+            }
+            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && i.op_count() == 1 => {
+                // SETcc r8
+                u.d = md.reg8(i.op0_register())?;
+                u.op = i.condition_code() as u8;
+                u.kind = Kind::SetccR8;
+            }
+            _ if k0 == OpKind::Register && i.condition_code() != ConditionCode::None && i.op_count() == 2 => {
+                // CMOVcc r, r/m
+                (u.d, u.q) = md.reg(i.op0_register())?;
                 u.op = i.condition_code() as u8;
                 if k1 == OpKind::Register {
-                    let (s, q2) = Self::reg64(i.op1_register())?;
+                    let (s, q2) = md.reg(i.op1_register())?;
                     if q2 != u.q {
                         return None;
                     }
                     u.s = s;
                     u.kind = Kind::CmovRR;
                 } else if k1 == OpKind::Memory {
-                    Self::mem64(&mut u, i)?;
+                    md.mem(&mut u, i)?;
                     u.kind = Kind::CmovRM;
                 } else {
                     return None;

@@ -1042,7 +1042,8 @@ impl Cpu {
     fn env_image(&self, big: bool) -> Vec<u8> {
         let f = &self.s.fpu;
         let tw = f.tag_word();
-        let real = self.s.cr0 & CR0_PE == 0;
+        // Virtual-8086 mode uses the real-mode layout too (SDM Vol. 1 8.1.10).
+        let real = self.s.cr0 & CR0_PE == 0 || self.vm86();
         let mut v = Vec::with_capacity(28);
         if big {
             let w32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
@@ -1085,7 +1086,8 @@ impl Cpu {
     }
 
     fn load_env_image(&mut self, img: &[u8], big: bool) {
-        let real = self.s.cr0 & CR0_PE == 0;
+        // Virtual-8086 mode uses the real-mode layout too (SDM Vol. 1 8.1.10).
+        let real = self.s.cr0 & CR0_PE == 0 || self.vm86();
         let f = &mut self.s.fpu;
         if big {
             let r32 = |k: usize| u32::from_le_bytes([img[4 * k], img[4 * k + 1], img[4 * k + 2], img[4 * k + 3]]);

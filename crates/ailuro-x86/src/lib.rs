@@ -1,4 +1,5 @@
-//! Ailuro's x86 CPU core: an interpreter for i386 (and, later, x86_64 in the same core).
+//! Ailuro's x86 CPU core: an interpreter for i386 and x86_64 (one core; the model decides what
+//! CPUID advertises and whether long mode exists).
 //!
 //! Everything outside CPU+RAM is reached through [`Platform`] only, so a recorded run and its
 //! replay execute identically; the CPU never consults host time, randomness or hash-map order.
@@ -14,8 +15,16 @@
 //!   code size) and validated by a per-RAM-page generation counter; any write to a page that holds
 //!   cached code (by the CPU, including the current instruction's own page, or from outside through
 //!   [`Cpu::invalidate_code`]) bumps the generation, so the next fetch re-decodes.
-//! * `fast.rs`: a small pre-decoded form (`Uop`) of the hottest 32-bit integer instructions,
-//!   executed without iced's operand accessors. Everything else runs through `exec.rs`.
+//! * `fast.rs`: a small pre-decoded form (`Uop`) of the hottest integer instructions of 32-bit
+//!   code and of 64-bit code (32- and 64-bit operand sizes, REX registers, RIP-relative
+//!   operands), executed without iced's operand accessors. Everything else runs through `exec.rs`.
+//! * `long.rs`: IA-32e mode: 64-bit interrupt delivery (16-byte gates, RSPn/IST stacks), IRETQ,
+//!   SYSCALL/SYSRET, SWAPGS, SYSENTER/SYSEXIT to 64-bit code, 16-byte LDT/TSS descriptors,
+//!   CMPXCHG16B. Entering/leaving long mode is `write_cr` in `exec.rs`; 4-level paging is in
+//!   `mem.rs`.
+//! * `sse.rs`, `sse_int.rs`, `sse_float.rs`: MMX, SSE, SSE2, SSE3 and SSSE3 (integer lanes and an
+//!   f32/f64 soft-float with MXCSR rounding, flags, DAZ/FTZ and x86 NaN rules), checked against
+//!   the host CPU by `tests/host_diff_sse.rs`.
 //! * `exec.rs`: the general interpreter (one `match` on the mnemonic), string instructions,
 //!   CPUID/MSRs/control registers.
 //! * `prot.rs`: descriptors, segment loads with privilege checks, far JMP/CALL (including call
@@ -24,6 +33,8 @@
 //!   gates with TSS stack switch, task gates), hardware task switches with 32-bit TSSs (far
 //!   JMP/CALL to a TSS or task gate, task gates in the IDT, IRET with NT=1; e.g. Linux's double
 //!   fault task), and the double-fault / triple-fault escalation.
+//! * `vm86.rs`: virtual-8086 mode (entered by IRET or a task switch, left by interrupts and
+//!   exceptions through ring-0 gates with the extended frame; IOPL-sensitive instructions).
 //! * `fpu.rs`: the x87 FPU (every P6 x87 instruction, FSAVE/FSTENV images in all four layouts,
 //!   FXSAVE/FXRSTOR, #NM/#MF rules, last-instruction pointers); `softfloat.rs`: the 80-bit
 //!   software floating point behind it (x87 rounding/precision control, exception responses,
@@ -57,11 +68,13 @@
 //! # Known limitations
 //! * Task switches to 16-bit (286) TSSs raise #GP/#TS; the I/O bitmap is read from 32-bit TSSs
 //!   only. The TSS T (debug trap) bit is ignored.
-//! * Virtual-8086 mode is not implemented: POPF/IRET never set VM; IRET to VM=1 and a task switch
-//!   into a TSS whose EFLAGS has VM=1 shut down with a clear reason.
-//! * x87 FPU and FXSAVE/FXRSTOR are implemented (CPUID.1:EDX FPU and FXSR); MMX/SSE are not
-//!   (CPUID says so): FXSAVE stores MXCSR = 0x1f80, MXCSR_MASK = 0xffbf and zero XMM registers,
-//!   FXRSTOR ignores them except for the reserved-bit #GP check. An unmasked x87 exception is
+//! * Virtual-8086 mode (`vm86.rs`) has no virtual-mode extensions: CR4.VME/PVI are not
+//!   advertised and cannot be set, so VIF/VIP are never used (IRET to VM86 leaves them clear)
+//!   and there is no interrupt redirection bitmap.
+//! * x87 FPU, FXSAVE/FXRSTOR (and the 64-bit forms), MMX, SSE, SSE2, SSE3 and SSSE3 are
+//!   implemented. RCPPS/RSQRTPS and their scalar forms return the exact result rounded to 12
+//!   bits (within the architectural 1.5*2^-12 bound; the hardware's tables are not reproduced).
+//!   An unmasked x87 exception is
 //!   delivered as #MF at the next waiting x87 instruction also when CR0.NE=0: the FERR#/IRQ13
 //!   (PIC) path of a PC is not modelled. Arithmetic, conversions, compares, FPREM/FPREM1,
 //!   FSCALE, FXTRACT, BCD, stack faults and the masked/unmasked exception responses match a real
@@ -77,14 +90,18 @@
 //!   (including pushes and string instructions), not implicit supervisor accesses (descriptor
 //!   tables, TSS, IDT) nor page walks. The TSS T bit, DR7.LE/GE and branch trace are ignored.
 //!   No #AC alignment checks.
-//! * A20 is always enabled; no SMM; no long mode yet (registers and state are 64-bit wide).
-//! * Paging: no PSE-36 (PSE pages stay below 4 GiB), no PCID/SMEP/SMAP. IA32_EFER holds only
-//!   NXE (LME/SCE are reserved: no long mode or SYSCALL yet). MAXPHYADDR is 36 (CPUID has no
-//!   leaf 0x8000_0008, for which the SDM says that is the width with PAE). Page attributes
-//!   (PAT/PCD/PWT) do not affect caching. The host-difference test (`tests/host_diff.rs`) runs
-//!   user-mode instructions natively, so it cannot cover paging: the unit tests and the
-//!   686-pae Linux boot do.
-//! * CPUID leaves other than 0, 1, 0x8000_0000 and 0x8000_0001 (NX only) return zeros.
+//! * A20 is always enabled; no SMM.
+//! * Long mode (x86_64 model only): no 64-bit call gates (a far transfer through one raises
+//!   #GP(selector)), no MOV to/from CR8 (#UD), no 1-GiB pages (not advertised; PS in a PDPTE is a
+//!   reserved bit), no LA57/PCID/SMEP/SMAP, no RDTSCP/TSC_AUX. SYSCALL/SYSRET follow Intel (#UD
+//!   outside 64-bit mode).
+//! * Paging: no PSE-36 (PSE pages stay below 4 GiB). MAXPHYADDR is 36 (i386 model: no leaf
+//!   0x8000_0008, for which the SDM says that is the width with PAE; x86_64 model: leaf
+//!   0x8000_0008 says 36 physical / 48 linear). Page attributes (PAT/PCD/PWT) do not affect
+//!   caching. The host-difference tests run user-mode instructions natively, so they cannot
+//!   cover paging: the unit tests and the Linux boots do.
+//! * CPUID leaves other than 0, 1, 0x8000_0000, 0x8000_0001 and (x86_64) 0x8000_0008 return
+//!   zeros.
 //! * LOCK is accepted on any instruction (single CPU); RDPMC raises #UD.
 
 #[cfg(test)]
@@ -114,6 +131,9 @@ mod sse_int;
 mod sse_tests;
 #[cfg(test)]
 mod tests;
+mod vm86;
+#[cfg(test)]
+mod vm86_tests;
 
 use std::fmt::Write as _;
 
@@ -128,7 +148,7 @@ pub enum CpuModel {
     /// 32-bit P6-class CPU without long mode.
     #[default]
     I386,
-    /// x86_64 (long mode is not implemented yet; behaves like `I386` for now).
+    /// x86_64: the same core with long mode, SYSCALL and CMPXCHG16B advertised.
     X86_64,
 }
 

@@ -153,7 +153,12 @@ impl Cpu {
 
     /// MOV/POP/LxS to a data or stack segment register, with all protected-mode checks.
     pub(crate) fn load_seg<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, seg: usize, sel: u16) -> Res<()> {
-        if !self.pm() || self.s.rflags & VM != 0 {
+        if self.vm86() {
+            // 8086-style load with the fixed VM86 limit and attributes (see vm86.rs).
+            self.s.seg[seg] = crate::vm86::vm86_seg(sel);
+            return Ok(());
+        }
+        if !self.pm() {
             let s = &mut self.s.seg[seg];
             s.selector = sel;
             s.base = u64::from(sel) << 4;
@@ -250,7 +255,12 @@ impl Cpu {
             4 => off & 0xffff_ffff,
             _ => off,
         };
-        if !self.pm() {
+        if !self.pm() || self.vm86() {
+            // Real mode and VM86: no descriptors. VM86 has a fixed 64 KiB CS limit to check
+            // before anything changes (real mode keeps whatever limit CS has).
+            if self.vm86() && off > 0xffff {
+                return exc(13, 0);
+            }
             if call {
                 let m = self.sp_mask();
                 let sp = self.s.regs[4];
@@ -488,7 +498,10 @@ impl Cpu {
         let eip = self.peek(b, 0, size)?;
         let sel = self.peek(b, u64::from(size), size)? as u16;
         let sp = self.s.regs[4];
-        if !self.pm() {
+        if !self.pm() || self.vm86() {
+            if self.vm86() && eip > 0xffff {
+                return exc(13, 0);
+            }
             self.load_seg(b, CS, sel)?;
             self.s.rip = eip;
             self.set_sp(sp.wrapping_add(2 * u64::from(size) + imm));
@@ -527,6 +540,10 @@ impl Cpu {
         if self.long64() {
             return self.iret64(b, size);
         }
+        if self.vm86() {
+            // IRET in VM86 is IOPL-sensitive and never a task return (NT is not consulted).
+            return self.iret_in_vm86(b, size);
+        }
         if self.lma() && self.s.rflags & NT != 0 {
             // No task switches in IA-32e mode (compatibility-mode IRET with NT=1).
             return exc(13, 0);
@@ -549,8 +566,9 @@ impl Cpu {
             self.iret_rf(fl, size);
             return Ok(());
         }
-        if size == 4 && fl & VM != 0 && self.s.cpl == 0 {
-            return Err(Fault::Shutdown("IRET to virtual-8086 mode: VM86 is not supported".into()));
+        if size == 4 && fl & VM != 0 && self.s.cpl == 0 && !self.lma() {
+            // Return to VM86 (IA-32e mode ignores VM in the image: it goes the normal way).
+            return self.iret_to_vm86(b, eip, sel, fl);
         }
         let d = self.check_return_cs(b, sel)?;
         let rpl = (sel & 3) as u8;
@@ -583,7 +601,8 @@ impl Cpu {
     }
 
     /// Write EFLAGS from POPF/IRET honouring privilege: IOPL only at CPL 0, IF only at CPL <= IOPL.
-    /// VM and RF are never set this way (VM86 unsupported). `size` 2 keeps the upper half.
+    /// VM and RF are never written this way (IRET sets them itself: `iret_rf`, `iret_to_vm86`).
+    /// `size` 2 keeps the upper half.
     pub(crate) fn write_flags_priv(&mut self, v: u64, size: u32, cpl: u8) {
         let mut changeable = crate::STATUS | TF | crate::DF | NT | AC | crate::ID;
         if cpl == 0 || !self.pm() {
@@ -731,6 +750,12 @@ impl Cpu {
         }
         let dpl = d_dpl(d);
         let conforming = d_type(d) & 4 != 0;
+        let vm86 = self.vm86();
+        if vm86 && (conforming || dpl != 0) {
+            // From VM86 only a ring-0 non-conforming handler can be entered (SDM INT n:
+            // #GP(new code segment selector), without EXT).
+            return exc(13, u32::from(tsel & 0xfffc));
+        }
         let mut cs = desc_to_seg(tsel, d | (1 << 40));
         if off > u64::from(cs.limit) {
             return exc(13, ext);
@@ -743,8 +768,15 @@ impl Cpu {
             // Inner privilege: switch to the stack for `dpl` taken from the TSS.
             let (new_ss, new_sp, ss) = self.tss_stack(b, dpl, ext)?;
             let spm: u64 = if ss.attr & ATTR_DB != 0 { 0xffff_ffff } else { 0xffff };
-            let mut vals =
-                vec![u64::from(self.s.seg[SS].selector), self.s.regs[4] & 0xffff_ffff, old_fl, old_cs, old_eip];
+            let mut vals = Vec::with_capacity(10);
+            if vm86 {
+                // The VM86 frame starts with the 8086 data segment selectors (SDM 20.3.1.1), in
+                // the gate's size like the rest (a 16-bit gate pushes 16-bit values).
+                for r in [GS, FS, DS, ES] {
+                    vals.push(u64::from(self.s.seg[r].selector));
+                }
+            }
+            vals.extend([u64::from(self.s.seg[SS].selector), self.s.regs[4] & 0xffff_ffff, old_fl, old_cs, old_eip]);
             if let Some(c) = code {
                 vals.push(u64::from(c));
             }
@@ -761,6 +793,13 @@ impl Cpu {
             self.set_cs(cs, dpl);
             self.s.seg[SS] = ss;
             self.s.regs[4] = (self.s.regs[4] & !spm) | sp;
+            if vm86 {
+                // 8086 selectors mean nothing in protected mode: the handler starts with null
+                // data segments and finds the VM86 ones in its frame.
+                for r in [ES, DS, FS, GS] {
+                    self.s.seg[r] = Segment { selector: 0, base: 0, limit: 0, attr: 0 };
+                }
+            }
         } else {
             // Same privilege (or conforming code): push on the current stack.
             let new_cpl = if conforming { cpl } else { dpl };
@@ -847,13 +886,6 @@ impl Cpu {
         for (k, v) in t.iter_mut().enumerate() {
             *v = self.lin_read(b, (new.base + 4 * k as u64) & 0xffff_ffff, 4, 0)? as u32;
         }
-        if u64::from(t[9]) & VM != 0 {
-            // Said as clearly as for IRET, instead of running 8086 code as protected-mode code.
-            return Err(Fault::Shutdown(format!(
-                "task switch into a virtual-8086 task (TSS {sel:#x}, EFLAGS {:#x}): VM86 is not supported",
-                t[9]
-            )));
-        }
         // Save the outgoing task.
         let mut fl = self.s.rflags;
         if kind == TaskSwitch::Iret {
@@ -901,7 +933,8 @@ impl Cpu {
             pdptes?;
         }
         self.s.rip = u64::from(t[8]);
-        self.s.rflags = (new_fl & !VM) | 2;
+        // VM comes from the image: a VM86 task's segments are loaded 8086-style below.
+        self.s.rflags = new_fl | 2;
         // A task switch clears the local breakpoint enables L0..L3 (and LE).
         self.s.dr[7] &= !0x155;
         self.update_bp_active();
@@ -919,6 +952,21 @@ impl Cpu {
             Fault::Ex { vector: 13, .. } => Fault::Ex { vector: 10, code: Some(u32::from(s & 0xfffc) + ext) },
             other => other,
         };
+        if new_fl & VM != 0 {
+            // A VM86 task (SDM 7.3 / 20.2.5): 8086-style segment loads without descriptor
+            // checks, CPL 3, 64 KiB CS limit. They cannot fault, so they come before the LDT:
+            // a #TS for a bad LDT is then delivered from a consistent VM86 state.
+            self.load_vm86_segs([sels[ES], sels[CS], sels[SS], sels[DS], sels[FS], sels[GS]]);
+            self.lldt(b, ldt).map_err(|e| ts(e, ldt))?;
+            if let Some(c) = code {
+                // The TSS is a 32-bit one: a doubleword error code, as for a 32-bit gate.
+                self.push(b, u64::from(c), 4)?;
+            }
+            if self.s.rip > 0xffff {
+                return exc(13, 0);
+            }
+            return Ok(());
+        }
         self.lldt(b, ldt).map_err(|e| ts(e, ldt))?;
         let cs_sel = sels[CS];
         let new_cpl = (cs_sel & 3) as u8;

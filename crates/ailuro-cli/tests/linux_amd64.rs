@@ -1,0 +1,206 @@
+//! End-to-end test on Debian's stock amd64 kernel with the busybox initramfs (fetched and built
+//! by `scripts/fetch-linux-guest.sh amd64`, which `.ci/run` runs first): the whole boot from
+//! power-on and the workload of `guests/linux/init` are recorded on `ailuro-system-x86_64`, the
+//! recording replays with the same console, instruction count and final CPU+RAM hash, the
+//! workload's deterministic results equal QEMU's, introspection finds the workload's processes
+//! and 64-bit system calls, and a window recorded from the monitor replays.
+//!
+//! Few and sharp, for CI time: one recording of the whole run, one replay of it (with the
+//! introspection plugins loaded, which must not change it), one monitor window.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{deterministic_section, field, monitor, tail, tmpdir, Collector, REPO};
+
+const EMU: &str = env!("CARGO_BIN_EXE_ailuro-system-x86_64");
+
+fn guest_files() -> (PathBuf, PathBuf) {
+    support::guest_files("amd64")
+}
+
+fn run(args: &[&str], limit: Duration) -> Output {
+    support::run(EMU, args, limit)
+}
+
+/// The whole-run recording and its introspected replay, made once per test binary.
+struct Shared {
+    name: PathBuf,
+    console: String,
+    instructions: u64,
+    /// stderr of the replay (report, plugin summaries).
+    replay_err: String,
+    dir: PathBuf,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (kernel, initrd) = guest_files();
+        let dir = tmpdir("amd64");
+        let name = dir.join("linux64");
+        let args = [
+            "-m",
+            "256",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            // The default command line: KASLR on, page-table isolation on.
+            "-append",
+            "console=ttyS0 panic=-1",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-icount",
+            "sleep=off",
+            "-rtc",
+            "base=2026-01-01T00:00:00",
+            "-record",
+            name.to_str().unwrap(),
+        ];
+        let rec = run(&args, Duration::from_secs(1500));
+        let rec_err = String::from_utf8_lossy(&rec.stderr);
+        let console = String::from_utf8_lossy(&rec.stdout).into_owned();
+        assert_eq!(rec.status.code(), Some(0), "poweroff exits 0; stderr: {rec_err}\nconsole tail: {}", tail(&console));
+        assert!(console.contains("=== AILURO WORKLOAD END ==="), "workload finished: {}", tail(&console));
+        let instructions = support::recorded_instructions(&rec_err);
+        let sys = dir.join("syscalls.txt");
+        let asid = dir.join("asidstory.txt");
+        let plog = dir.join("intro.plog");
+        let (out, err) = support::replay(
+            EMU,
+            &name,
+            &[
+                "-panda",
+                "osi_linux",
+                "-panda",
+                &format!("syscalls:file={}", sys.display()),
+                "-panda",
+                "proc_events",
+                "-panda",
+                &format!("asidstory:file={}", asid.display()),
+                "-pandalog",
+                plog.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "replay failed: {err}");
+        assert!(err.contains("Replay completed successfully"), "{err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), console, "replay console differs from the recording's");
+        assert_eq!(field(&err, "instructions:").parse::<u64>().unwrap(), instructions);
+        Shared { name, console, instructions, replay_err: err, dir }
+    })
+}
+
+#[test]
+fn amd64_boot_and_workload_record_and_replay_identically() {
+    let s = shared();
+    let expected = std::fs::read_to_string(Path::new(REPO).join("guests/linux/expected-deterministic.txt")).unwrap();
+    assert_eq!(deterministic_section(&s.console), expected, "deterministic results differ from QEMU's");
+    assert!(s.console.contains("Linux version 6.1.0-50-amd64 "), "{}", tail(&s.console));
+    assert!(s.console.contains("reboot: Power down"), "the guest powered off through ACPI S5");
+    // The replay (with plugins) ended in the recording's final state: the replayer compares the
+    // state hash at the end with the one the recording stored and fails otherwise.
+    assert!(field(&s.replay_err, "final state hash:").len() >= 64, "{}", s.replay_err);
+    let log = std::fs::metadata(ailuro_rr::recording_paths(&s.name).1).unwrap().len();
+    let per_k = log as f64 * 1000.0 / s.instructions as f64;
+    assert!(per_k < 0.5, "nondet log {log} bytes = {per_k:.3} bytes per 1000 instructions");
+    eprintln!("amd64 whole run: {} instructions, nondet log {log} bytes", s.instructions);
+}
+
+#[test]
+fn amd64_introspection_finds_the_workload_processes_and_system_calls() {
+    let s = shared();
+    let sys = std::fs::read_to_string(s.dir.join("syscalls.txt")).unwrap();
+    // 64-bit calls through SYSCALL, named from the x86_64 table with decoded arguments.
+    for call in ["execve(", "openat(", "read(", "write(", "exit_group(", "wait4("] {
+        assert!(sys.contains(call), "no {call} in the system call log");
+    }
+    assert!(sys.contains("=== AILURO DETERMINISTIC BEGIN ==="), "write of the marker line decoded");
+    let asid = std::fs::read_to_string(s.dir.join("asidstory.txt")).unwrap();
+    for prog in ["init", "md5sum", "awk"] {
+        assert!(asid.contains(prog), "asidstory lacks {prog}");
+    }
+    assert!(s.replay_err.contains("osi_linux:"), "osi_linux reported: {}", s.replay_err);
+    let plog = s.dir.join("intro.plog");
+    assert!(std::fs::metadata(&plog).unwrap().len() > 0);
+}
+
+#[test]
+fn amd64_monitor_window_replays_with_the_same_console() {
+    use std::io::Write;
+    let (kernel, initrd) = guest_files();
+    let dir = tmpdir("amd64-window");
+    let sock = dir.join("mon.sock");
+    let name = dir.join("window");
+    let mut child = Command::new(EMU)
+        .args([
+            "-m",
+            "256",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyS0 ailuro.shell=1 ailuro.workload=0",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            &format!("unix:{},server,nowait", sock.display()),
+            "-no-reboot",
+            "-icount",
+            "sleep=off",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Collector::start(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let limit = Duration::from_secs(1200);
+    let shell = out.wait_for("interactive shell on the console", 0, limit);
+    stdin.write_all(b"\n").unwrap();
+    let begin = out.wait_for("#", shell, limit);
+    let reply = monitor(&sock, &format!("begin_record {}", name.display()));
+    assert!(!reply.contains("Error"), "begin_record: {reply}");
+    stdin.write_all(b"echo window $((6 * 7)); seq 1 500 | md5sum\n").unwrap();
+    let end = out.wait_for("  -", begin, limit);
+    let reply = monitor(&sock, "end_record");
+    assert!(reply.contains("complete"), "end_record: {reply}");
+    let _ = monitor(&sock, "quit");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "quit exits 0");
+    let console = out.buf.lock().unwrap()[begin..end].to_vec();
+    let text = String::from_utf8_lossy(&console).into_owned();
+    assert!(text.contains("window 42"), "{text}");
+
+    let (rep, err) = support::replay(EMU, &name, &[]);
+    assert_eq!(rep.status.code(), Some(0), "window replay: {err}");
+    assert!(err.contains("Replay completed successfully"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&rep.stdout), text, "window replay console differs from the recording's");
+
+    // `info processes` on a paused replay of the window (the amd64 profile, KASLR found).
+    let sock2 = dir.join("mon2.sock");
+    let mut rep = Command::new(EMU)
+        .args(["-replay", name.to_str().unwrap(), "-display", "none", "-S", "-panda", "osi_linux"])
+        .args(["-monitor", &format!("unix:{},server,nowait", sock2.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock2.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no monitor socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listing = monitor(&sock2, "info processes");
+    let _ = monitor(&sock2, "quit");
+    assert_eq!(rep.wait().unwrap().code(), Some(0));
+    assert!(listing.contains("init") && listing.contains(" sh"), "info processes: {listing}");
+}
