@@ -1194,6 +1194,7 @@ impl Cpu {
                     2 => self.s.cr2,
                     3 => self.s.cr3,
                     4 => self.s.cr4,
+                    8 if self.long64() => self.read_cr8(b),
                     _ => return ex(6),
                 };
                 self.reg_set(i.op0_register(), v);
@@ -1203,6 +1204,9 @@ impl Cpu {
                 self.need_cpl0()?;
                 let n = i.op0_register() as u32 - Register::CR0 as u32;
                 let v = self.reg_get(i.op1_register());
+                if n == 8 && self.long64() {
+                    return self.write_cr8(b, v);
+                }
                 let old = self.asid();
                 self.write_cr(b, n, v)?;
                 self.note_asid(b, old);
@@ -1229,6 +1233,31 @@ impl Cpu {
                 self.wr_op(b, i, 0, size, v)
             }
         }
+    }
+
+    /// The local APIC's task-priority register (offset 0x80 of the APIC page that IA32_APIC_BASE
+    /// names), which CR8 mirrors: CR8[3:0] = TPR[7:4] (SDM Vol. 3 10.8.6.1). The CPU reaches
+    /// the APIC through the Platform like any MMIO access, so the read is recorded.
+    fn tpr_addr(&self) -> u64 {
+        (self.s.apic_base & !0xfff) + 0x80
+    }
+
+    fn read_cr8<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>) -> u64 {
+        let at = self.at();
+        b.touched = true;
+        let tpr = b.p.mmio_read(at, self.tpr_addr(), 4);
+        (tpr >> 4) & 0xf
+    }
+
+    fn write_cr8<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, v: u64) -> Res<()> {
+        // Bits 63:4 are reserved.
+        if v >> 4 != 0 {
+            return exc(13, 0);
+        }
+        let at = self.at();
+        b.touched = true;
+        b.p.mmio_write(at, self.tpr_addr(), 4, v << 4);
+        Ok(())
     }
 
     pub(crate) fn write_cr<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, n: u32, v: u64) -> Res<()> {

@@ -91,8 +91,8 @@
 //!   tables, TSS, IDT) nor page walks. The TSS T bit, DR7.LE/GE and branch trace are ignored.
 //!   No #AC alignment checks.
 //! * A20 is always enabled; no SMM.
-//! * Long mode (x86_64 model only): no 64-bit call gates (a far transfer through one raises
-//!   #GP(selector)), no MOV to/from CR8 (#UD), no 1-GiB pages (not advertised; PS in a PDPTE is a
+//! * Long mode (x86_64 model only): CR8 is the local APIC's TPR (an MMIO access of the TPR
+//!   through the Platform); far CALL/JMP through 64-bit call gates; no 1-GiB pages (not advertised; PS in a PDPTE is a
 //!   reserved bit), no LA57/PCID/SMEP/SMAP, no RDTSCP/TSC_AUX. SYSCALL/SYSRET follow Intel (#UD
 //!   outside 64-bit mode).
 //! * Paging: no PSE-36 (PSE pages stay below 4 GiB). MAXPHYADDR is 36 (i386 model: no leaf

@@ -11,8 +11,8 @@
 //! mode (AMD allows them in compatibility and legacy mode), SYSRET checks RCX for canonicality
 //! before changing anything (#GP(0) in ring 0), and IA32_CSTAR is stored but never used.
 //!
-//! Not implemented (an architectural #GP(selector) is raised instead): 64-bit call gates. Task
-//! switches do not exist in IA-32e mode (task gates and TSS targets give #GP, as on hardware).
+//! Task switches do not exist in IA-32e mode (task gates and TSS targets give #GP, as on
+//! hardware); far transfers through 16-byte 64-bit call gates do (`through_call_gate64`).
 
 use ailuro_bus::Platform;
 
@@ -46,19 +46,10 @@ impl Cpu {
         self.s.model == CpuModel::X86_64
     }
 
-    /// The upper 8 bytes of the 16-byte system descriptor for `sel` in the GDT (LDT and TSS
-    /// descriptors are 16 bytes in IA-32e mode); #GP(sel) if they lie outside the table.
+    /// The upper 8 bytes of the 16-byte system descriptor for `sel` (LDT and TSS descriptors are
+    /// 16 bytes in IA-32e mode, and always in the GDT); #GP(sel) if they lie outside the table.
     pub(crate) fn read_desc_upper<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<u64> {
-        let idx = u64::from(sel & 0xfff8);
-        if idx + 15 > u64::from(self.s.gdtr.limit) {
-            return exc(13, u32::from(sel & 0xfffc));
-        }
-        let hi = self.lin_read(b, self.sys_lin(self.s.gdtr.base + idx + 8), 8, 0)?;
-        // The type field of the upper half must be 0 (SDM Vol. 3 figure 7-4).
-        if (hi >> 40) & 0x1f != 0 {
-            return exc(13, u32::from(sel & 0xfffc));
-        }
-        Ok(hi)
+        self.read_desc_upper_any(b, sel & !4)
     }
 
     /// Whether `ip` is a valid target in the code segment `cs`: canonical for a 64-bit code
@@ -190,6 +181,117 @@ impl Cpu {
         } else {
             self.s.gdtr.base
         }
+    }
+
+    /// Far CALL/JMP through a 64-bit call gate (SDM Vol. 3 5.8.6): the gate is 16 bytes, its
+    /// target a 64-bit code segment; a CALL to a more privileged non-conforming segment switches
+    /// to RSPn of the TSS with a null SS (RPL = new CPL) and pushes the old SS, RSP, CS and RIP
+    /// as 8-byte values (no parameters are copied); otherwise CS and RIP are pushed on the
+    /// current stack (8-byte values from 64-bit mode, 4-byte from compatibility mode). A JMP may
+    /// not change privilege.
+    pub(crate) fn through_call_gate64<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        sel: u16,
+        gate: u64,
+        call: bool,
+        next: u64,
+    ) -> Res<()> {
+        let err = u32::from(sel & 0xfffc);
+        let cpl = self.s.cpl;
+        let gdpl = ((gate >> 45) & 3) as u8;
+        if gdpl < cpl || gdpl < (sel & 3) as u8 {
+            return exc(13, err);
+        }
+        if gate & (1 << 47) == 0 {
+            return exc(11, err);
+        }
+        let hi = self.read_desc_upper_any(b, sel)?;
+        let tsel = ((gate >> 16) & 0xffff) as u16;
+        let target = (gate & 0xffff) | ((gate >> 32) & 0xffff_0000) | (hi << 32);
+        if tsel & 0xfffc == 0 {
+            return exc(13, 0);
+        }
+        let terr = u32::from(tsel & 0xfffc);
+        let d = self.read_desc(b, tsel)?;
+        let dpl = ((d >> 45) & 3) as u8;
+        let is_code = d & (1 << 44) != 0 && d & (1 << 43) != 0;
+        let long_code = d & (1 << 53) != 0 && d & (1 << 54) == 0;
+        if !is_code || !long_code || dpl > cpl {
+            return exc(13, terr);
+        }
+        let conforming = d & (1 << 42) != 0;
+        if !call && !conforming && dpl != cpl {
+            return exc(13, terr);
+        }
+        if d & (1 << 47) == 0 {
+            return exc(11, terr);
+        }
+        if !canonical(target) {
+            return exc(13, 0);
+        }
+        let mut cs = desc_to_seg(tsel, d | (1 << 40));
+        let inner = call && !conforming && dpl < cpl;
+        let new_cpl = if inner { dpl } else { cpl };
+        if call {
+            let old_cs = u64::from(self.s.seg[CS].selector);
+            if inner {
+                let tr = self.s.tr;
+                let off = 4 + 8 * u64::from(dpl);
+                if tr.attr & ATTR_P == 0 || off + 7 > u64::from(tr.limit) {
+                    return exc(10, u32::from(tr.selector & 0xfffc));
+                }
+                let rsp = self.lin_read(b, self.sys_lin(tr.base + off), 8, 0)?;
+                if !canonical(rsp) {
+                    return exc(12, 0);
+                }
+                let vals = [u64::from(self.s.seg[SS].selector), self.s.regs[4], old_cs, next];
+                let acc = if dpl == 3 { ACC_U } else { 0 };
+                let bottom = rsp.wrapping_sub(32);
+                if !canonical(bottom) {
+                    return exc(12, 0);
+                }
+                self.translate(b, bottom, acc | ACC_W)?;
+                self.translate(b, rsp.wrapping_sub(8), acc | ACC_W)?;
+                let mut sp = rsp;
+                for v in vals {
+                    sp = sp.wrapping_sub(8);
+                    self.lin_write(b, sp, 8, v, acc)?;
+                }
+                self.s.seg[SS] = Segment { selector: u16::from(dpl), base: 0, limit: 0, attr: 0 };
+                self.s.regs[4] = sp;
+            } else {
+                // Same privilege: CS and RIP on the current stack, 8 bytes each in 64-bit mode.
+                let size = if self.long64() { 8 } else { 4 };
+                let m = self.sp_mask();
+                let sp = self.s.regs[4];
+                self.push(b, old_cs, size)?;
+                if let Err(e) = self.push(b, next, size) {
+                    self.s.regs[4] = (self.s.regs[4] & !m) | (sp & m);
+                    return Err(e);
+                }
+            }
+        }
+        self.set_accessed(b, tsel, d)?;
+        cs.selector = (tsel & 0xfffc) | u16::from(new_cpl);
+        self.set_cs(cs, new_cpl);
+        self.s.rip = target;
+        Ok(())
+    }
+
+    /// The upper 8 bytes of a 16-byte descriptor in the GDT or LDT (call gates may be in either).
+    fn read_desc_upper_any<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, sel: u16) -> Res<u64> {
+        let (base, limit) =
+            if sel & 4 != 0 { (self.s.ldtr.base, self.s.ldtr.limit) } else { (self.s.gdtr.base, self.s.gdtr.limit) };
+        let idx = u64::from(sel & 0xfff8);
+        if idx + 15 > u64::from(limit) {
+            return exc(13, u32::from(sel & 0xfffc));
+        }
+        let hi = self.lin_read(b, self.sys_lin(base + idx + 8), 8, 0)?;
+        if (hi >> 40) & 0x1f != 0 {
+            return exc(13, u32::from(sel & 0xfffc));
+        }
+        Ok(hi)
     }
 
     /// IRET in 64-bit mode (SDM Vol. 2 IRET, "IA-32e mode"): RIP, CS, RFLAGS, RSP and SS are

@@ -686,3 +686,88 @@ fn hot_64_bit_forms_are_pre_decoded() {
         [Kind::AluRR, Kind::MovRM, Kind::MovMR, Kind::PushR, Kind::Ret, Kind::Generic, Kind::Generic, Kind::Generic]
     );
 }
+
+#[test]
+fn cr8_is_the_apic_task_priority() {
+    // MOV CR8 reaches the local APIC's TPR (0xfee00080) through the Platform: CR8 = TPR[7:4].
+    let mut e = long_env(|a| {
+        a.mov(eax, 0x9)?;
+        a.mov(cr8, rax)?;
+        a.mov(rbx, cr8)?;
+        a.hlt()
+    });
+    e.p.mmio_read_value = 0xa5;
+    assert_eq!(e.run(), RunExit::Halted, "{}", e.cpu.info_registers());
+    assert_eq!(e.p.mmio_writes, vec![(0xfee0_0080, 4, 0x90)]);
+    assert_eq!(e.cpu.gpr(Gpr::Rbx), 0xa);
+    // Reserved bits: #GP(0).
+    let mut e = long_env(|a| {
+        a.mov(eax, 0x10)?;
+        a.mov(cr8, rax)?;
+        a.hlt()
+    });
+    e.run_expect_vector(13);
+}
+
+#[test]
+fn far_call_through_a_64_bit_call_gate_and_back() {
+    // Ring 3 64-bit code calls through a DPL-3 call gate (GDT 0x50, 16 bytes) to ring-0 code at
+    // GATE_TARGET, which returns with RETFQ.
+    const GATE_TARGET: u64 = CODE + 0x800;
+    let mut e = long_env(|a| {
+        a.push(0x2bi32)?;
+        a.push(0x7_e000i32)?;
+        a.push(0x202i32)?;
+        a.push(0x33i32)?;
+        a.push(USER64 as i32)?;
+        a.iretq()
+    });
+    let mut gdt: Vec<u64> = (0..10).map(|k| e.ram.read_u64(GDT + 8 * k).unwrap()).collect();
+    let (lo, hi) = gate64(0x10, GATE_TARGET, 0xec, 0);
+    gdt.push(lo);
+    gdt.push(hi);
+    for (k, d) in gdt.iter().enumerate() {
+        e.ram.write_u64(GDT + 8 * k as u64, *d).unwrap();
+    }
+    e.cpu.s.gdtr = DescTable { base: GDT, limit: 8 * gdt.len() as u32 - 1 };
+    // call far [rip+disp]: FF /3 with REX.W (m16:64) pointing at a far pointer after the code.
+    let ptr_at = USER64 + 0x100;
+    let call: Vec<u8> = {
+        let disp = (ptr_at - (USER64 + 7)) as u32;
+        let mut v = vec![0x48, 0xff, 0x1d];
+        v.extend_from_slice(&disp.to_le_bytes());
+        v.push(0xf4); // hlt after the return
+        v
+    };
+    e.ram.write(USER64, &call).unwrap();
+    e.ram.write_u64(ptr_at, 0).unwrap();
+    e.ram.write(ptr_at + 8, &0x53u16.to_le_bytes()).unwrap();
+    // Ring 0: check the frame, then return to ring 3.
+    e.ram
+        .write(
+            GATE_TARGET,
+            &asm(64, GATE_TARGET, |a| {
+                a.mov(r8, rsp)?;
+                a.mov(r9, qword_ptr(rsp))?;
+                a.mov(r10, qword_ptr(rsp + 8))?;
+                a.mov(r11, qword_ptr(rsp + 16))?;
+                a.mov(r12, qword_ptr(rsp + 24))?;
+                a.mov(r13, cs)?;
+                // RETFQ (REX.W CB).
+                a.db(&[0x48, 0xcb])
+            }),
+        )
+        .unwrap();
+    // Back in ring 3 after the return, the HLT there is #GP(0): its frame shows where.
+    e.run_expect_vector(13);
+    let top = e.cpu.gpr(Gpr::Rsp);
+    assert_eq!(q(&e, top + 8), USER64 + 7, "faulting RIP: the HLT after the call");
+    assert_eq!(q(&e, top + 16), 0x33, "ring-3 CS");
+    assert_eq!(q(&e, top + 32), 0x7_e000, "ring-3 RSP restored by RETFQ");
+    assert_eq!(e.cpu.gpr(Gpr::R8), STACK0 - 32, "RSP0 of the TSS, four 8-byte slots");
+    assert_eq!(e.cpu.gpr(Gpr::R9), USER64 + 7, "return RIP");
+    assert_eq!(e.cpu.gpr(Gpr::R10), 0x33, "caller CS");
+    assert_eq!(e.cpu.gpr(Gpr::R11), 0x7_e000, "caller RSP");
+    assert_eq!(e.cpu.gpr(Gpr::R12), 0x2b, "caller SS");
+    assert_eq!(e.cpu.gpr(Gpr::R13) & 0xffff, 0x10, "ring-0 CS");
+}

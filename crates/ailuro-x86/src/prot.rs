@@ -277,7 +277,10 @@ impl Cpu {
         if sel & 0xfffc != 0 {
             let raw = self.read_desc(b, sel)?;
             if self.lma() && !d_is_code_data(raw) {
-                // No task switches in IA-32e mode; 64-bit call gates are not implemented.
+                // IA-32e mode: only 64-bit call gates (type 0xC); no task switches.
+                if d_type(raw) == 0xc {
+                    return self.through_call_gate64(b, sel, raw, call, next);
+                }
                 return exc(13, u32::from(sel & 0xfffc));
             }
             if !d_is_code_data(raw) && matches!(d_type(raw), 0x4 | 0xc) {
