@@ -4,7 +4,9 @@
 #   scripts/build-initramfs.sh ARCH          ARCH = i386 | amd64 | armhf
 #
 # Input:  ${AILURO_CACHE:-$HOME/.cache/ailuro}/linux/ARCH/busybox (put there by
-#         scripts/fetch-linux-guest.sh) and guests/linux/init.
+#         scripts/fetch-linux-guest.sh) and guests/linux/init; if the same directory has busybox32
+#         (i386's static busybox, fetched for amd64), it goes in as /bin/busybox32: a 32-bit
+#         (compat) process for the workload.
 # Output: the same directory's initramfs.cpio.gz (newc cpio, gzip -n -9), path printed on stdout.
 #
 # The archive is written by scripts/newc-cpio.py: entries sorted, inodes numbered in order,
@@ -28,6 +30,7 @@ cache=${AILURO_CACHE:-$HOME/.cache/ailuro}/linux/$arch
 init=$repo/guests/linux/init
 writer=$repo/scripts/newc-cpio.py
 busybox=$cache/busybox
+busybox32=$cache/busybox32
 out=$cache/initramfs.cpio.gz
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 
@@ -46,6 +49,7 @@ command -v gzip >/dev/null 2>&1 || die "gzip is missing"
 # skip when nothing changed
 stamp=$cache/initramfs.stamp
 inputs=$( (sha256sum "$busybox" "$init" "$writer" "${BASH_SOURCE[0]}" | cut -d' ' -f1
+    if [ -f "$busybox32" ]; then echo "busybox32=$(sha256sum < "$busybox32" | cut -d' ' -f1)"; fi
     echo "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"; gzip --version | head -1) | sha256sum | cut -d' ' -f1)
 if [ "${AILURO_FORCE:-0}" != 1 ] && [ -f "$out" ] && [ -f "$stamp" ] &&
     [ "$(cat "$stamp")" = "$inputs $(sha256sum < "$out" | cut -d' ' -f1)" ]; then
@@ -77,6 +81,7 @@ file  /bin/busybox $busybox 755 0 0
 slink /bin/sh      busybox 777 0 0
 file  /init        $init 755 0 0
 EOF
+[ ! -f "$busybox32" ] || echo "file  /bin/busybox32 $busybox32 755 0 0" >> "$work/spec"
 
 for n in 1 2; do
     python3 "$writer" --mtime "$SOURCE_DATE_EPOCH" "$work/spec" "$work/initramfs$n.cpio"

@@ -7,14 +7,16 @@
 # guests/linux/SHA256SUMS (kernel ABI 6.1.0-50):
 #   i386      linux-image-6.1.0-50-686:i386      busybox-static:i386
 #   i386-pae  linux-image-6.1.0-50-686-pae:i386  busybox-static:i386  (same initramfs as i386)
-#   amd64     linux-image-6.1.0-50-amd64:amd64   busybox-static:amd64
+#   amd64     linux-image-6.1.0-50-amd64:amd64   busybox-static:amd64  busybox-static:i386 (busybox32)
 #   armhf     linux-image-6.1.0-50-armmp:armhf   busybox-static:armhf
 # checks their sha256 against that file (and fails if the archive serves anything else), extracts
 # them with dpkg-deb and runs scripts/build-initramfs.sh ARCH (for i386-pae: the i386 build, on
 # this directory's busybox, so the archive is byte-identical to i386's). Everything goes to
 #   ${AILURO_CACHE:-$HOME/.cache/ailuro}/linux/ARCH/
 #     vmlinuz  config  busybox  initramfs.cpio.gz  debs/*.deb
-# and the paths are printed on stdout as NAME=PATH lines. Idempotent: cached .deb files whose
+# and, for amd64, busybox32: i386's static busybox (the same .deb as the i386 guest's), which the
+# initramfs carries as /bin/busybox32 so that the workload runs a 32-bit (compat) process under
+# the 64-bit kernel. The paths are printed on stdout as NAME=PATH lines. Idempotent: cached .deb files whose
 # checksums match are not downloaded again, and extraction and the initramfs build are skipped when
 # their inputs are unchanged.
 #
@@ -48,29 +50,34 @@ for tool in dpkg dpkg-deb apt-get apt-cache sha256sum; do
 done
 mkdir -p "$debs"
 
-# pinned file name and sha256 of package $1 for $arch, from SHA256SUMS
+# pinned file name and sha256 of package $1 for architecture $2 (default $arch), from SHA256SUMS
 pinned() {
-    local line
-    line=$(grep -E "^[0-9a-f]{64}  $1_[^_]+_${arch}\.deb\$" "$sums" || true)
-    [ -n "$line" ] || die "$sums has no entry for $1 ($arch)"
-    [ "$(wc -l <<< "$line")" = 1 ] || die "$sums has several entries for $1 ($arch)"
+    local line a=${2:-$arch}
+    line=$(grep -E "^[0-9a-f]{64}  $1_[^_]+_${a}\.deb\$" "$sums" || true)
+    [ -n "$line" ] || die "$sums has no entry for $1 ($a)"
+    [ "$(wc -l <<< "$line")" = 1 ] || die "$sums has several entries for $1 ($a)"
     echo "$line"
 }
 
+# whether dpkg knows architecture $1 (default $arch)
 have_arch() {
-    local foreign
+    local foreign a=${1:-$arch}
     foreign=$(dpkg --print-foreign-architectures)
-    [ "$(dpkg --print-architecture)" = "$arch" ] || grep -qx "$arch" <<< "$foreign"
+    [ "$(dpkg --print-architecture)" = "$a" ] || grep -qx "$a" <<< "$foreign"
 }
 
-updated=0
+# apt-get update, at most once per architecture added ($2, default $arch)
+updated=
 apt_update() {
-    [ "$updated" = 0 ] || return 0
-    updated=1
-    [ "$(id -u)" = 0 ] || die "the apt indexes lack $1; run as root (needs dpkg --add-architecture $arch and apt-get update)"
-    if ! have_arch; then
-        log "dpkg --add-architecture $arch"
-        dpkg --add-architecture "$arch"
+    local a=${2:-$arch}
+    case " $updated " in *" $a "*) return 0 ;; esac
+    updated="$updated $a"
+    [ "$(id -u)" = 0 ] || die "the apt indexes lack $1; run as root (needs dpkg --add-architecture $a and apt-get update)"
+    if ! have_arch "$a"; then
+        log "dpkg --add-architecture $a"
+        dpkg --add-architecture "$a"
+    elif [ "$updated" != " $a" ]; then
+        return 0 # the indexes were updated for another architecture already, and dpkg knew this one
     fi
     log "apt-get update (errors for some indexes are tolerated)"
     if ! apt-get update -q >"$cache/apt-update.log" 2>&1; then
@@ -83,10 +90,11 @@ apt_update() {
 apt_opts=()
 [ "$(id -u)" != 0 ] || apt_opts=(-o APT::Sandbox::User=root)
 
-# fetch $1 (package name) at the pinned version into $debs; sets $fetched to the .deb path
-# (not run in a subshell, so that apt-get update runs at most once)
+# fetch $1 (package name) for architecture $2 (default $arch) at the pinned version into $debs;
+# sets $fetched to the .deb path (not run in a subshell, so that apt-get update runs at most once).
+# A matching copy in another guest's cache (e.g. i386's busybox-static for amd64) is reused.
 fetch() {
-    local pkg=$1 line sha file ver deb got tmp
+    local pkg=$1 arch=${2:-$arch} line sha file ver deb got tmp other
     line=$(pinned "$pkg") || exit 1
     sha=${line%% *}
     file=${line##* }
@@ -99,6 +107,15 @@ fetch() {
         fetched=$deb
         return
     fi
+    for other in "$cache"/../*/debs/"$file"; do
+        if [ -f "$other" ] && [ "$(sha256sum < "$other" | cut -d' ' -f1)" = "$sha" ]; then
+            cp "$other" "$deb.tmp"
+            mv "$deb.tmp" "$deb"
+            log "copied: $file from $(cd "$(dirname "$other")/.." && pwd) (sha256 ok)"
+            fetched=$deb
+            return
+        fi
+    done
     if ! have_arch || ! apt-cache show "$pkg:$arch=$ver" >/dev/null 2>&1; then
         apt_update "$pkg:$arch=$ver"
     fi
@@ -133,12 +150,19 @@ fetch "$kpkg"
 kdeb=$fetched
 fetch busybox-static
 bdeb=$fetched
+# amd64: also i386's busybox, for a 32-bit process in the workload (compat system calls)
+b32deb=
+if [ "$guest" = amd64 ]; then
+    fetch busybox-static i386
+    b32deb=$fetched
+fi
 
 # extract (skipped when the same .debs were extracted before)
 stamp=$cache/extract.stamp
-want=$(sha256sum "$kdeb" "$bdeb" | cut -d' ' -f1 | tr '\n' ' ')
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/busybox" ]; then
-    log "already extracted: $cache/vmlinuz, $cache/busybox"
+want=$(sha256sum "$kdeb" "$bdeb" ${b32deb:+"$b32deb"} | cut -d' ' -f1 | tr '\n' ' ')
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/busybox" ] &&
+    { [ -z "$b32deb" ] || [ -f "$cache/busybox32" ]; }; then
+    log "already extracted: $cache/vmlinuz, $cache/busybox${b32deb:+, $cache/busybox32}"
 else
     x=$(mktemp -d "$cache/.x.XXXXXX")
     trap 'rm -rf "$x"' EXIT
@@ -151,6 +175,14 @@ else
     cp "$x/k/boot/config-$kver" "$cache/config"
     cp "$x/b/bin/busybox" "$cache/busybox"
     chmod 755 "$cache/busybox"
+    if [ -n "$b32deb" ]; then
+        dpkg-deb -x "$b32deb" "$x/b32"
+        [ -f "$x/b32/bin/busybox" ] || die "$b32deb has no bin/busybox"
+        cp "$x/b32/bin/busybox" "$cache/busybox32"
+        chmod 755 "$cache/busybox32"
+    else
+        rm -f "$cache/busybox32"
+    fi
     rm -rf "$x"
     trap - EXIT
     echo "$want" > "$stamp"
@@ -175,4 +207,5 @@ fi
 echo "kernel=$cache/vmlinuz"
 echo "initramfs=$initramfs"
 echo "busybox=$cache/busybox"
+[ ! -f "$cache/busybox32" ] || echo "busybox32=$cache/busybox32"
 echo "config=$cache/config"
