@@ -82,7 +82,7 @@ fn shared() -> &'static Shared {
                 "-panda",
                 "proc_events",
                 "-panda",
-                &format!("asidstory:file={}", asid.display()),
+                &format!("asidstory:file={},svg={}", asid.display(), dir.join("asidstory.svg").display()),
                 "-pandalog",
                 plog.to_str().unwrap(),
             ],
@@ -160,6 +160,8 @@ fn amd64_introspection_finds_the_workload_processes_and_system_calls() {
         s.replay_err
     );
     assert!(s.replay_err.lines().any(|l| l.starts_with("proc_events: ")), "{}", s.replay_err);
+    let svg = std::fs::read_to_string(s.dir.join("asidstory.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("md5sum"), "asidstory SVG timeline");
     let plog = s.dir.join("intro.plog");
     assert!(std::fs::metadata(&plog).unwrap().len() > 0);
 }
