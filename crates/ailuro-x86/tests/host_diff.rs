@@ -12,7 +12,10 @@
 
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
-use ailuro_x86::{Cpu, CpuConfig, Gpr, GuestRam, Platform, ProgramPoint, RunExit};
+mod host;
+
+use ailuro_x86::{Cpu, CpuConfig, Gpr, GuestRam, RunExit};
+use host::{host_is_amd, HostCode, NoDevices};
 use iced_x86::code_asm::*;
 use iced_x86::{Decoder, DecoderOptions, Encoder, Instruction, Mnemonic, OpKind, Register};
 
@@ -21,25 +24,6 @@ const BUF: u64 = 0x0030_0000;
 const BUF_LEN: u64 = 0x2000;
 /// Where the interpreter fetches the instruction from.
 const CODE: u64 = 0x0010_0000;
-
-struct NoDevices;
-
-impl Platform for NoDevices {
-    fn io_read(&mut self, _: ProgramPoint, _: u16, _: u8) -> u32 {
-        u32::MAX
-    }
-    fn io_write(&mut self, _: ProgramPoint, _: u16, _: u8, _: u32) {}
-    fn mmio_read(&mut self, _: ProgramPoint, _: u64, _: u8) -> u64 {
-        u64::MAX
-    }
-    fn mmio_write(&mut self, _: ProgramPoint, _: u64, _: u8, _: u64) {}
-    fn read_timestamp(&mut self, _: ProgramPoint) -> u64 {
-        0
-    }
-    fn interrupt_ack(&mut self, _: ProgramPoint) -> u32 {
-        0
-    }
-}
 
 /// Register file exchanged with the host stub: eax, ecx, edx, ebx, (esp unused), ebp, esi, edi,
 /// then rflags.
@@ -127,12 +111,6 @@ fn undefined_flags(i: &Instruction, count: u64) -> u64 {
         M::Daa | M::Das => OF,
         _ => 0,
     }
-}
-
-/// The host's CPUID vendor is AuthenticAMD (CI has run on AMD EPYC and on Intel Xeon hosts).
-fn host_is_amd() -> bool {
-    let r = std::arch::x86_64::__cpuid(0);
-    (r.ebx, r.edx, r.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
 }
 
 fn allowed(m: Mnemonic) -> bool {
@@ -274,56 +252,6 @@ fn host_stub(insn: &[u8]) -> Vec<u8> {
     a.assemble(0).unwrap()
 }
 
-struct HostCode {
-    page: *mut u8,
-}
-
-impl HostCode {
-    fn new() -> HostCode {
-        // SAFETY: anonymous private mapping, checked for failure.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
-        HostCode { page: page as *mut u8 }
-    }
-
-    fn run(&self, code: &[u8], regs: &mut Regs) {
-        assert!(code.len() <= 4096);
-        // SAFETY: the page is RWX and 4096 bytes; the stub follows the SysV ABI (saves rbx, rbp,
-        // r15, leaves DF clear) and only touches the register block and the shared buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(code.as_ptr(), self.page, code.len());
-            let f: extern "C" fn(*mut Regs) = std::mem::transmute(self.page);
-            f(regs as *mut Regs);
-        }
-    }
-}
-
-fn map_buffer() -> &'static mut [u8] {
-    // SAFETY: a fixed mapping at an address the test binary does not use (refused if taken).
-    let p = unsafe {
-        libc::mmap(
-            BUF as *mut libc::c_void,
-            BUF_LEN as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(p as u64, BUF, "cannot map the shared buffer at {BUF:#x}");
-    // SAFETY: just mapped, exclusively ours for the life of the process.
-    unsafe { std::slice::from_raw_parts_mut(p as *mut u8, BUF_LEN as usize) }
-}
-
 fn gpr(n: usize) -> Gpr {
     [Gpr::Rax, Gpr::Rcx, Gpr::Rdx, Gpr::Rbx, Gpr::Rsp, Gpr::Rbp, Gpr::Rsi, Gpr::Rdi][n]
 }
@@ -354,7 +282,7 @@ fn reg_value(regs: &Regs, r: Register) -> Option<u64> {
 fn integer_instructions_match_the_host_cpu() {
     let iters: u64 = std::env::var("AILURO_DIFF_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
     let verbose = std::env::var_os("AILURO_DIFF_VERBOSE").is_some();
-    let buf = map_buffer();
+    let buf = host::map_buffer(BUF, BUF_LEN);
     let host = HostCode::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut ram = GuestRam::new(0, 4 << 20).unwrap();
@@ -542,7 +470,9 @@ fn integer_instructions_match_the_host_cpu() {
         if verbose {
             eprintln!("{insn} {:02x?} -> {:02x?} regs {:x?}", &bytes[..len], insn64, regs.r);
         }
-        host.run(&host_stub(&insn64), &mut hregs);
+        // SAFETY: the stub follows the SysV ABI (saves rbx, rbp, r15, leaves DF clear) and only
+        // touches the register block and the shared buffer.
+        unsafe { host.run(&host_stub(&insn64), &mut hregs) };
 
         let count = match insn.mnemonic() {
             Mnemonic::Shld | Mnemonic::Shrd if insn.op_count() == 3 => {

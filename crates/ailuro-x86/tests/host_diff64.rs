@@ -24,7 +24,10 @@
 
 use std::collections::BTreeMap;
 
-use ailuro_x86::{Cpu, CpuConfig, CpuModel, Gpr, GuestRam, Platform, ProgramPoint, RunExit};
+mod host;
+
+use ailuro_x86::{Cpu, CpuConfig, CpuModel, Gpr, GuestRam, RunExit};
+use host::{map_fixed, NoDevices};
 use iced_x86::code_asm::*;
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
@@ -59,27 +62,6 @@ const STUB_ENTRY: u64 = CODE_EDGE - 0x1000;
 const STUB_SCRATCH: u64 = CODE_EDGE + 0xf00;
 const STUB_EPILOGUE: u64 = CODE_EDGE + 0x400;
 
-struct NoDevices;
-
-impl Platform for NoDevices {
-    fn io_read(&mut self, _: ProgramPoint, _: u16, _: u8) -> u32 {
-        u32::MAX
-    }
-    fn io_write(&mut self, _: ProgramPoint, _: u16, _: u8, _: u32) {}
-    fn mmio_read(&mut self, _: ProgramPoint, _: u64, _: u8) -> u64 {
-        u64::MAX
-    }
-    fn mmio_write(&mut self, _: ProgramPoint, _: u64, _: u8, _: u64) {}
-    fn read_timestamp(&mut self, _: ProgramPoint) -> u64 {
-        0
-    }
-    fn interrupt_ack(&mut self, _: ProgramPoint) -> u32 {
-        0
-    }
-}
-
-/// Register file exchanged with the host stub: rax, rcx, rdx, rbx, (rsp unused), rbp, rsi, rdi,
-/// r8..r15 (the `Gpr` order), then rflags.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Regs {
@@ -504,23 +486,6 @@ fn host_stub_parts() -> (Vec<u8>, Vec<u8>) {
     a.ret().unwrap();
     let epi = a.assemble(STUB_EPILOGUE).unwrap();
     (pro, epi)
-}
-
-fn map_fixed(addr: u64, len: u64, prot: libc::c_int) -> *mut u8 {
-    // SAFETY: a fixed private anonymous mapping at an address the test binary does not use;
-    // MAP_FIXED_NOREPLACE refuses (and the assertion fails) if anything is mapped there.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
-            len as usize,
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(p as u64, addr, "cannot map {len:#x} bytes at {addr:#x}");
-    p as *mut u8
 }
 
 struct Host {

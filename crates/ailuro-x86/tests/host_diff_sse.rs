@@ -29,7 +29,10 @@
 
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
-use ailuro_x86::{Cpu, CpuConfig, CpuModel, GuestRam, Platform, ProgramPoint, RunExit};
+mod host;
+
+use ailuro_x86::{Cpu, CpuConfig, CpuModel, GuestRam, RunExit};
+use host::{host_is_intel, NoDevices};
 use iced_x86::code_asm::*;
 use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Encoder, EncodingKind, Instruction, Mnemonic, OpKind, Register};
 
@@ -42,25 +45,6 @@ const IMG_IN: u64 = 0x0020_0000;
 const IMG_OUT: u64 = 0x0020_0400;
 const GPR_OUT: u64 = 0x0020_0800;
 const STACK: u64 = 0x0030_0000;
-
-struct NoDevices;
-
-impl Platform for NoDevices {
-    fn io_read(&mut self, _: ProgramPoint, _: u16, _: u8) -> u32 {
-        u32::MAX
-    }
-    fn io_write(&mut self, _: ProgramPoint, _: u16, _: u8, _: u32) {}
-    fn mmio_read(&mut self, _: ProgramPoint, _: u64, _: u8) -> u64 {
-        u64::MAX
-    }
-    fn mmio_write(&mut self, _: ProgramPoint, _: u64, _: u8, _: u64) {}
-    fn read_timestamp(&mut self, _: ProgramPoint) -> u64 {
-        0
-    }
-    fn interrupt_ack(&mut self, _: ProgramPoint) -> u32 {
-        0
-    }
-}
 
 struct Rng(u64);
 
@@ -322,19 +306,7 @@ struct HostCode {
 
 impl HostCode {
     fn new() -> HostCode {
-        // SAFETY: anonymous private mapping, checked for failure.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
-        HostCode { page: page as *mut u8 }
+        HostCode { page: host::HostCode::new().page() }
     }
 
     fn run(&self, code: &[u8], blk: &mut Block) {
@@ -352,22 +324,7 @@ impl HostCode {
 /// The shared buffer, mapped once per process (both tests use it, one at a time).
 fn buffer() -> &'static std::sync::Mutex<&'static mut [u8]> {
     static BUFFER: std::sync::OnceLock<std::sync::Mutex<&'static mut [u8]>> = std::sync::OnceLock::new();
-    BUFFER.get_or_init(|| {
-        // SAFETY: a fixed mapping at an address the test binary does not use (refused if taken).
-        let p = unsafe {
-            libc::mmap(
-                BUF as *mut libc::c_void,
-                BUF_LEN as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(p as u64, BUF, "cannot map the shared buffer at {BUF:#x}");
-        // SAFETY: just mapped, exclusively ours for the life of the process.
-        std::sync::Mutex::new(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, BUF_LEN as usize) })
-    })
+    BUFFER.get_or_init(|| std::sync::Mutex::new(host::map_buffer(BUF, BUF_LEN)))
 }
 
 /// Number (RAX = 0 .. R15 = 15) of a general register of any size.
@@ -555,12 +512,6 @@ fn check_approx(sqrt: bool, x: u32, y: u32) -> Result<(), String> {
     } else {
         Err(format!("{x:#x} -> {y:#x}: rel err {err:e}"))
     }
-}
-
-/// CPUID vendor is GenuineIntel.
-fn host_is_intel() -> bool {
-    let r = std::arch::x86_64::__cpuid(0);
-    (r.ebx, r.edx, r.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
