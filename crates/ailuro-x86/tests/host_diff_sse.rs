@@ -32,7 +32,7 @@
 mod host;
 
 use ailuro_x86::{Cpu, CpuConfig, CpuModel, GuestRam, RunExit};
-use host::{host_is_intel, NoDevices};
+use host::{host_is_intel, HostCode, NoDevices};
 use iced_x86::code_asm::*;
 use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Encoder, EncodingKind, Instruction, Mnemonic, OpKind, Register};
 
@@ -298,27 +298,6 @@ fn host_stub(insn: &[u8]) -> Vec<u8> {
     }
     a.ret().unwrap();
     a.assemble(0).unwrap()
-}
-
-struct HostCode {
-    page: *mut u8,
-}
-
-impl HostCode {
-    fn new() -> HostCode {
-        HostCode { page: host::HostCode::new().page() }
-    }
-
-    fn run(&self, code: &[u8], blk: &mut Block) {
-        assert!(code.len() <= 4096);
-        // SAFETY: the page is RWX and 4096 bytes; the stub follows the SysV ABI (saves rbx, rbp,
-        // r12-r15, restores the x87/SSE state and DF) and only touches the block and the buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(code.as_ptr(), self.page, code.len());
-            let f: extern "C" fn(*mut Block) = std::mem::transmute(self.page);
-            f(blk as *mut Block);
-        }
-    }
 }
 
 /// The shared buffer, mapped once per process (both tests use it, one at a time).
@@ -725,7 +704,10 @@ fn diff(bits: u32) {
         blk.gpr = gpr;
         blk.flags = flags;
         blk.img_in = img;
-        host.run(&host_stub(&insn64), &mut blk);
+        // SAFETY: the stub follows the SysV ABI (saves rbx, rbp, r12-r15, restores the x87/SSE
+        // state and DF) and only touches the block and the shared buffer. `&mut *blk`: the
+        // block itself, not the Box holding it.
+        unsafe { host.run(&host_stub(&insn64), &mut *blk) };
         let host_img = blk.img_out;
         let mut host_gpr = blk.gpr;
         for (n, (h, e)) in host_gpr.iter_mut().zip(emu_gpr.iter_mut()).enumerate() {

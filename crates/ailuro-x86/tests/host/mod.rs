@@ -75,16 +75,13 @@ impl HostCode {
         HostCode { page: page as *mut u8 }
     }
 
-    /// The executable page.
-    pub fn page(&self) -> *mut u8 {
-        self.page
-    }
-
     /// Copy `code` to the page and call it with a pointer to `block`.
     ///
     /// # Safety
     /// `code` must be a SysV-ABI function (callee-saved registers preserved, DF clear on return)
-    /// that only accesses `block`, the test's fixed buffers and its own stack.
+    /// that only accesses `block`, the test's fixed buffers and its own stack. `block` is passed
+    /// as is: give the block itself (`&mut *boxed`), not a `Box` or reference holding it — there
+    /// is no deref coercion through the generic parameter.
     pub unsafe fn run<T>(&self, code: &[u8], block: &mut T) {
         assert!(code.len() <= 4096);
         // SAFETY: the page is RWX and 4096 bytes; the caller vouches for the code.
