@@ -34,3 +34,23 @@ echo "== plugin log summary:" >&2
 target/release/ailuro-plog info "$WORK/demo.plog" >&2
 target/release/rrpack "$WORK/demo" >&2
 ls -l "$WORK"/demo* >&2
+
+# The same guest on the 64-bit PC (x86_64 CPU model: long mode available, same board and format).
+EMU64=target/release/ailuro-system-x86_64
+echo "== the same guest recorded and replayed on $EMU64" >&2
+set +e
+"$EMU64" -m 64 -kernel "$GUEST" -display none -no-reboot -record "$WORK/demo64" > "$WORK/record64.out"
+set -e
+"$EMU64" -replay "$WORK/demo64" > "$WORK/replay64.out"
+if cmp -s "$WORK/record64.out" "$WORK/replay64.out"; then
+    echo "== x86_64: replay console is identical to the recorded console" >&2
+else
+    echo "== x86_64: replay console DIFFERS from the recorded console" >&2
+    exit 1
+fi
+# A recording names its architecture: the i386 binary refuses the x86_64 recording.
+if "$EMU" -replay "$WORK/demo64" > /dev/null 2> "$WORK/refused.txt"; then
+    echo "== the i386 binary replayed an x86_64 recording" >&2
+    exit 1
+fi
+echo "== the i386 binary refuses it: $(head -1 "$WORK/refused.txt")" >&2
