@@ -771,3 +771,25 @@ fn far_call_through_a_64_bit_call_gate_and_back() {
     assert_eq!(e.cpu.gpr(Gpr::R12), 0x2b, "caller SS");
     assert_eq!(e.cpu.gpr(Gpr::R13) & 0xffff, 0x10, "ring-0 CS");
 }
+
+#[test]
+fn four_level_entries_ignore_bits_62_to_52() {
+    // Bits 62:52 of IA-32e paging entries are free for software (Linux keeps flags there); only
+    // 51:MAXPHYADDR are reserved.
+    let mut e = long_env(|a| {
+        a.mov(rax, qword_ptr(0x60_2000u64))?;
+        a.mov(rbx, qword_ptr(0x60_3000u64))?;
+        a.hlt()
+    });
+    e.ram.write_u64(PD + 8 * 3, PT | 7 | (0x7ff << 52)).unwrap();
+    for k in 0..512u64 {
+        e.ram.write_u64(PT + 8 * k, (0x60_0000 + (k << 12)) | 7 | (1 << 58)).unwrap();
+    }
+    e.ram.write_u64(0x60_2000, 0x1234).unwrap();
+    // A bit in 51:36 is reserved: #PF with RSVD.
+    e.ram.write_u64(PT + 8 * 3, 0x60_3000 | 7 | (1 << 40)).unwrap();
+    e.run_expect_vector(14);
+    assert_eq!(e.cpu.gpr(Gpr::Rax), 0x1234, "the software bits did not fault");
+    assert_eq!(e.cpu.cr(2), 0x60_3000);
+    assert_eq!(q(&e, e.cpu.gpr(Gpr::Rsp)), 0x9, "P | RSVD");
+}

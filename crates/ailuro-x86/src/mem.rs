@@ -466,7 +466,9 @@ impl Cpu {
         let write = acc & ACC_W != 0;
         let nxe = self.s.efer & crate::EFER_NXE != 0;
         let acc_pf = if nxe { acc } else { acc & !ACC_X };
-        let rsvd = if nxe { PAE_RSVD & !PAE_XD } else { PAE_RSVD };
+        // Bits 51:MAXPHYADDR are reserved; bits 62:52 are ignored (free for software, unlike PAE
+        // paging, where they are reserved); bit 63 is XD with NXE, reserved without.
+        let rsvd = (PAE_RSVD & ((1 << 52) - 1)) | if nxe { 0 } else { PAE_XD };
         // Physical address of each level's entry and the entry itself.
         let mut addrs = [0u64; 4];
         let mut ents = [0u64; 4];
