@@ -2,39 +2,21 @@
 //! bad files and option combinations, and a firmware run (the bundled `guests/bios-rom.asm`,
 //! assembled here with nasm) records and replays exactly, without the ROM file.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const EMUS: [&str; 2] = [env!("CARGO_BIN_EXE_ailuro-system-i386"), env!("CARGO_BIN_EXE_ailuro-system-x86_64")];
 
 fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ailuro-bios-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    support::tmpdir(&format!("bios-{tag}"))
 }
 
 fn run(emu: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(emu)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start emulator");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("{emu} {args:?} timed out (a firmware run must never hang)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "emulator panicked: {err}");
-    out
+    // A firmware run must never hang: killed (and failed) after a minute.
+    support::run(emu, args, Duration::from_secs(60))
 }
 
 /// Assemble the bundled firmware test ROM (64 KiB, reset vector in its last 16 bytes).

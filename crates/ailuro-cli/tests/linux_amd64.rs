@@ -11,10 +11,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-use support::{deterministic_section, field, monitor, tail, tmpdir, Collector, REPO};
+use support::{deterministic_section, field, tail, tmpdir, REPO};
 
 const EMU: &str = env!("CARGO_BIN_EXE_ailuro-system-x86_64");
 
@@ -168,76 +168,6 @@ fn amd64_introspection_finds_the_workload_processes_and_system_calls() {
 
 #[test]
 fn amd64_monitor_window_replays_with_the_same_console() {
-    use std::io::Write;
     let (kernel, initrd) = guest_files();
-    let dir = tmpdir("amd64-window");
-    let sock = dir.join("mon.sock");
-    let name = dir.join("window");
-    let mut child = Command::new(EMU)
-        .args([
-            "-m",
-            "256",
-            "-kernel",
-            kernel.to_str().unwrap(),
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyS0 ailuro.shell=1 ailuro.workload=0",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-monitor",
-            &format!("unix:{},server,nowait", sock.display()),
-            "-no-reboot",
-            "-icount",
-            "sleep=off",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = Collector::start(child.stdout.take().unwrap());
-    let mut stdin = child.stdin.take().unwrap();
-    let limit = Duration::from_secs(1200);
-    let shell = out.wait_for("interactive shell on the console", 0, limit);
-    stdin.write_all(b"\n").unwrap();
-    let begin = out.wait_for("#", shell, limit);
-    let reply = monitor(&sock, &format!("begin_record {}", name.display()));
-    assert!(!reply.contains("Error"), "begin_record: {reply}");
-    stdin.write_all(b"echo window $((6 * 7)); seq 1 500 | md5sum\n").unwrap();
-    let end = out.wait_for("  -", begin, limit);
-    let reply = monitor(&sock, "end_record");
-    assert!(reply.contains("complete"), "end_record: {reply}");
-    let _ = monitor(&sock, "quit");
-    assert_eq!(child.wait().unwrap().code(), Some(0), "quit exits 0");
-    let console = out.buf.lock().unwrap()[begin..end].to_vec();
-    let text = String::from_utf8_lossy(&console).into_owned();
-    assert!(text.contains("window 42"), "{text}");
-
-    let (rep, err) = support::replay(EMU, &name, &[]);
-    assert_eq!(rep.status.code(), Some(0), "window replay: {err}");
-    assert!(err.contains("Replay completed successfully"), "{err}");
-    assert_eq!(String::from_utf8_lossy(&rep.stdout), text, "window replay console differs from the recording's");
-
-    // `info processes` on a paused replay of the window (the amd64 profile, KASLR found).
-    let sock2 = dir.join("mon2.sock");
-    let mut rep = Command::new(EMU)
-        .args(["-replay", name.to_str().unwrap(), "-display", "none", "-S", "-panda", "osi_linux"])
-        .args(["-monitor", &format!("unix:{},server,nowait", sock2.display())])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !sock2.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "no monitor socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let listing = monitor(&sock2, "info processes");
-    let _ = monitor(&sock2, "quit");
-    assert_eq!(rep.wait().unwrap().code(), Some(0));
-    assert!(listing.contains("init") && listing.contains(" sh"), "info processes: {listing}");
+    support::monitor_window_replays(EMU, &kernel, &initrd, "amd64-window", Duration::from_secs(1200));
 }

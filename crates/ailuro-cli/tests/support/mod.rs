@@ -208,3 +208,85 @@ pub fn monitor(sock: &Path, cmd: &str) -> String {
     }
     reply
 }
+
+/// Boot `kernel` + `initrd` on `emu` to the guest's interactive shell (`ailuro.shell=1`, no
+/// workload), record a window from the monitor while typing commands, replay it (same console),
+/// and list the processes (`info processes`, osi_linux) on a paused replay of the window.
+pub fn monitor_window_replays(emu: &str, kernel: &Path, initrd: &Path, tag: &str, limit: Duration) {
+    use std::io::Write;
+    let dir = tmpdir(tag);
+    let sock = dir.join("mon.sock");
+    let name = dir.join("window");
+    let mut child = Command::new(emu)
+        .args([
+            "-m",
+            "256",
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyS0 ailuro.shell=1 ailuro.workload=0",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            &format!("unix:{},server,nowait", sock.display()),
+            "-no-reboot",
+            "-icount",
+            "sleep=off",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Collector::start(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+
+    // Boot to the shell, then record a window in which we type commands.
+    let shell = out.wait_for("interactive shell on the console", 0, limit);
+    stdin.write_all(b"\n").unwrap();
+    let begin = out.wait_for("#", shell, limit);
+    let reply = monitor(&sock, &format!("begin_record {}", name.display()));
+    assert!(!reply.contains("Error"), "begin_record: {reply}");
+    stdin.write_all(b"echo window $((6 * 7)); seq 1 500 | md5sum\n").unwrap();
+    // The md5sum line ends in "  -"; wait for it and for the prompt after it to be printed.
+    let end = out.wait_for("  -", begin, limit);
+    let reply = monitor(&sock, "end_record");
+    assert!(reply.contains("complete"), "end_record: {reply}");
+    let _ = monitor(&sock, "quit");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "quit exits 0");
+    let console = out.buf.lock().unwrap()[begin..end].to_vec();
+    let text = String::from_utf8_lossy(&console).into_owned();
+    assert!(text.contains("window 42"), "{text}");
+    assert!(text.lines().any(|l| l.trim_end().ends_with("  -") && l.len() >= 35), "md5sum output: {text}");
+
+    let (rep, err) = replay(emu, &name, &[]);
+    assert_eq!(rep.status.code(), Some(0), "window replay: {err}");
+    assert!(err.contains("Replay completed successfully"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&rep.stdout), text, "window replay console differs from the recording's");
+
+    // `info processes` on the monitor of the replay, paused at its first instruction (the kernel
+    // and the shell are up there).
+    let sock2 = dir.join("mon2.sock");
+    let mut rep = Command::new(emu)
+        .args(["-replay", name.to_str().unwrap(), "-display", "none", "-S", "-panda", "osi_linux"])
+        .args(["-monitor", &format!("unix:{},server,nowait", sock2.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock2.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no monitor socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listing = monitor(&sock2, "info processes");
+    let _ = monitor(&sock2, "quit");
+    assert_eq!(rep.wait().unwrap().code(), Some(0));
+    assert!(listing.contains("init") && listing.contains(" sh"), "info processes: {listing}");
+}
