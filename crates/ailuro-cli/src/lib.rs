@@ -77,7 +77,11 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
                     -monitor unix:PATH,server,nowait or -serial mon:stdio (or leave out -S)"
             .into());
     }
-    let run_opts = RunOptions { sleep: o.sleep.unwrap_or(true), start_paused: o.start_paused };
+    let run_opts = RunOptions {
+        sleep: o.sleep.unwrap_or(true),
+        start_paused: o.start_paused,
+        engine: o.engine.unwrap_or_default(),
+    };
 
     let machine = if let Some(name) = &o.replay {
         for (given, what) in [

@@ -79,6 +79,8 @@ pub struct Options {
     pub debugcon: Option<DebugconSpec>,
     /// `-global isa-debugcon.iobase=N`: the debugcon's port (QEMU's default 0xe9).
     pub debugcon_iobase: Option<u16>,
+    /// `-accel jit|tcg|interp`: execution engine (None: the default, the translator).
+    pub engine: Option<ailuro_machine::Engine>,
     /// `-h`/`-help`.
     pub help: bool,
     /// `-version`.
@@ -109,6 +111,9 @@ pub fn usage(prog: &str) -> String {
                           device's output here
   -monitor stdio|unix:PATH,server,nowait|none
   -S                      start paused (use 'cont' on the monitor)
+  -accel jit|tcg|interp   execution engine: hot code compiled to host code (jit, default; tcg is
+                          accepted as its name) or the interpreter alone; a recording made with
+                          either replays with either
   -no-reboot              exit instead of rebooting
   -record NAME[,overwrite=on]
                           record from the first instruction to the end of the run
@@ -276,6 +281,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         bios: None,
         debugcon: None,
         debugcon_iobase: None,
+        engine: None,
         help: false,
         version: false,
     };
@@ -317,6 +323,19 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "serial" => o.serial = Some(parse_serial(&value(name)?)?),
             "monitor" => o.monitor = Some(parse_monitor(&value(name)?)?),
             "S" => o.start_paused = true,
+            "accel" => {
+                let v = value(name)?;
+                // QEMU spells the engine `-accel NAME[,PROP=VALUE...]`; no property applies here.
+                let (engine, props) = v.split_once(',').unwrap_or((&v, ""));
+                if !props.is_empty() {
+                    return Err(format!("-accel {v}: no accelerator properties are supported"));
+                }
+                o.engine = Some(match engine {
+                    "jit" | "tcg" => ailuro_machine::Engine::Jit,
+                    "interp" | "interpreter" => ailuro_machine::Engine::Interpreter,
+                    _ => return Err(format!("-accel {v}: unknown engine (jit, tcg = jit, or interp)")),
+                });
+            }
             "no-reboot" => o.no_reboot = true,
             "replay" => {
                 let v = value(name)?;
@@ -410,12 +429,6 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                 let v = value(name)?;
                 if !["pc", "q35", "isapc"].contains(&v.split(',').next().unwrap_or_default()) {
                     return Err(format!("-machine {v}: unsupported machine (pc)"));
-                }
-            }
-            "accel" => {
-                let v = value(name)?;
-                if v != "tcg" {
-                    return Err(format!("-accel {v}: unsupported (this emulator is its own accelerator)"));
                 }
             }
             "h" | "help" => o.help = true,

@@ -51,7 +51,11 @@ pub fn machine_config(ram_mib: u64) -> MachineConfig {
 /// Record guest `kernel` from power-on to its exit into `name`.
 pub fn record_guest(kernel: &[u8], name: &Path) -> Result<(), String> {
     let boot = BootImage { kernel: kernel.to_vec(), modules: vec![] };
-    let mut m = Machine::new_live(machine_config(4), Some(boot), RunOptions { sleep: false, start_paused: false })?;
+    let mut m = Machine::new_live(
+        machine_config(4),
+        Some(boot),
+        RunOptions { sleep: false, start_paused: false, engine: Default::default() },
+    )?;
     m.begin_record(name, true)?;
     let mut host = ChannelHost::new(None, |_: &[u8]| {}, |_: &str| {});
     let stop = m.run(&mut host);

@@ -83,6 +83,8 @@ pub enum JitError {
     NoCodeMemory(usize),
     #[error("invalid IR: {0}")]
     Ir(#[from] ailuro_ir::IrError),
+    #[error("a compiled block of {0} bytes does not fit the code memory")]
+    TooBig(usize),
     #[error("Cranelift rejected a block: {0}")]
     Codegen(String),
 }
@@ -116,6 +118,9 @@ impl Jit {
         let t0 = Instant::now();
         block.validate()?;
         let code = self.c.compile(block, opts)?;
+        if code.len() > self.arena.capacity() {
+            return Err(JitError::TooBig(code.len()));
+        }
         let Some(p) = self.arena.alloc(code) else {
             return Ok(None);
         };

@@ -293,10 +293,10 @@ fn compiled_blocks_match_the_reference_interpreter() {
 
 #[test]
 fn full_arena_asks_for_a_flush() {
-    let mut jit = Jit::new(4096).unwrap();
+    let mut jit = Jit::new(64 * 1024).unwrap();
     let mut r = Rng(7);
     let mut full = false;
-    for _ in 0..200 {
+    for _ in 0..400 {
         let blk = random_block(&mut r);
         if jit.compile(&blk, CompileOpts { paging: true }).unwrap().is_none() {
             full = true;
@@ -306,4 +306,16 @@ fn full_arena_asks_for_a_flush() {
     }
     assert!(full);
     assert!(jit.stats().flushes > 0);
+    // A block bigger than all code memory is an error, not an endless "full".
+    let mut tiny = Jit::new(64).unwrap();
+    let mut b = Builder::new();
+    let e = b.begin_exit(0, 1);
+    b.end_exit();
+    for k in 0..200 {
+        let a = b.iconst(Ty::I64, k * 8);
+        let v = b.load(Ty::I64, a, 0, e);
+        b.put(0, v);
+    }
+    let blk = b.finish(1, 0).unwrap();
+    assert!(matches!(tiny.compile(&blk, CompileOpts { paging: true }), Err(JitError::TooBig(_))));
 }

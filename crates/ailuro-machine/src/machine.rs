@@ -10,7 +10,7 @@ use ailuro_bus::GuestRam;
 pub use ailuro_pc::PcDevices;
 use ailuro_pc::{BoardRequest, PcBoard, PcConfig};
 use ailuro_rr::{Event, LogEntry, LogReader};
-use ailuro_x86::{Cpu, CpuConfig, CpuModel, RunExit};
+use ailuro_x86::{Cpu, CpuConfig, CpuModel, Engine, RunExit};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualClock;
@@ -45,6 +45,9 @@ pub struct RunOptions {
     pub sleep: bool,
     /// Start paused (`-S`).
     pub start_paused: bool,
+    /// Execution engine (`-accel`). Not part of a recording: either engine replays a
+    /// recording made with either.
+    pub engine: Engine,
 }
 
 /// Why [`Machine::run`] returned.
@@ -310,8 +313,10 @@ impl Machine {
             &devices,
         );
         map_firmware(&mut ram, &board)?;
+        let mut cpu = Cpu::new(cpu_config(config.arch));
+        cpu.set_engine(opts.engine);
         let mut m = Machine {
-            cpu: Cpu::new(cpu_config(config.arch)),
+            cpu,
             ram,
             mode: Mode::Live(Box::new(Live { board, clock: VirtualClock::default(), recorder: None })),
             tap: ConsoleTap::default(),
@@ -335,7 +340,8 @@ impl Machine {
 
     /// A machine that replays recording `name` (from its two files alone).
     pub fn new_replay(name: &Path, opts: RunOptions, expect_arch: GuestArch) -> Result<Self, String> {
-        let (config, cpu, mut ram, tap, replay) = rrfiles::open_replay(name, expect_arch)?;
+        let (config, mut cpu, mut ram, tap, replay) = rrfiles::open_replay(name, expect_arch)?;
+        cpu.set_engine(opts.engine);
         let replay = replay_state(name, replay, &mut ram)?;
         Ok(Machine {
             config,
@@ -511,7 +517,8 @@ impl Machine {
         if self.is_recording() {
             return Err("begin_replay: a recording is in progress (end_record first)".into());
         }
-        let (config, cpu, mut ram, tap, replay) = rrfiles::open_replay(name, self.config.arch)?;
+        let (config, mut cpu, mut ram, tap, replay) = rrfiles::open_replay(name, self.config.arch)?;
+        cpu.set_engine(self.opts.engine);
         self.mode = Mode::Replay(Box::new(replay_state(name, replay, &mut ram)?));
         self.config = config;
         self.cpu = cpu;

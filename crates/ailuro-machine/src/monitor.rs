@@ -61,11 +61,12 @@ pub fn execute(m: &mut Machine, line: &str, host: &mut dyn Host) -> String {
         }
         ("info", ["registers"]) => Ok(m.cpu().info_registers()),
         ("info", ["processes"]) => m.info_processes(),
+        ("info", ["jit"]) => Ok(info_jit(m.cpu())),
         ("info", ["plugins"]) => Ok(match m.plugin_names() {
             v if v.is_empty() => "no plugins loaded (load them with -panda NAME:k=v)".to_string(),
             v => format!("loaded plugins (dispatch order): {}", v.join(", ")),
         }),
-        ("info", _) => Err("usage: info status | info registers | info plugins | info processes".into()),
+        ("info", _) => Err("usage: info status | info registers | info plugins | info processes | info jit".into()),
         ("quit" | "q", []) => {
             if m.is_recording() {
                 match m.end_record(ailuro_rr::EndReason::Quit) {
@@ -85,4 +86,32 @@ pub fn execute(m: &mut Machine, line: &str, host: &mut dyn Host) -> String {
         Ok(s) => s,
         Err(e) => format!("Error: {e}"),
     }
+}
+
+/// `info jit`: the translating engine's counters (QEMU's command of that name shows its
+/// translator's statistics).
+fn info_jit(cpu: &ailuro_x86::Cpu) -> String {
+    let s = cpu.jit_stats();
+    if cpu.engine() == ailuro_x86::Engine::Interpreter {
+        return "engine: interpreter (-accel interp): nothing is compiled\n".into();
+    }
+    let total = cpu.icount().max(1);
+    format!(
+        "engine: jit\n\
+         compiled blocks: {} ({} guest instructions, {} bytes of host code)\n\
+         compile time: {:.3} s\n\
+         instructions run compiled: {} of {} ({:.1}%)\n\
+         compiled blocks run: {}, left early: {}\n\
+         code cache flushes: {}\n",
+        s.blocks_compiled,
+        s.guest_insns_compiled,
+        s.code_bytes,
+        s.compile_ns as f64 / 1e9,
+        s.insns_compiled,
+        total,
+        100.0 * s.insns_compiled as f64 / total as f64,
+        s.blocks_run,
+        s.side_exits,
+        s.flushes
+    )
 }

@@ -39,7 +39,7 @@ fn tmp(tag: &str) -> PathBuf {
 fn live_runs_without_input_are_deterministic() {
     for g in ["timer", "apic", "clock"] {
         let (config, image) = boot(g, "");
-        let opts = RunOptions { sleep: false, start_paused: false };
+        let opts = RunOptions { sleep: false, start_paused: false, engine: Default::default() };
         let mut a = Machine::new_live(config.clone(), Some(image.clone()), opts.clone()).unwrap();
         let mut b = Machine::new_live(config, Some(image), opts).unwrap();
         let (sa, ca, na, ha) = run(&mut a);
@@ -54,7 +54,12 @@ fn live_runs_without_input_are_deterministic() {
 fn record_then_replay_reaches_the_same_state() {
     let dir = tmp("rr");
     let (config, image) = boot("paging", "");
-    let mut live = Machine::new_live(config, Some(image), RunOptions { sleep: false, start_paused: false }).unwrap();
+    let mut live = Machine::new_live(
+        config,
+        Some(image),
+        RunOptions { sleep: false, start_paused: false, engine: Default::default() },
+    )
+    .unwrap();
     let name = dir.join("paging");
     live.begin_record(&name, false).unwrap();
     assert!(live.is_recording());

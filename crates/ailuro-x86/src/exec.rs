@@ -371,6 +371,12 @@ impl Cpu {
             if !chain || b.touched || self.s.icount >= self.stop_at {
                 return Ok(());
             }
+            // With the translator on, block ends and instructions it cannot compile go back to
+            // the run loop, so that the next instruction is a dispatch point (compiled code
+            // runs there, or it counts toward compiling a block that starts there).
+            if self.jit.is_some() && (u.kind.ends_block() || !u.liftable()) {
+                return Ok(());
+            }
             // Fast forms never change CS, so the mode of the first one holds for the chain.
             let eip = self.s.rip;
             let cs = &self.s.seg[CS];

@@ -107,10 +107,10 @@ pub(crate) struct Uop {
     pub long: bool,
 }
 
-const NONE: u8 = 0xff;
+pub(crate) const NONE: u8 = 0xff;
 /// `base` of a RIP-relative memory operand (`disp` is then relative to the instruction start).
-const RIPREL: u8 = 0xfe;
-const ALU_TEST: u8 = 8;
+pub(crate) const RIPREL: u8 = 0xfe;
+pub(crate) const ALU_TEST: u8 = 8;
 
 /// AL, CL, DL, BL (low bytes of the first four GPRs).
 fn gpr8lo(r: Register) -> Option<u8> {
@@ -241,6 +241,19 @@ impl Kind {
             self,
             Kind::Jcc | Kind::Jmp | Kind::CallRel | Kind::Ret | Kind::CallR | Kind::JmpR | Kind::CallM | Kind::JmpM
         )
+    }
+}
+
+impl Uop {
+    /// Whether the translator can compile this form (see `lift.rs`; memory operands may still
+    /// need a segment the current mode allows).
+    #[inline]
+    pub(crate) fn liftable(&self) -> bool {
+        match self.kind {
+            Kind::Generic | Kind::ShiftRCl => false,
+            Kind::ShiftRI => !matches!(self.op, 2 | 3),
+            _ => true,
+        }
     }
 }
 

@@ -124,6 +124,7 @@ impl From<StateV4> for State {
             pdpte: v4.pdpte,
             lm: crate::LongModeRegs::default(),
             sse: crate::SseRegs::default(),
+            lazy: Default::default(),
         }
     }
 }

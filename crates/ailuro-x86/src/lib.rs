@@ -113,7 +113,11 @@ mod flags;
 mod fpu;
 #[cfg(test)]
 mod fpu_tests;
+mod jit;
+#[cfg(test)]
+mod jit_tests;
 mod legacy;
+mod lift;
 mod long;
 #[cfg(test)]
 mod long_tests;
@@ -136,6 +140,8 @@ mod vm86;
 mod vm86_tests;
 
 use std::fmt::Write as _;
+
+pub use jit::{Engine, JitStats};
 
 pub use ailuro_bus::observe::{CpuObserver, NoObserver};
 pub use ailuro_bus::{GuestRam, Platform, ProgramPoint};
@@ -407,6 +413,10 @@ pub(crate) struct State {
     pub lm: LongModeRegs,
     /// SSE registers (version 5).
     pub sse: SseRegs,
+    /// Flags a compiled block left pending at a side exit (see `jit.rs`); folded into RFLAGS
+    /// before anything else runs, so never part of the saved state.
+    #[serde(skip)]
+    pub lazy: jit::LazyFlags,
 }
 
 impl State {
@@ -456,6 +466,7 @@ impl State {
             pdpte: [0; 4],
             lm: LongModeRegs::default(),
             sse: SseRegs::default(),
+            lazy: jit::LazyFlags::default(),
         }
     }
 }
@@ -509,6 +520,12 @@ pub struct Cpu {
     /// DR7 enables at least one breakpoint (cached from DR7; see `debug.rs`). While it is false
     /// breakpoints cost one predictable branch per memory access and nothing per instruction.
     pub(crate) bp_active: bool,
+    /// The translating engine (None: the interpreter runs everything).
+    pub(crate) jit: Option<Box<jit::JitEngine>>,
+    /// Tests: nonzero = PRNG state making compiled memory accesses take the helper and fail at
+    /// random (side exits at arbitrary instructions).
+    #[cfg(test)]
+    pub(crate) jit_chaos: u64,
 }
 
 impl Cpu {
@@ -524,6 +541,9 @@ impl Cpu {
             tlb: mem::Tlb::new(),
             icache: mem::DecodeCache::new(),
             bp_active: false,
+            jit: None,
+            #[cfg(test)]
+            jit_chaos: 0,
         }
     }
 
@@ -973,6 +993,7 @@ impl Cpu {
         let hooks = obs.hooks();
         let mut b = mem::Bus { ram, p, touched: false, obs, hooks };
         self.block_start = true;
+        let jit_ok = self.jit_allowed(&b);
         if self.s.shutdown {
             return RunExit::Shutdown { reason: "CPU is in shutdown state (triple fault); reset required".into() };
         }
@@ -1015,6 +1036,12 @@ impl Cpu {
                         return RunExit::Shutdown { reason };
                     }
                     continue;
+                }
+            }
+            if jit_ok {
+                self.jit_run(&mut b);
+                if self.s.icount >= stop_at {
+                    return RunExit::Limit;
                 }
             }
             let tf = self.s.rflags & TF != 0;

@@ -16,7 +16,7 @@ const PD: u64 = 0xb000;
 const PT: u64 = 0xc000;
 const USER64: u64 = 0x20_0000;
 const USER32: u64 = 0x28_0000;
-const DATA: u64 = 0x30_0000;
+pub(crate) const DATA: u64 = 0x30_0000;
 const IST1: u64 = 0x6_0000;
 
 fn gate64(sel: u16, off: u64, typ: u8, ist: u8) -> (u64, u64) {
@@ -66,7 +66,7 @@ fn build_tables(ram: &mut GuestRam) {
 }
 
 /// A CPU already in 64-bit mode at CODE (ring 0, CS 0x10, SS 0x18, RSP = STACK), running `f`.
-fn long_env(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
+pub(crate) fn long_env(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Env {
     let mut ram = GuestRam::new(0, 8 << 20).unwrap();
     build_tables(&mut ram);
     ram.write(CODE, &asm(64, CODE, f)).unwrap();

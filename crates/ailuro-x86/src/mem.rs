@@ -46,39 +46,27 @@ const PDPTE_RSVD: u64 = !((1 << MAXPHYADDR) - 1) | 0x1e6;
 /// Error-code bit of a #PF caused by a reserved bit set in a paging entry.
 pub(crate) const PF_RSVD: u32 = 8;
 
-const TLB_SIZE: usize = 1024;
-/// Valid bit of a TLB tag (above any virtual page number: 64-bit addresses have 52-bit VPNs).
-const TLB_VALID: u64 = 1 << 63;
+/// The TLB's size, entry layout and index function are the translator's soft-MMU contract
+/// (compiled code probes this TLB inline): `ailuro_jit::{TLB_SIZE, TlbEntry, tlb_index}`.
+use ailuro_jit::{tlb_index, TlbEntry, TLB_SIZE, TLB_VALID};
 /// Valid bit of the fetch tag, which holds bits 47:12 of the linear address (unique for canonical
 /// addresses) and the user bit at bit 40.
-const FETCH_VALID: u64 = 1 << 48;
-const PERM_UR: u8 = 1; // user may read
-const PERM_UW: u8 = 2; // user may write (and D is set)
-const PERM_SW: u8 = 4; // supervisor may write (and D is set)
+pub(crate) const FETCH_VALID: u64 = 1 << 48;
+pub(crate) const PERM_UR: u8 = 1; // user may read
+pub(crate) const PERM_UW: u8 = 2; // user may write (and D is set)
+pub(crate) const PERM_SW: u8 = 4; // supervisor may write (and D is set)
 const PERM_G: u8 = 8; // global page
-
-#[derive(Clone, Copy, Default)]
-struct TlbEntry {
-    tag: u64,
-    ppage: u64,
-    perm: u8,
-}
 
 /// Software TLB: two direct-mapped arrays (instruction fetches and data accesses, so that code and
 /// data pages at the same index do not evict each other), linear page -> physical page plus
 /// permissions already checked.
 pub(crate) struct Tlb {
-    d: Vec<TlbEntry>,
+    pub d: Vec<TlbEntry>,
     i: Vec<TlbEntry>,
     /// Last instruction-fetch translation: (linear page | user << 40 | valid) -> physical page.
     /// Dropped by every flush, like the TLB entries it was derived from.
     pub fetch_tag: u64,
     pub fetch_ppage: u64,
-}
-
-#[inline(always)]
-fn tlb_index(vpn: u64) -> usize {
-    ((vpn ^ (vpn >> 10)) as usize) & (TLB_SIZE - 1)
 }
 
 impl Tlb {
@@ -138,9 +126,12 @@ pub(crate) struct DecodeCache {
     /// The full decoded instructions, parallel to `e` (only the generic path reads them, so the
     /// hot metadata stays dense).
     pub ins: Vec<Instruction>,
-    gen: Vec<u32>,
-    mark: Vec<bool>,
+    pub gen: Vec<u32>,
+    /// Pages holding decoded (or translated) code: a write to one bumps its generation.
+    pub mark: Vec<bool>,
     base: u64,
+    /// Count of whole-cache flushes (the translator drops its blocks when it changes).
+    pub flushes: u64,
     /// Count of code-page invalidations (lets batched REP string steps notice self-modification).
     pub invalidations: u64,
     /// Build pre-decoded fast forms (tests turn this off to compare against the generic path).
@@ -155,12 +146,14 @@ impl DecodeCache {
             gen: Vec::new(),
             mark: Vec::new(),
             base: 0,
+            flushes: 0,
             invalidations: 0,
             fast: true,
         }
     }
 
     pub fn flush(&mut self) {
+        self.flushes += 1;
         for e in &mut self.e {
             e.tag = 0;
         }

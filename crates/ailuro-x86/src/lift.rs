@@ -1,0 +1,1161 @@
+//! The x86 front end of the translator: pre-decoded instructions ([`Uop`]s, the forms the
+//! interpreter's fast path runs) lifted into an [`ailuro_ir::Block`].
+//!
+//! Rules the lifted code keeps (so that a compiled block is indistinguishable from the
+//! interpreter):
+//!
+//! * **Registers are cached** in IR values for the whole block and written back at every exit.
+//! * **Flags are lazy**: a flag-setting instruction records its operation and operands; a
+//!   consumer (Jcc, SETcc, CMOVcc, ADC/SBB, INC/DEC's kept CF) computes only what it needs, and
+//!   exits materialize RFLAGS. Flags nobody reads are never computed. The formulas are those of
+//!   `flags.rs`, including the values of flags the SDM leaves undefined.
+//! * **Every instruction does its memory accesses before it changes a register or a flag**, so
+//!   an access that cannot complete in compiled code leaves through an exit stub holding exactly
+//!   the state at the start of that instruction (registers, RFLAGS, RIP); the interpreter then
+//!   executes the instruction, faults included. Its count is the exit code minus one.
+//! * **Mode facts are compile-time constants** checked at dispatch ([`JitMode`]): 64-bit or
+//!   flat 32-bit protected-mode code (CS base 0, limit 4 GiB), CPL 3 or not, paging, and per data
+//!   segment whether it is usable without checks and whether its base is zero.
+
+use std::mem::offset_of;
+
+use ailuro_ir::{BinOp, Block, Builder, CmpOp, ExitId, Ty, UnOp, Val};
+
+use crate::fast::{Kind, Uop, ALU_TEST, NONE, RIPREL};
+use crate::mem::{PERM_SW, PERM_UR, PERM_UW};
+use crate::{Segment, State, AF, CF, OF, PF, SF, ZF};
+
+/// The mode facts a block was compiled for (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct JitMode(pub u32);
+
+impl JitMode {
+    pub const LONG: u32 = 1;
+    pub const USER: u32 = 2;
+    pub const PAGING: u32 = 4;
+    /// Segment `i` can be used for data accesses without limit or type checks.
+    pub fn usable(i: usize) -> u32 {
+        8 << (2 * i)
+    }
+    /// Segment `i` has base 0.
+    pub fn base0(i: usize) -> u32 {
+        16 << (2 * i)
+    }
+    fn has(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// Flag order used internally (bit positions in RFLAGS).
+const FLAGS: [u64; 6] = [CF, PF, AF, ZF, SF, OF];
+const F_CF: usize = 0;
+const F_PF: usize = 1;
+const F_AF: usize = 2;
+const F_ZF: usize = 3;
+const F_SF: usize = 4;
+const F_OF: usize = 5;
+
+/// Operation whose flags are pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CcOp {
+    Add,
+    Adc,
+    Sub,
+    Sbb,
+    Logic,
+    Shl(u32),
+    Shr(u32),
+    Sar(u32),
+    Rol,
+    Ror,
+    Imul,
+}
+
+/// Lazy flags: `op` on `a`, `b` (of type `ty`) gave `res`; `extra` is the carry-in (ADC/SBB)
+/// or the overflow bit (IMUL); `kept[f]` is the value of a flag the operation left unchanged.
+#[derive(Clone, Copy, Debug)]
+struct Lazy {
+    op: CcOp,
+    ty: Ty,
+    res: Val,
+    a: Val,
+    b: Val,
+    extra: Option<Val>,
+    kept: [Option<Val>; 6],
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Flags {
+    /// As at block entry (in RFLAGS).
+    Entry,
+    Lazy(Lazy),
+}
+
+const fn reg_off(r: usize) -> u32 {
+    (offset_of!(State, regs) + 8 * r) as u32
+}
+const RIP: u32 = offset_of!(State, rip) as u32;
+const LAZY_OP: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, op)) as u32;
+const LAZY_A: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, a)) as u32;
+const LAZY_B: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, b)) as u32;
+const LAZY_EXTRA: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, extra)) as u32;
+const LAZY_KEPT: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, kept)) as u32;
+const RFLAGS: u32 = offset_of!(State, rflags) as u32;
+fn seg_base_off(i: usize) -> u32 {
+    (offset_of!(State, seg) + i * std::mem::size_of::<Segment>() + offset_of!(Segment, base)) as u32
+}
+
+/// Condition codes in the pre-decoder's numbering (`fast::cc_from`): 1 = o .. 16 = g.
+mod cc {
+    pub const O: u8 = 1;
+    pub const NO: u8 = 2;
+    pub const B: u8 = 3;
+    pub const AE: u8 = 4;
+    pub const E: u8 = 5;
+    pub const NE: u8 = 6;
+    pub const BE: u8 = 7;
+    pub const A: u8 = 8;
+    pub const S: u8 = 9;
+    pub const NS: u8 = 10;
+    pub const P: u8 = 11;
+    pub const NP: u8 = 12;
+    pub const L: u8 = 13;
+    pub const GE: u8 = 14;
+    pub const LE: u8 = 15;
+    pub const G: u8 = 16;
+}
+
+/// A lifted block and what the dispatcher needs to know about it.
+pub(crate) struct Lifted {
+    pub block: Block,
+    pub insns: u32,
+    /// It ends with a control transfer.
+    pub ends_block: bool,
+    /// It reads flags it did not compute itself (pending flags must be folded first).
+    pub reads_flags: bool,
+}
+
+/// Lifts one block.
+pub(crate) struct Lifter {
+    b: Builder,
+    mode: JitMode,
+    long: bool,
+    regs: [Option<Val>; 16],
+    dirty: u16,
+    /// RFLAGS at entry (read on first use).
+    fl0: Option<Val>,
+    /// The block reads flags it did not compute (the dispatcher folds pending flags first).
+    reads_flags: bool,
+    flags: Flags,
+    /// Index of the instruction being lifted, its RIP, and its exit stub (shared by its accesses).
+    k: u32,
+    eip: u64,
+    exit: Option<ExitId>,
+}
+
+/// What a lifted instruction does to control flow.
+enum Flow {
+    Next,
+    /// The block ends here; RIP is this value.
+    End(Val),
+}
+
+impl Lifter {
+    pub fn new(mode: JitMode) -> Lifter {
+        Lifter {
+            b: Builder::new(),
+            mode,
+            long: mode.has(JitMode::LONG),
+            regs: [None; 16],
+            dirty: 0,
+            fl0: None,
+            reads_flags: false,
+            flags: Flags::Entry,
+            k: 0,
+            eip: 0,
+            exit: None,
+        }
+    }
+
+    /// Can `u` be lifted in this mode? (Checked before anything is emitted for it.)
+    pub fn supported(&self, u: &Uop, eip: u64, len: u64) -> bool {
+        let mem = matches!(
+            u.kind,
+            Kind::MovRM
+                | Kind::MovMR
+                | Kind::MovMI
+                | Kind::AluRM
+                | Kind::AluMR
+                | Kind::AluMI
+                | Kind::IncM
+                | Kind::DecM
+                | Kind::MovxRM
+                | Kind::MovR8M
+                | Kind::MovM8R
+                | Kind::MovM8I
+                | Kind::AluM8I
+                | Kind::CallM
+                | Kind::JmpM
+                | Kind::CmovRM
+        );
+        if u.long != self.long {
+            return false;
+        }
+        if mem && !self.long && !self.mode.has(JitMode::usable(u.seg as usize)) {
+            return false;
+        }
+        let stack = matches!(
+            u.kind,
+            Kind::PushR | Kind::PushI | Kind::PopR | Kind::CallRel | Kind::CallR | Kind::CallM | Kind::Ret
+        );
+        if stack && !self.long && !self.mode.has(JitMode::usable(2)) {
+            return false;
+        }
+        if !u.liftable() {
+            return false;
+        }
+        match u.kind {
+            Kind::Jcc | Kind::Jmp | Kind::CallRel => {
+                // A non-canonical relative target faults: leave that to the interpreter.
+                !self.long || crate::canonical(self.rel_target(eip, u.imm))
+            }
+            _ => {
+                let _ = len;
+                true
+            }
+        }
+    }
+
+    fn rel_target(&self, eip: u64, imm: u32) -> u64 {
+        if self.long {
+            eip.wrapping_add(imm as i32 as i64 as u64)
+        } else {
+            u64::from((eip as u32).wrapping_add(imm))
+        }
+    }
+
+    // ---- registers -------------------------------------------------------------------------
+
+    fn reg(&mut self, r: u8) -> Val {
+        let r = r as usize;
+        if let Some(v) = self.regs[r] {
+            return v;
+        }
+        let v = self.b.get(Ty::I64, reg_off(r));
+        self.regs[r] = Some(v);
+        v
+    }
+
+    fn set_reg(&mut self, r: u8, v: Val) {
+        debug_assert_eq!(self.b.ty(v), Ty::I64);
+        self.regs[r as usize] = Some(v);
+        self.dirty |= 1 << r;
+    }
+
+    /// Register `r` as a `ty` operand.
+    fn reg_as(&mut self, r: u8, ty: Ty) -> Val {
+        let v = self.reg(r);
+        self.b.zext(ty, v)
+    }
+
+    /// A `ty` result into register `r`: 32-bit writes zero-extend, 64-bit replace.
+    fn write_w(&mut self, r: u8, v: Val) {
+        let v = self.b.zext(Ty::I64, v);
+        self.set_reg(r, v);
+    }
+
+    /// Replace the low byte of register `r`.
+    fn write_low8(&mut self, r: u8, v8: Val) {
+        let old = self.reg(r);
+        let m = self.b.iconst(Ty::I64, !0xff);
+        let hi = self.b.bin(BinOp::And, old, m);
+        let lo = self.b.zext(Ty::I64, v8);
+        let v = self.b.bin(BinOp::Or, hi, lo);
+        self.set_reg(r, v);
+    }
+
+    fn c(&mut self, ty: Ty, v: u64) -> Val {
+        self.b.iconst(ty, v)
+    }
+
+    // ---- exits ----------------------------------------------------------------------------
+
+    /// The exit stub of the current instruction: the state at its start.
+    fn exit(&mut self) -> ExitId {
+        if let Some(e) = self.exit {
+            return e;
+        }
+        let e = self.b.begin_exit(self.k, 1 + self.k);
+        self.write_back();
+        let rip = self.c(Ty::I64, self.eip);
+        self.b.put(RIP, rip);
+        self.b.end_exit();
+        self.exit = Some(e);
+        e
+    }
+
+    /// Write-back at every exit (stubs and the block end): registers, and pending flags as an
+    /// operation for the dispatcher to fold into RFLAGS when something needs them
+    /// (`Cpu::jit_fold_flags`) rather than computed here: blocks stay small and flags no one
+    /// reads are never computed.
+    fn write_back(&mut self) {
+        for r in 0..16 {
+            if self.dirty & (1 << r) != 0 {
+                let v = self.regs[r].expect("dirty registers are cached");
+                self.b.put(reg_off(r), v);
+            }
+        }
+        let Flags::Lazy(z) = self.flags else { return };
+        use crate::jit::*;
+        let w = u64::from(z.ty.bytes()) << 8;
+        let (kind, a, b) = match z.op {
+            CcOp::Add if z.kept[F_CF].is_some() => (LAZY_INC, z.a, z.b),
+            CcOp::Sub if z.kept[F_CF].is_some() => (LAZY_DEC, z.a, z.b),
+            CcOp::Add => (LAZY_ADD, z.a, z.b),
+            CcOp::Adc => (LAZY_ADC, z.a, z.b),
+            CcOp::Sub => (LAZY_SUB, z.a, z.b),
+            CcOp::Sbb => (LAZY_SBB, z.a, z.b),
+            CcOp::Logic => (LAZY_AND, z.res, z.res),
+            CcOp::Shl(_) => (LAZY_SHL, z.a, z.b),
+            CcOp::Shr(_) => (LAZY_SHR, z.a, z.b),
+            CcOp::Sar(_) => (LAZY_SAR, z.a, z.b),
+            CcOp::Rol => (LAZY_ROL, z.a, z.b),
+            CcOp::Ror => (LAZY_ROR, z.a, z.b),
+            CcOp::Imul => (LAZY_IMUL, z.res, z.res),
+        };
+        let op = self.c(Ty::I64, kind | w);
+        self.b.put(LAZY_OP, op);
+        let a = self.b.zext(Ty::I64, a);
+        self.b.put(LAZY_A, a);
+        let b = self.b.zext(Ty::I64, b);
+        self.b.put(LAZY_B, b);
+        if let Some(x) = z.extra {
+            self.b.put(LAZY_EXTRA, x);
+        }
+        let mut kept: Option<Val> = None;
+        for (f, bit) in FLAGS.iter().enumerate() {
+            if let Some(v) = z.kept[f] {
+                let s = self.c(Ty::I64, u64::from(bit.trailing_zeros()));
+                let x = self.b.bin(BinOp::Shl, v, s);
+                kept = Some(match kept {
+                    Some(k) => self.b.bin(BinOp::Or, k, x),
+                    None => x,
+                });
+            }
+        }
+        if let Some(k) = kept {
+            self.b.put(LAZY_KEPT, k);
+        }
+    }
+
+    // ---- flags ----------------------------------------------------------------------------
+
+    fn msb(&mut self, v: Val) -> Val {
+        let ty = self.b.ty(v);
+        let s = self.c(ty, u64::from(ty.bits() - 1));
+        let x = self.b.bin(BinOp::Lshr, v, s);
+        let one = self.c(ty, 1);
+        let x = self.b.bin(BinOp::And, x, one);
+        self.b.zext(Ty::I64, x)
+    }
+
+    /// Bit `n` of `v` as an I64 0/1.
+    fn bit(&mut self, v: Val, n: u32) -> Val {
+        let ty = self.b.ty(v);
+        let s = self.c(ty, u64::from(n));
+        let x = self.b.bin(BinOp::Lshr, v, s);
+        let one = self.c(ty, 1);
+        let x = self.b.bin(BinOp::And, x, one);
+        self.b.zext(Ty::I64, x)
+    }
+
+    fn bool64(&mut self, c: Val) -> Val {
+        self.b.zext(Ty::I64, c)
+    }
+
+    /// Value (I64 0/1) of flag `f` in the current state. Emits at the current position (main
+    /// path or exit stub) and caches nothing.
+    fn flag(&mut self, f: usize) -> Val {
+        let z = match self.flags {
+            Flags::Entry => {
+                // Only ever reached on the main path (exit stubs do not compute flags).
+                self.reads_flags = true;
+                let fl0 = match self.fl0 {
+                    Some(v) => v,
+                    None => {
+                        let v = self.b.get(Ty::I64, RFLAGS);
+                        self.fl0 = Some(v);
+                        v
+                    }
+                };
+                return self.bit(fl0, FLAGS[f].trailing_zeros());
+            }
+            Flags::Lazy(z) => z,
+        };
+        if let Some(v) = z.kept[f] {
+            return v;
+        }
+        let w = z.ty.bits();
+        let zero = self.c(Ty::I64, 0);
+        match f {
+            F_ZF => {
+                let c0 = self.c(z.ty, 0);
+                let c = self.b.cmp(CmpOp::Eq, z.res, c0);
+                self.bool64(c)
+            }
+            F_SF => self.msb(z.res),
+            F_PF => {
+                let lo = self.b.zext(Ty::I8, z.res);
+                let n = self.b.un(UnOp::Popcnt, lo);
+                let one = self.c(Ty::I8, 1);
+                let odd = self.b.bin(BinOp::And, n, one);
+                let even = self.b.bin(BinOp::Xor, odd, one);
+                self.bool64(even)
+            }
+            F_AF => match z.op {
+                CcOp::Add | CcOp::Adc | CcOp::Sub | CcOp::Sbb => {
+                    let x = self.b.bin(BinOp::Xor, z.a, z.b);
+                    let x = self.b.bin(BinOp::Xor, x, z.res);
+                    self.bit(x, 4)
+                }
+                _ => zero,
+            },
+            F_CF => match z.op {
+                CcOp::Add => {
+                    let c = self.b.cmp(CmpOp::Ult, z.res, z.a);
+                    self.bool64(c)
+                }
+                CcOp::Sub => {
+                    let c = self.b.cmp(CmpOp::Ult, z.a, z.b);
+                    self.bool64(c)
+                }
+                CcOp::Adc | CcOp::Sbb => {
+                    // carry = r < a || (cin && r == a)  /  borrow = a < b || (cin && a == b)
+                    let (p, q, r2) = if z.op == CcOp::Adc { (z.res, z.a, z.a) } else { (z.a, z.b, z.b) };
+                    let lt = self.b.cmp(CmpOp::Ult, p, q);
+                    let eq = self.b.cmp(CmpOp::Eq, p, r2);
+                    let cin = z.extra.expect("carry-in recorded");
+                    let cin8 = self.b.zext(Ty::I8, cin);
+                    let t = self.b.bin(BinOp::And, eq, cin8);
+                    let c = self.b.bin(BinOp::Or, lt, t);
+                    self.bool64(c)
+                }
+                CcOp::Logic => zero,
+                CcOp::Shl(c) => self.bit(z.a, w - c),
+                CcOp::Shr(c) => self.bit(z.a, c - 1),
+                CcOp::Sar(c) => {
+                    let s = self.c(z.ty, u64::from(c - 1));
+                    let x = self.b.bin(BinOp::Ashr, z.a, s);
+                    self.bit(x, 0)
+                }
+                CcOp::Rol => self.bit(z.res, 0),
+                CcOp::Ror => self.msb(z.res),
+                CcOp::Imul => z.extra.expect("overflow recorded"),
+            },
+            _ => match z.op {
+                // OF
+                CcOp::Add | CcOp::Adc => {
+                    let x = self.b.bin(BinOp::Xor, z.a, z.res);
+                    let y = self.b.bin(BinOp::Xor, z.b, z.res);
+                    let t = self.b.bin(BinOp::And, x, y);
+                    self.msb(t)
+                }
+                CcOp::Sub | CcOp::Sbb => {
+                    let x = self.b.bin(BinOp::Xor, z.a, z.b);
+                    let y = self.b.bin(BinOp::Xor, z.a, z.res);
+                    let t = self.b.bin(BinOp::And, x, y);
+                    self.msb(t)
+                }
+                CcOp::Logic | CcOp::Sar(_) => zero,
+                CcOp::Shl(c) => {
+                    let m = self.msb(z.res);
+                    let cf = self.bit(z.a, w - c);
+                    self.b.bin(BinOp::Xor, m, cf)
+                }
+                CcOp::Shr(_) => self.msb(z.a),
+                CcOp::Rol => {
+                    let m = self.msb(z.res);
+                    let cf = self.bit(z.res, 0);
+                    self.b.bin(BinOp::Xor, m, cf)
+                }
+                CcOp::Ror => {
+                    let m = self.msb(z.res);
+                    let n = self.bit(z.res, w - 2);
+                    self.b.bin(BinOp::Xor, m, n)
+                }
+                CcOp::Imul => z.extra.expect("overflow recorded"),
+            },
+        }
+    }
+
+    fn set_flags(&mut self, z: Lazy) {
+        self.flags = Flags::Lazy(z);
+    }
+
+    fn not1(&mut self, v: Val) -> Val {
+        let one = self.c(Ty::I64, 1);
+        self.b.bin(BinOp::Xor, v, one)
+    }
+
+    /// Condition `code` (1..=16) as a value that is nonzero when true.
+    fn cond(&mut self, code: u8) -> Val {
+        if let Flags::Lazy(z) = self.flags {
+            let direct = match z.op {
+                CcOp::Sub if z.kept[F_CF].is_none() => {
+                    let (a, b) = (z.a, z.b);
+                    let c0 = self.c(z.ty, 0);
+                    match code {
+                        cc::E => Some(self.b.cmp(CmpOp::Eq, a, b)),
+                        cc::NE => Some(self.b.cmp(CmpOp::Ne, a, b)),
+                        cc::B => Some(self.b.cmp(CmpOp::Ult, a, b)),
+                        cc::AE => Some(self.b.cmp(CmpOp::Uge, a, b)),
+                        cc::BE => Some(self.b.cmp(CmpOp::Ule, a, b)),
+                        cc::A => Some(self.b.cmp(CmpOp::Ugt, a, b)),
+                        cc::L => Some(self.b.cmp(CmpOp::Slt, a, b)),
+                        cc::GE => Some(self.b.cmp(CmpOp::Sge, a, b)),
+                        cc::LE => Some(self.b.cmp(CmpOp::Sle, a, b)),
+                        cc::G => Some(self.b.cmp(CmpOp::Sgt, a, b)),
+                        cc::S => Some(self.b.cmp(CmpOp::Slt, z.res, c0)),
+                        cc::NS => Some(self.b.cmp(CmpOp::Sge, z.res, c0)),
+                        _ => None,
+                    }
+                }
+                CcOp::Logic => {
+                    let r = z.res;
+                    let c0 = self.c(z.ty, 0);
+                    match code {
+                        cc::E | cc::BE => Some(self.b.cmp(CmpOp::Eq, r, c0)),
+                        cc::NE | cc::A => Some(self.b.cmp(CmpOp::Ne, r, c0)),
+                        cc::S | cc::L => Some(self.b.cmp(CmpOp::Slt, r, c0)),
+                        cc::NS | cc::GE => Some(self.b.cmp(CmpOp::Sge, r, c0)),
+                        cc::LE => Some(self.b.cmp(CmpOp::Sle, r, c0)),
+                        cc::G => Some(self.b.cmp(CmpOp::Sgt, r, c0)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(v) = direct {
+                return v;
+            }
+        }
+        match code {
+            cc::O => self.flag(F_OF),
+            cc::NO => {
+                let f = self.flag(F_OF);
+                self.not1(f)
+            }
+            cc::B => self.flag(F_CF),
+            cc::AE => {
+                let f = self.flag(F_CF);
+                self.not1(f)
+            }
+            cc::E => self.flag(F_ZF),
+            cc::NE => {
+                let f = self.flag(F_ZF);
+                self.not1(f)
+            }
+            cc::BE | cc::A => {
+                let c = self.flag(F_CF);
+                let z = self.flag(F_ZF);
+                let v = self.b.bin(BinOp::Or, c, z);
+                if code == cc::A {
+                    self.not1(v)
+                } else {
+                    v
+                }
+            }
+            cc::S => self.flag(F_SF),
+            cc::NS => {
+                let f = self.flag(F_SF);
+                self.not1(f)
+            }
+            cc::P => self.flag(F_PF),
+            cc::NP => {
+                let f = self.flag(F_PF);
+                self.not1(f)
+            }
+            cc::L | cc::GE => {
+                let s = self.flag(F_SF);
+                let o = self.flag(F_OF);
+                let v = self.b.bin(BinOp::Xor, s, o);
+                if code == cc::GE {
+                    self.not1(v)
+                } else {
+                    v
+                }
+            }
+            _ => {
+                // LE / G
+                let s = self.flag(F_SF);
+                let o = self.flag(F_OF);
+                let x = self.b.bin(BinOp::Xor, s, o);
+                let z = self.flag(F_ZF);
+                let v = self.b.bin(BinOp::Or, x, z);
+                if code == cc::G {
+                    self.not1(v)
+                } else {
+                    v
+                }
+            }
+        }
+    }
+
+    // ---- memory ---------------------------------------------------------------------------
+
+    fn acc_read(&self) -> u8 {
+        if self.mode.has(JitMode::USER) {
+            PERM_UR
+        } else {
+            0
+        }
+    }
+
+    fn acc_write(&self) -> u8 {
+        if self.mode.has(JitMode::USER) {
+            PERM_UW
+        } else {
+            PERM_SW
+        }
+    }
+
+    /// Effective address of the memory operand (I64 in 64-bit mode, I32 otherwise).
+    fn ea(&mut self, u: &Uop) -> Val {
+        if self.long {
+            if u.base == RIPREL {
+                let a = self.eip.wrapping_add(u.disp as i32 as i64 as u64);
+                return self.c(Ty::I64, a);
+            }
+            let mut a = self.c(Ty::I64, u.disp as i32 as i64 as u64);
+            if u.base != NONE {
+                let r = self.reg(u.base);
+                a = self.b.bin(BinOp::Add, a, r);
+            }
+            if u.index != NONE {
+                let r = self.reg(u.index);
+                let s = self.c(Ty::I64, u64::from(u.scale));
+                let x = self.b.bin(BinOp::Mul, r, s);
+                a = self.b.bin(BinOp::Add, a, x);
+            }
+            return a;
+        }
+        let mut a = self.c(Ty::I32, u64::from(u.disp));
+        if u.base != NONE {
+            let r = self.reg_as(u.base, Ty::I32);
+            a = self.b.bin(BinOp::Add, a, r);
+        }
+        if u.index != NONE {
+            let r = self.reg_as(u.index, Ty::I32);
+            let s = self.c(Ty::I32, u64::from(u.scale));
+            let x = self.b.bin(BinOp::Mul, r, s);
+            a = self.b.bin(BinOp::Add, a, x);
+        }
+        a
+    }
+
+    /// Linear address of `size` bytes at offset `ea` (I64 or I32 as [`Lifter::ea`] gives) in
+    /// segment `seg`, with the checks a usable flat segment still needs.
+    fn linear(&mut self, seg: usize, ea: Val, size: u32) -> Val {
+        if self.long {
+            if seg >= 4 {
+                let base = self.b.get(Ty::I64, seg_base_off(seg));
+                return self.b.bin(BinOp::Add, base, ea);
+            }
+            // Non-canonical addresses never hit the TLB; the slow path refuses them.
+            return ea;
+        }
+        if self.mode.has(JitMode::base0(seg)) {
+            // Offset == linear address: an access past 4 GiB (a limit violation) crosses a
+            // page and the slow path refuses it.
+            return self.b.zext(Ty::I64, ea);
+        }
+        if size > 1 {
+            let e = self.exit();
+            let lim = self.c(Ty::I32, u64::from(u32::MAX - (size - 1)));
+            let ok = self.b.cmp(CmpOp::Ule, ea, lim);
+            self.b.guard(ok, e);
+        }
+        let base = self.b.get(Ty::I64, seg_base_off(seg));
+        let base = self.b.zext(Ty::I32, base);
+        let lin = self.b.bin(BinOp::Add, base, ea);
+        self.b.zext(Ty::I64, lin)
+    }
+
+    fn load_at(&mut self, lin: Val, ty: Ty) -> Val {
+        let e = self.exit();
+        let acc = self.acc_read();
+        self.b.load(ty, lin, acc, e)
+    }
+
+    fn store_at(&mut self, lin: Val, v: Val) {
+        let e = self.exit();
+        let acc = self.acc_write();
+        self.b.store(lin, v, acc, e);
+    }
+
+    /// Linear address of the memory operand of `u` for a `size`-byte access.
+    fn mem_lin(&mut self, u: &Uop, size: u32) -> Val {
+        let ea = self.ea(u);
+        self.linear(u.seg as usize, ea, size)
+    }
+
+    /// Stack slot size, and the stack pointer after moving it by `delta` slots bytes.
+    fn sw(&self) -> u32 {
+        if self.long {
+            8
+        } else {
+            4
+        }
+    }
+
+    /// RSP plus `delta` with the stack-address-size wrap (32-bit stacks keep RSP's upper half).
+    fn sp_plus(&mut self, delta: i64) -> (Val, Val) {
+        let sp = self.reg(4);
+        let d = self.c(Ty::I64, delta as u64);
+        let n = self.b.bin(BinOp::Add, sp, d);
+        if self.long {
+            return (n, n);
+        }
+        let lo_m = self.c(Ty::I64, 0xffff_ffff);
+        let off = self.b.bin(BinOp::And, n, lo_m);
+        let hi_m = self.c(Ty::I64, !0xffff_ffff);
+        let hi = self.b.bin(BinOp::And, sp, hi_m);
+        let full = self.b.bin(BinOp::Or, hi, off);
+        (off, full)
+    }
+
+    /// Linear address of the stack slot at offset `off` (I64, already wrapped) in SS.
+    fn stack_lin(&mut self, off: Val) -> Val {
+        if self.long {
+            return off;
+        }
+        let o32 = self.b.zext(Ty::I32, off);
+        self.linear(2, o32, self.sw())
+    }
+
+    /// Check a 64-bit branch target (non-canonical: the interpreter raises #GP).
+    fn branch_target(&mut self, t: Val) -> Val {
+        if self.long {
+            let s = self.c(Ty::I64, 16);
+            let x = self.b.bin(BinOp::Shl, t, s);
+            let x = self.b.bin(BinOp::Ashr, x, s);
+            let ok = self.b.cmp(CmpOp::Eq, x, t);
+            let e = self.exit();
+            self.b.guard(ok, e);
+        }
+        t
+    }
+
+    // ---- instructions ---------------------------------------------------------------------
+
+    /// ALU operation `op` (0..=7 as `flags::Alu`, 8 = TEST) on `a`, `v`; returns the result and
+    /// records the flags.
+    fn alu(&mut self, op: u8, a: Val, v: Val) -> Val {
+        let ty = self.b.ty(a);
+        let none = [None; 6];
+        match op {
+            0 | 2 => {
+                let mut r = self.b.bin(BinOp::Add, a, v);
+                let mut extra = None;
+                if op == 2 {
+                    let cin = self.flag(F_CF);
+                    let c = self.b.zext(ty, cin);
+                    r = self.b.bin(BinOp::Add, r, c);
+                    extra = Some(cin);
+                }
+                self.set_flags(Lazy {
+                    op: if op == 2 { CcOp::Adc } else { CcOp::Add },
+                    ty,
+                    res: r,
+                    a,
+                    b: v,
+                    extra,
+                    kept: none,
+                });
+                r
+            }
+            3 | 5 | 7 => {
+                let mut r = self.b.bin(BinOp::Sub, a, v);
+                let mut extra = None;
+                if op == 3 {
+                    let cin = self.flag(F_CF);
+                    let c = self.b.zext(ty, cin);
+                    r = self.b.bin(BinOp::Sub, r, c);
+                    extra = Some(cin);
+                }
+                self.set_flags(Lazy {
+                    op: if op == 3 { CcOp::Sbb } else { CcOp::Sub },
+                    ty,
+                    res: r,
+                    a,
+                    b: v,
+                    extra,
+                    kept: none,
+                });
+                r
+            }
+            _ => {
+                let bop = match op {
+                    1 => BinOp::Or,
+                    6 => BinOp::Xor,
+                    _ => BinOp::And, // AND, TEST
+                };
+                let r = self.b.bin(bop, a, v);
+                self.set_flags(Lazy { op: CcOp::Logic, ty, res: r, a, b: v, extra: None, kept: none });
+                r
+            }
+        }
+    }
+
+    /// INC/DEC: ADD/SUB 1 keeping CF.
+    fn incdec(&mut self, a: Val, dec: bool) -> Val {
+        let ty = self.b.ty(a);
+        let cf = self.flag(F_CF);
+        let one = self.c(ty, 1);
+        let r = self.b.bin(if dec { BinOp::Sub } else { BinOp::Add }, a, one);
+        let mut kept = [None; 6];
+        kept[F_CF] = Some(cf);
+        self.set_flags(Lazy { op: if dec { CcOp::Sub } else { CcOp::Add }, ty, res: r, a, b: one, extra: None, kept });
+        r
+    }
+
+    fn opnd_ty(u: &Uop) -> Ty {
+        if u.q {
+            Ty::I64
+        } else {
+            Ty::I32
+        }
+    }
+
+    /// The immediate as a `ty` operand (64-bit operands sign-extend it).
+    fn imm(&mut self, ty: Ty, imm: u32) -> Val {
+        let v = if ty == Ty::I64 { imm as i32 as i64 as u64 } else { u64::from(imm) };
+        self.c(ty, v)
+    }
+
+    /// Lift one instruction at `eip` of length `len`.
+    fn insn(&mut self, u: &Uop, eip: u64, len: u64) -> Flow {
+        self.eip = eip;
+        self.exit = None;
+        let next = if self.long { eip.wrapping_add(len) } else { (eip + len) & 0xffff_ffff };
+        let ty = Self::opnd_ty(u);
+        let wb = ty.bytes();
+        let alu_writes = |op: u8| op < 7 && op != ALU_TEST;
+        match u.kind {
+            Kind::Generic | Kind::Nop | Kind::ShiftRCl => {}
+            Kind::MovRR => {
+                let v = self.reg_as(u.s, ty);
+                self.write_w(u.d, v);
+            }
+            Kind::MovRI => {
+                let v = self.imm(ty, u.imm);
+                self.write_w(u.d, v);
+            }
+            Kind::MovRM => {
+                let lin = self.mem_lin(u, wb);
+                let v = self.load_at(lin, ty);
+                self.write_w(u.d, v);
+            }
+            Kind::MovMR => {
+                let lin = self.mem_lin(u, wb);
+                let v = self.reg_as(u.s, ty);
+                self.store_at(lin, v);
+            }
+            Kind::MovMI => {
+                let lin = self.mem_lin(u, wb);
+                let v = self.imm(ty, u.imm);
+                self.store_at(lin, v);
+            }
+            Kind::AluRR | Kind::AluRI => {
+                let a = self.reg_as(u.d, ty);
+                let v = if u.kind == Kind::AluRR { self.reg_as(u.s, ty) } else { self.imm(ty, u.imm) };
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    self.write_w(u.d, r);
+                }
+            }
+            Kind::AluRM => {
+                let lin = self.mem_lin(u, wb);
+                let v = self.load_at(lin, ty);
+                let a = self.reg_as(u.d, ty);
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    self.write_w(u.d, r);
+                }
+            }
+            Kind::AluMR | Kind::AluMI => {
+                let lin = self.mem_lin(u, wb);
+                let a = self.load_at(lin, ty);
+                let v = if u.kind == Kind::AluMR { self.reg_as(u.s, ty) } else { self.imm(ty, u.imm) };
+                // Flags are recorded only after the store (a faulting store keeps the old ones).
+                let saved = self.flags;
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    let new = self.flags;
+                    self.flags = saved;
+                    self.store_at(lin, r);
+                    self.flags = new;
+                }
+            }
+            Kind::ShiftRI => {
+                let bits = ty.bits();
+                let c = u.imm & (bits - 1);
+                let a = self.reg_as(u.d, ty);
+                if c == 0 {
+                    // No flag change; the 32-bit write still zero-extends.
+                    self.write_w(u.d, a);
+                } else {
+                    let cv = self.c(ty, u64::from(c));
+                    let (op, cc) = match u.op {
+                        0 => (BinOp::Rotl, CcOp::Rol),
+                        1 => (BinOp::Rotr, CcOp::Ror),
+                        4 => (BinOp::Shl, CcOp::Shl(c)),
+                        5 => (BinOp::Lshr, CcOp::Shr(c)),
+                        _ => (BinOp::Ashr, CcOp::Sar(c)),
+                    };
+                    let r = self.b.bin(op, a, cv);
+                    let mut kept = [None; 6];
+                    if matches!(cc, CcOp::Rol | CcOp::Ror) {
+                        for f in [F_PF, F_AF, F_ZF, F_SF] {
+                            kept[f] = Some(self.flag(f));
+                        }
+                    }
+                    self.set_flags(Lazy { op: cc, ty, res: r, a, b: cv, extra: None, kept });
+                    self.write_w(u.d, r);
+                }
+            }
+            Kind::IncM | Kind::DecM => {
+                let lin = self.mem_lin(u, wb);
+                let a = self.load_at(lin, ty);
+                let saved = self.flags;
+                let r = self.incdec(a, u.kind == Kind::DecM);
+                let new = self.flags;
+                self.flags = saved;
+                self.store_at(lin, r);
+                self.flags = new;
+            }
+            Kind::NegR => {
+                let a = self.reg_as(u.d, ty);
+                let z = self.c(ty, 0);
+                let r = self.alu(5, z, a);
+                self.write_w(u.d, r);
+            }
+            Kind::NotR => {
+                let a = self.reg_as(u.d, ty);
+                let r = self.b.un(UnOp::Not, a);
+                self.write_w(u.d, r);
+            }
+            Kind::IncR | Kind::DecR => {
+                let a = self.reg_as(u.d, ty);
+                let r = self.incdec(a, u.kind == Kind::DecR);
+                self.write_w(u.d, r);
+            }
+            Kind::Lea => {
+                let ea = self.ea(u);
+                let v = self.b.zext(ty, ea);
+                self.write_w(u.d, v);
+            }
+            Kind::Jcc => {
+                let t = self.rel_target(eip, u.imm);
+                let c = self.cond(u.op);
+                let tv = self.c(Ty::I64, t);
+                let nv = self.c(Ty::I64, next);
+                let rip = self.b.select(c, tv, nv);
+                return Flow::End(rip);
+            }
+            Kind::Jmp => {
+                let t = self.rel_target(eip, u.imm);
+                return Flow::End(self.c(Ty::I64, t));
+            }
+            Kind::CallRel => {
+                let t = self.rel_target(eip, u.imm);
+                self.push(next);
+                return Flow::End(self.c(Ty::I64, t));
+            }
+            Kind::Ret => {
+                let sw = self.sw();
+                let (off, _) = self.sp_plus(0);
+                let lin = self.stack_lin(off);
+                let t = self.load_at(lin, Ty::of_bytes(sw).expect("4 or 8"));
+                let t = self.b.zext(Ty::I64, t);
+                let t = self.branch_target(t);
+                let (_, full) = self.sp_plus(i64::from(sw));
+                self.set_reg(4, full);
+                return Flow::End(t);
+            }
+            Kind::PushR => {
+                let sty = Ty::of_bytes(self.sw()).expect("4 or 8");
+                let v = self.reg_as(u.s, sty);
+                self.push_val(v);
+            }
+            Kind::PushI => {
+                let sty = Ty::of_bytes(self.sw()).expect("4 or 8");
+                let v = self.imm(sty, u.imm);
+                self.push_val(v);
+            }
+            Kind::PopR => {
+                let sw = self.sw();
+                let (off, _) = self.sp_plus(0);
+                let lin = self.stack_lin(off);
+                let v = self.load_at(lin, Ty::of_bytes(sw).expect("4 or 8"));
+                let v = self.b.zext(Ty::I64, v);
+                let (_, full) = self.sp_plus(i64::from(sw));
+                self.set_reg(4, full);
+                self.set_reg(u.d, v);
+            }
+            Kind::MovxRM => {
+                let size = u32::from(u.op);
+                let sty = Ty::of_bytes(size).expect("1, 2 or 4");
+                let lin = self.mem_lin(u, size);
+                let v = self.load_at(lin, sty);
+                let v = if u.s != 0 { self.b.sext(ty, v) } else { self.b.zext(ty, v) };
+                self.write_w(u.d, v);
+            }
+            Kind::MovxRR => {
+                let sty = Ty::of_bytes(u32::from(u.op)).expect("1, 2 or 4");
+                let v = self.reg_as(u.s, sty);
+                let v = if u.imm != 0 { self.b.sext(ty, v) } else { self.b.zext(ty, v) };
+                self.write_w(u.d, v);
+            }
+            Kind::MovR8M => {
+                let lin = self.mem_lin(u, 1);
+                let v = self.load_at(lin, Ty::I8);
+                self.write_low8(u.d, v);
+            }
+            Kind::MovM8R => {
+                let lin = self.mem_lin(u, 1);
+                let v = self.reg_as(u.s, Ty::I8);
+                self.store_at(lin, v);
+            }
+            Kind::MovM8I => {
+                let lin = self.mem_lin(u, 1);
+                let v = self.c(Ty::I8, u64::from(u.imm));
+                self.store_at(lin, v);
+            }
+            Kind::AluM8I => {
+                let lin = self.mem_lin(u, 1);
+                let a = self.load_at(lin, Ty::I8);
+                let v = self.c(Ty::I8, u64::from(u.imm));
+                let saved = self.flags;
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    let new = self.flags;
+                    self.flags = saved;
+                    self.store_at(lin, r);
+                    self.flags = new;
+                }
+            }
+            Kind::AluR8I => {
+                let a = self.reg_as(u.d, Ty::I8);
+                let v = self.c(Ty::I8, u64::from(u.imm));
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    self.write_low8(u.d, r);
+                }
+            }
+            Kind::CallR | Kind::JmpR | Kind::CallM | Kind::JmpM => {
+                let sty = Ty::of_bytes(self.sw()).expect("4 or 8");
+                let t = if matches!(u.kind, Kind::CallR | Kind::JmpR) {
+                    self.reg_as(u.s, sty)
+                } else {
+                    let lin = self.mem_lin(u, self.sw());
+                    self.load_at(lin, sty)
+                };
+                let t = self.b.zext(Ty::I64, t);
+                let t = self.branch_target(t);
+                if matches!(u.kind, Kind::CallR | Kind::CallM) {
+                    self.push(next);
+                }
+                return Flow::End(t);
+            }
+            Kind::SetccR8 => {
+                let c = self.cond(u.op);
+                let one = self.c(Ty::I8, 1);
+                let zero = self.c(Ty::I8, 0);
+                let v = self.b.select(c, one, zero);
+                self.write_low8(u.d, v);
+            }
+            Kind::CmovRR | Kind::CmovRM => {
+                let src = if u.kind == Kind::CmovRR {
+                    self.reg_as(u.s, ty)
+                } else {
+                    let lin = self.mem_lin(u, wb);
+                    self.load_at(lin, ty)
+                };
+                let c = self.cond(u.op);
+                if self.long || ty == Ty::I64 {
+                    // 64-bit mode: a 32-bit CMOVcc zero-extends even when it does not move.
+                    let old = self.reg_as(u.d, ty);
+                    let v = self.b.select(c, src, old);
+                    self.write_w(u.d, v);
+                } else {
+                    let old = self.reg(u.d);
+                    let src64 = self.b.zext(Ty::I64, src);
+                    let v = self.b.select(c, src64, old);
+                    self.set_reg(u.d, v);
+                }
+            }
+            Kind::ImulRRI | Kind::ImulRR => {
+                let a = self.reg_as(u.s, ty);
+                let v = if u.kind == Kind::ImulRRI { self.imm(ty, u.imm) } else { self.reg_as(u.d, ty) };
+                let lo = self.b.bin(BinOp::Mul, a, v);
+                let hi = self.b.bin(BinOp::SMulHi, a, v);
+                let s = self.c(ty, u64::from(ty.bits() - 1));
+                let sign = self.b.bin(BinOp::Ashr, lo, s);
+                let ovf = self.b.cmp(CmpOp::Ne, hi, sign);
+                let ovf = self.bool64(ovf);
+                self.set_flags(Lazy { op: CcOp::Imul, ty, res: lo, a, b: v, extra: Some(ovf), kept: [None; 6] });
+                self.write_w(u.d, lo);
+            }
+        }
+        Flow::Next
+    }
+
+    /// Push the return address `next`.
+    fn push(&mut self, next: u64) {
+        let sty = Ty::of_bytes(self.sw()).expect("4 or 8");
+        let v = self.c(sty, next);
+        self.push_val(v);
+    }
+
+    fn push_val(&mut self, v: Val) {
+        let sw = self.sw();
+        let (off, full) = self.sp_plus(-i64::from(sw));
+        let lin = self.stack_lin(off);
+        self.store_at(lin, v);
+        self.set_reg(4, full);
+    }
+
+    /// Lift instructions `(uop, eip, len)` in order until one ends the block or is not supported;
+    /// returns the block (None if not even the first instruction could be lifted) and whether it
+    /// ends with a control transfer.
+    pub fn lift(mut self, insns: &[(Uop, u64, u64)]) -> Option<Lifted> {
+        let mut n = 0u32;
+        let mut end = None;
+        let mut next = 0;
+        for (u, eip, len) in insns {
+            if !self.supported(u, *eip, *len) {
+                break;
+            }
+            self.k = n;
+            n += 1;
+            next = if self.long { eip.wrapping_add(*len) } else { (eip + len) & 0xffff_ffff };
+            if let Flow::End(rip) = self.insn(u, *eip, *len) {
+                end = Some(rip);
+                break;
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        let ends_block = end.is_some();
+        let rip = match end {
+            Some(v) => v,
+            None => self.c(Ty::I64, next),
+        };
+        self.write_back();
+        self.b.put(RIP, rip);
+        let reads_flags = self.reads_flags;
+        self.b.finish(n, 0).ok().map(|block| Lifted { block, insns: n, ends_block, reads_flags })
+    }
+}
