@@ -4,7 +4,9 @@
 //!
 //! * **Tiering.** A block start is compiled after it has been reached [`HOT`] times from the
 //!   dispatcher; cold code (most of a boot) is never compiled.
-//! * **Keys and validity.** A block is found by (linear PC, physical PC, [`JitMode`]) and is valid
+//! * **Keys and validity.** A block is found by (physical PC, [`JitMode`]): its code computes
+//!   every position-dependent value from RIP at entry, so it serves every virtual address of its
+//!   page (shared libraries, PIE executables under ASLR). It is valid
 //!   while the generation of its code page is the one it was compiled at (the decode cache's
 //!   per-page counter, bumped by any write to a page holding code, from the CPU or from DMA) and
 //!   the decode cache has not been flushed.
@@ -79,7 +81,6 @@ const CODE_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Copy)]
 struct Slot {
-    pc: u64,
     pa: u64,
     mode: u32,
     gen: u32,
@@ -91,8 +92,7 @@ struct Slot {
     used: bool,
 }
 
-const EMPTY: Slot =
-    Slot { pc: 0, pa: 0, mode: 0, gen: 0, f: None, n: 0, ends_block: false, reads_flags: false, used: false };
+const EMPTY: Slot = Slot { pa: 0, mode: 0, gen: 0, f: None, n: 0, ends_block: false, reads_flags: false, used: false };
 
 /// Counters of the translating engine (reported, never guest-visible).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -168,8 +168,8 @@ impl JitEngine {
 }
 
 #[inline(always)]
-fn slot_of(pc: u64, mode: u32) -> usize {
-    let h = pc ^ (pc >> 15) ^ (u64::from(mode) << 7);
+fn slot_of(pa: u64, mode: u32) -> usize {
+    let h = pa ^ (pa >> 15) ^ (u64::from(mode) << 7);
     (h as usize) & (SLOTS - 1)
 }
 
@@ -318,9 +318,10 @@ impl Cpu {
             let pa = self.tlb.fetch_ppage | (pc & 0xfff);
             let Some(off) = b.ram.offset_of(pa, 1) else { return };
             let page = off >> 12;
-            let k = slot_of(pc, mode);
+            // Blocks are position-independent: the physical PC and the mode find them.
+            let k = slot_of(pa, mode);
             let s = eng.slots[k];
-            let slot = if s.used && s.pc == pc && s.pa == pa && s.mode == mode && self.icache.gen[page] == s.gen {
+            let slot = if s.used && s.pa == pa && s.mode == mode && self.icache.gen[page] == s.gen {
                 s
             } else {
                 let h = &mut eng.hot[k];
@@ -497,7 +498,7 @@ impl Cpu {
         self.icache.mark[page] = true;
         let gen = self.icache.gen[page];
         let lifted = Lifter::new(JitMode(mode)).lift(&insns);
-        let mut slot = Slot { pc, pa, mode, gen, f: None, n: 0, ends_block: false, reads_flags: false, used: true };
+        let mut slot = Slot { pa, mode, gen, f: None, n: 0, ends_block: false, reads_flags: false, used: true };
         if let Some(l) = lifted {
             let (block, n, ends_block) = (l.block, l.insns, l.ends_block);
             let opts = CompileOpts { paging: mode & JitMode::PAGING != 0 };
@@ -513,7 +514,7 @@ impl Cpu {
             };
             slot = Slot { f, n, ends_block, reads_flags: l.reads_flags, ..slot };
         }
-        eng.slots[slot_of(pc, mode)] = slot;
+        eng.slots[slot_of(pa, mode)] = slot;
         Some(slot)
     }
 

@@ -537,3 +537,54 @@ fn a_full_code_cache_is_flushed_and_refilled() {
     assert!(st.flushes > 2, "{st:?}");
     assert!(st.insns_compiled > 0, "{st:?}");
 }
+
+#[test]
+fn one_block_serves_every_virtual_address_of_its_page() {
+    // The same physical code page mapped at two virtual addresses (a library in two processes,
+    // a PIE under ASLR): a hot function with internal branches is called through both. Blocks
+    // are position-independent, so branch targets, return addresses and exits follow the
+    // address it runs at.
+    const FUNC: u64 = tests::CODE + 0x800;
+    const ALIAS: u64 = 0x3f_0000;
+    let make = || {
+        let mut e = paging_env(|a: &mut CodeAssembler| {
+            let mut top = a.create_label();
+            let mut second = a.create_label();
+            a.mov(dword_ptr(0x20_3000), 600)?;
+            a.mov(edi, FUNC as u32)?;
+            a.set_label(&mut top)?;
+            a.cmp(dword_ptr(0x20_3000), 300)?;
+            a.jne(second)?;
+            a.mov(edi, (ALIAS + 0x800) as u32)?;
+            a.set_label(&mut second)?;
+            a.call(edi)?;
+            a.dec(dword_ptr(0x20_3000))?;
+            a.jnz(top)?;
+            a.hlt()
+        });
+        let func = tests::asm(32, FUNC, |a: &mut CodeAssembler| {
+            let mut odd = a.create_label();
+            let mut done = a.create_label();
+            a.add(eax, dword_ptr(0x20_3000))?;
+            a.test(eax, 1)?;
+            a.jnz(odd)?;
+            a.add(ebx, 3)?;
+            a.jmp(done)?;
+            a.set_label(&mut odd)?;
+            a.sub(ebx, eax)?;
+            a.set_label(&mut done)?;
+            a.mov(ecx, dword_ptr(esp))?;
+            a.add(edx, ecx)?;
+            a.ret()
+        });
+        e.ram.write(FUNC, &func).unwrap();
+        // The alias page: virtual ALIAS -> the physical page of CODE.
+        e.ram.write_u32(0x11000 + 4 * (ALIAS >> 12), (tests::CODE as u32) | 3).unwrap();
+        e
+    };
+    let j = compare(&make, 5, 1 << 20, "aliased code page");
+    let st = j.cpu.jit_stats();
+    assert!(st.insns_compiled > j.cpu.icount() / 2, "{st:?}");
+    // EDX summed return addresses through both mappings.
+    assert_ne!(j.cpu.gpr(Gpr::Rdx), 0);
+}

@@ -151,6 +151,12 @@ pub(crate) struct Lifter {
     k: u32,
     eip: u64,
     exit: Option<ExitId>,
+    /// Linear address of the block's first instruction at compile time, and RIP read at entry:
+    /// every address derived from the code's position is `rip0 + (a - pc0)`, so one compiled
+    /// block serves every virtual address its physical page is mapped at (shared libraries,
+    /// position-independent executables under ASLR).
+    pc0: u64,
+    rip0: Option<Val>,
 }
 
 /// What a lifted instruction does to control flow.
@@ -174,7 +180,42 @@ impl Lifter {
             k: 0,
             eip: 0,
             exit: None,
+            pc0: 0,
+            rip0: None,
         }
+    }
+
+    /// The run-time value of compile-time linear address `a` of this block's code (see
+    /// `rip0`), as an I64 (wrapping at 4 GiB outside 64-bit mode).
+    fn at(&mut self, a: u64) -> Val {
+        let rip0 = self.rip0.expect("RIP is read at block entry");
+        if self.long {
+            let d = self.c(Ty::I64, a.wrapping_sub(self.pc0));
+            return self.b.bin(BinOp::Add, rip0, d);
+        }
+        let r = self.b.zext(Ty::I32, rip0);
+        let d = self.c(Ty::I32, a.wrapping_sub(self.pc0) & 0xffff_ffff);
+        let x = self.b.bin(BinOp::Add, r, d);
+        self.b.zext(Ty::I64, x)
+    }
+
+    /// Leave (before this instruction) if `t` is not canonical (64-bit mode) and `c` (if any)
+    /// holds: the interpreter raises the #GP of a branch to a non-canonical address.
+    fn guard_canonical(&mut self, t: Val, c: Option<Val>) {
+        if !self.long {
+            return;
+        }
+        let s = self.c(Ty::I64, 16);
+        let x = self.b.bin(BinOp::Shl, t, s);
+        let x = self.b.bin(BinOp::Ashr, x, s);
+        let mut ok = self.b.cmp(CmpOp::Eq, x, t);
+        if let Some(c) = c {
+            let zero = self.c(self.b.ty(c), 0);
+            let not_taken = self.b.cmp(CmpOp::Eq, c, zero);
+            ok = self.b.bin(BinOp::Or, ok, not_taken);
+        }
+        let e = self.exit();
+        self.b.guard(ok, e);
     }
 
     /// Can `u` be lifted in this mode? (Checked before anything is emitted for it.)
@@ -214,16 +255,8 @@ impl Lifter {
         if !u.liftable() {
             return false;
         }
-        match u.kind {
-            Kind::Jcc | Kind::Jmp | Kind::CallRel => {
-                // A non-canonical relative target faults: leave that to the interpreter.
-                !self.long || crate::canonical(self.rel_target(eip, u.imm))
-            }
-            _ => {
-                let _ = len;
-                true
-            }
-        }
+        let _ = (eip, len);
+        true
     }
 
     fn rel_target(&self, eip: u64, imm: u32) -> u64 {
@@ -287,7 +320,7 @@ impl Lifter {
         }
         let e = self.b.begin_exit(self.k, 1 + self.k);
         self.write_back();
-        let rip = self.c(Ty::I64, self.eip);
+        let rip = self.at(self.eip);
         self.b.put(RIP, rip);
         self.b.end_exit();
         self.exit = Some(e);
@@ -624,7 +657,7 @@ impl Lifter {
         if self.long {
             if u.base == RIPREL {
                 let a = self.eip.wrapping_add(u.disp as i32 as i64 as u64);
-                return self.c(Ty::I64, a);
+                return self.at(a);
             }
             let mut a = self.c(Ty::I64, u.disp as i32 as i64 as u64);
             if u.base != NONE {
@@ -958,19 +991,24 @@ impl Lifter {
             Kind::Jcc => {
                 let t = self.rel_target(eip, u.imm);
                 let c = self.cond(u.op);
-                let tv = self.c(Ty::I64, t);
-                let nv = self.c(Ty::I64, next);
+                let tv = self.at(t);
+                self.guard_canonical(tv, Some(c));
+                let nv = self.at(next);
                 let rip = self.b.select(c, tv, nv);
                 return Flow::End(rip);
             }
             Kind::Jmp => {
                 let t = self.rel_target(eip, u.imm);
-                return Flow::End(self.c(Ty::I64, t));
+                let tv = self.at(t);
+                self.guard_canonical(tv, None);
+                return Flow::End(tv);
             }
             Kind::CallRel => {
                 let t = self.rel_target(eip, u.imm);
+                let tv = self.at(t);
+                self.guard_canonical(tv, None);
                 self.push(next);
-                return Flow::End(self.c(Ty::I64, t));
+                return Flow::End(tv);
             }
             Kind::Ret => {
                 let sw = self.sw();
@@ -1114,7 +1152,8 @@ impl Lifter {
     /// Push the return address `next`.
     fn push(&mut self, next: u64) {
         let sty = Ty::of_bytes(self.sw()).expect("4 or 8");
-        let v = self.c(sty, next);
+        let v = self.at(next);
+        let v = self.b.zext(sty, v);
         self.push_val(v);
     }
 
@@ -1133,6 +1172,9 @@ impl Lifter {
         let mut n = 0u32;
         let mut end = None;
         let mut next = 0;
+        let Some(first) = insns.first() else { return None };
+        self.pc0 = first.1;
+        self.rip0 = Some(self.b.get(Ty::I64, RIP));
         for (u, eip, len) in insns {
             if !self.supported(u, *eip, *len) {
                 break;
@@ -1151,7 +1193,7 @@ impl Lifter {
         let ends_block = end.is_some();
         let rip = match end {
             Some(v) => v,
-            None => self.c(Ty::I64, next),
+            None => self.at(next),
         };
         self.write_back();
         self.b.put(RIP, rip);

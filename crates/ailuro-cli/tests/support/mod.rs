@@ -268,6 +268,14 @@ pub fn monitor_window_replays(emu: &str, kernel: &Path, initrd: &Path, tag: &str
     assert_eq!(rep.status.code(), Some(0), "window replay: {err}");
     assert!(err.contains("Replay completed successfully"), "{err}");
     assert_eq!(String::from_utf8_lossy(&rep.stdout), text, "window replay console differs from the recording's");
+    // The window was recorded with the translator; the interpreter replays it to the same
+    // instruction count and state hash (the engine is not part of a recording).
+    let (rep_i, err_i) = replay(emu, &name, &["-accel", "interp"]);
+    assert_eq!(rep_i.status.code(), Some(0), "window replay with the interpreter: {err_i}");
+    assert_eq!(String::from_utf8_lossy(&rep_i.stdout), text, "interpreter replay console");
+    for key in ["instructions:", "final state hash:"] {
+        assert_eq!(field(&err_i, key), field(&err, key), "{key} of the interpreter and translator replays");
+    }
 
     // `info processes` on the monitor of the replay, paused at its first instruction (the kernel
     // and the shell are up there).
