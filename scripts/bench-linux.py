@@ -75,6 +75,7 @@ def main():
     ap.add_argument("--ram", type=int, default=256)
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--accel", default="jit", choices=["jit", "interp"], help="Ailuro's engine (-accel)")
     a = ap.parse_args()
     emu_name, qemu_name, kpkg = ARCHES[a.arch]
     EMU = os.path.join(ROOT, "target", "release", emu_name)
@@ -86,7 +87,8 @@ def main():
     work = tempfile.mkdtemp(prefix="ailuro-bench-linux-")
     append = "console=ttyS0 panic=-1"
     base = [EMU, "-m", str(a.ram), "-kernel", kernel, "-initrd", initrd, "-append", append,
-            "-display", "none", "-no-reboot", "-icount", "sleep=off", "-rtc", "base=2026-01-01"]
+            "-display", "none", "-no-reboot", "-icount", "sleep=off", "-rtc", "base=2026-01-01",
+            "-accel", a.accel]
     res = {}
     d = os.path.join(work, "plain"); os.mkdir(d)
     res["plain"] = run_timed(base, d)
@@ -101,7 +103,8 @@ def main():
     snp_bytes = os.path.getsize(rec + "-rr-snp")
     d = os.path.join(work, "replay"); os.mkdir(d)
     marks_file = os.path.join(d, "console.txt")
-    res["replay"] = run_timed([EMU, "-replay", rec, "-display", "none", "-panda", f"console:file={marks_file}"], d)
+    res["replay"] = run_timed([EMU, "-replay", rec, "-display", "none", "-accel", a.accel,
+                               "-panda", f"console:file={marks_file}"], d)
     if "Replay completed successfully" not in res["replay"]["stderr"]:
         sys.exit("bench-linux: replay failed:\n" + res["replay"]["stderr"])
     ic = {}
@@ -135,7 +138,7 @@ def main():
         return (name, fmt(wall, 2), fmt(insns / wall / 1e6), fmt(boot), fmt(wl), fmt(r["rss_mib"], 0), r["rc"])
 
     rows = [row(k, res[k]) for k in ("plain", "record", "replay", "qemu", "qemu-record", "qemu-replay") if k in res]
-    print(f"guest: Debian {kpkg} + busybox initramfs, -m {a.ram}, boot + workload + poweroff")
+    print(f"guest: Debian {kpkg} + busybox initramfs, -m {a.ram}, boot + workload + poweroff; Ailuro -accel {a.accel}")
     print(f"instructions (Ailuro): {insns} total, boot phase {boot_insns}, workload phase {work_insns}")
     print(f"Ailuro nondet log: {log_bytes} bytes = {log_bytes * 1000 / insns:.4f} bytes per 1000 instructions; "
           f"snapshot {snp_bytes} bytes ({snp_bytes / (a.ram << 20) * 100:.2f}% of RAM)")

@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--ram", type=int, default=128, help="guest RAM in MiB")
     ap.add_argument("--runs", type=int, default=3, help="best of K runs")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--accel", default="jit", choices=["jit", "interp"], help="Ailuro's engine (-accel)")
     a = ap.parse_args()
     if not os.path.exists(EMU):
         sys.exit("bench: build first: cargo build --release")
@@ -68,7 +69,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ailuro-bench-")
     name = os.path.join(work, "bench")
     base = [EMU, "-m", str(a.ram), "-kernel", g, "-append", f"iters={a.iters}", "-display", "none",
-            "-icount", "sleep=off", "-serial", "null", "-no-reboot"]
+            "-icount", "sleep=off", "-serial", "null", "-no-reboot", "-accel", a.accel]
 
     plain = best(lambda: timed(base), a.runs)
 
@@ -82,16 +83,16 @@ def main():
     if not m:
         sys.exit("bench: recording failed:\n" + record[3])
     insns = int(m.group(1))
-    replay = best(lambda: timed([EMU, "-replay", name, "-serial", "null"]), a.runs)
+    replay = best(lambda: timed([EMU, "-replay", name, "-serial", "null", "-accel", a.accel]), a.runs)
     if replay[4] != 0:
         sys.exit("bench: replay failed:\n" + replay[3])
     rss_plain = peak_rss(base)
-    rss_replay = peak_rss([EMU, "-replay", name, "-serial", "null"])
+    rss_replay = peak_rss([EMU, "-replay", name, "-serial", "null", "-accel", a.accel])
     log_bytes = os.path.getsize(name + "-rr-nondet.log")
     snp_bytes = os.path.getsize(name + "-rr-snp")
 
     rows = [
-        ("guest", f"cpubound iters={a.iters}, {a.ram} MiB RAM"),
+        ("guest", f"cpubound iters={a.iters}, {a.ram} MiB RAM, -accel {a.accel}"),
         ("guest instructions", f"{insns:,}"),
         ("plain run", f"{plain[0]:.3f} s, {insns / plain[0] / 1e6:.0f} MIPS"),
         ("record", f"{record[0]:.3f} s, {insns / record[0] / 1e6:.0f} MIPS, overhead {record[0] / plain[0]:.2f}x"),

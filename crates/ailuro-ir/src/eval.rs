@@ -92,11 +92,41 @@ fn ctx_write(ctx: &mut [u8], off: u32, ty: Ty, v: u64) {
     ctx[o..o + n].copy_from_slice(&v.to_le_bytes()[..n]);
 }
 
-/// Run `block` against the context bytes `ctx` (little-endian guest state) and `mem`.
+/// Run `block` against the context bytes `ctx` (little-endian guest state) and `mem`, with an
+/// instruction budget `budget` for [`crate::LoopBack`] (the compiled code's `MemEnv::budget`).
 ///
 /// Every `Get`/`Put` offset must lie inside `ctx` (checked: a violation is an error, not a
 /// panic). The main path and stubs run exactly as the back end's compiled code does.
 pub fn eval(block: &Block, ctx: &mut [u8], mem: &mut dyn GuestMem) -> Result<Outcome, IrError> {
+    eval_with_budget(block, ctx, mem, 0)
+}
+
+/// [`eval`] with a loop budget.
+pub fn eval_with_budget(
+    block: &Block,
+    ctx: &mut [u8],
+    mem: &mut dyn GuestMem,
+    budget: u64,
+) -> Result<Outcome, IrError> {
+    let in_ctx = |ctx: &[u8], off: u32| (off as usize).checked_add(8).is_some_and(|e| e <= ctx.len());
+    let entry_pc = match block.loop_back {
+        Some(lb) if in_ctx(ctx, lb.pc_off) && in_ctx(ctx, lb.icount_off) => Some(ctx_read(ctx, lb.pc_off, Ty::I64)),
+        Some(_) => return Err(IrError::BadExit(crate::ExitId(u32::MAX))),
+        None => None,
+    };
+    loop {
+        let out = eval_once(block, ctx, mem)?;
+        let (Some(lb), Some(entry_pc), None) = (block.loop_back, entry_pc, out.exit) else { return Ok(out) };
+        let n = u64::from(block.guest_insns);
+        let ic = ctx_read(ctx, lb.icount_off, Ty::I64);
+        if ctx_read(ctx, lb.pc_off, Ty::I64) != entry_pc || ic.saturating_add(2 * n) > budget {
+            return Ok(out);
+        }
+        ctx_write(ctx, lb.icount_off, Ty::I64, ic + n);
+    }
+}
+
+fn eval_once(block: &Block, ctx: &mut [u8], mem: &mut dyn GuestMem) -> Result<Outcome, IrError> {
     let mut vals = vec![0u64; block.insts.len()];
     for &v in &block.main {
         if let Some(exit) = step(block, v, &mut vals, ctx, mem)? {

@@ -226,6 +226,21 @@ pub struct Block {
     pub end_code: u32,
     /// Number of guest instructions the main path retires.
     pub guest_insns: u32,
+    /// The main path may run again directly (a loop that branches back to its own start):
+    /// see [`LoopBack`].
+    pub loop_back: Option<LoopBack>,
+}
+
+/// How a block that ends by branching to its own start runs its next iteration without
+/// returning: if, after the main path, the program counter at context offset `pc_off` equals
+/// its value at block entry and the instruction count at `icount_off` plus two iterations'
+/// `guest_insns` stays within the engine's budget, the count is advanced by one iteration and
+/// the main path runs again from the context. Otherwise the block returns `end_code` (the caller
+/// then accounts for the last iteration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopBack {
+    pub pc_off: u32,
+    pub icount_off: u32,
 }
 
 /// Malformed IR (a front-end bug): reported instead of compiling or evaluating it.
@@ -357,6 +372,11 @@ impl Builder {
 
     pub fn end_exit(&mut self) {
         self.target = Target::Main;
+    }
+
+    /// Let the block loop back to its start ([`LoopBack`]).
+    pub fn set_loop_back(&mut self, lb: LoopBack) {
+        self.b.loop_back = Some(lb);
     }
 
     /// Finish: the main path retires `guest_insns` instructions and returns `end_code`.

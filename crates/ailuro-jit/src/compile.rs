@@ -116,6 +116,9 @@ struct Lower<'a, 'b> {
     sig_load: SigRef,
     sig_store: SigRef,
     fl: MemFlagsData,
+    /// Program counter at entry and the main path's first block (blocks that loop back).
+    entry_pc: Option<Value>,
+    top: cranelift_codegen::ir::Block,
 }
 
 impl<'a, 'b> Lower<'a, 'b> {
@@ -146,6 +149,11 @@ impl<'a, 'b> Lower<'a, 'b> {
         ss.returns.push(AbiParam::new(types::I32));
         let sig_load = fb.import_signature(sl);
         let sig_store = fb.import_signature(ss);
+        // A looping block re-enters here (after the environment loads).
+        let entry_pc = block.loop_back.map(|lb| fb.ins().load(types::I64, fl, ctx, lb.pc_off as i32));
+        let top = fb.create_block();
+        fb.ins().jump(top, &[]);
+        fb.switch_to_block(top);
         Lower {
             fb,
             block,
@@ -162,6 +170,8 @@ impl<'a, 'b> Lower<'a, 'b> {
             sig_load,
             sig_store,
             fl,
+            entry_pc,
+            top,
         }
     }
 
@@ -176,6 +186,28 @@ impl<'a, 'b> Lower<'a, 'b> {
     fn run(mut self) {
         for &x in &self.block.main {
             self.lower(x);
+        }
+        if let (Some(lb), Some(entry_pc)) = (self.block.loop_back, self.entry_pc) {
+            let fl = self.fl;
+            let n = i64::from(self.block.guest_insns);
+            let pc = self.fb.ins().load(types::I64, fl, self.ctx, lb.pc_off as i32);
+            let ic = self.fb.ins().load(types::I64, fl, self.ctx, lb.icount_off as i32);
+            let budget = self.fb.ins().load(types::I64, fl, self.env, offset_of!(MemEnv, budget) as i32);
+            let same = self.fb.ins().icmp(IntCC::Equal, pc, entry_pc);
+            let ic2 = self.fb.ins().iadd_imm_s(ic, 2 * n);
+            let fits = self.fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, ic2, budget);
+            let go = self.fb.ins().band(same, fits);
+            let again = self.fb.create_block();
+            let done = self.fb.create_block();
+            self.fb.ins().brif(go, again, &[], done, &[]);
+            self.fb.switch_to_block(again);
+            let ic1 = self.fb.ins().iadd_imm_s(ic, n);
+            self.fb.ins().store(fl, ic1, self.ctx, lb.icount_off as i32);
+            let loops = self.fb.ins().load(types::I64, fl, self.env, offset_of!(MemEnv, loops) as i32);
+            let loops = self.fb.ins().iadd_imm_s(loops, 1);
+            self.fb.ins().store(fl, loops, self.env, offset_of!(MemEnv, loops) as i32);
+            self.fb.ins().jump(self.top, &[]);
+            self.fb.switch_to_block(done);
         }
         let code = self.fb.ins().iconst(types::I32, i64::from(self.block.end_code));
         self.fb.ins().return_(&[code]);

@@ -67,6 +67,11 @@ pub struct MemEnv {
     pub slow_store: SlowStore,
     /// Set by `slow_load` when the access cannot be done here.
     pub failed: u32,
+    /// Instruction budget for blocks that loop back to their own start (`ailuro_ir::LoopBack`):
+    /// the count they may run up to (the caller's `stop_at`).
+    pub budget: u64,
+    /// Back-edges taken by looping blocks (the caller adds these iterations to its statistics).
+    pub loops: u64,
     /// The front end's own data for its helpers.
     pub owner: *mut std::ffi::c_void,
 }

@@ -1,6 +1,6 @@
 //! Compiled blocks against the IR's reference interpreter on random programs.
 
-use ailuro_ir::eval::{eval, GuestMem};
+use ailuro_ir::eval::{eval_with_budget, GuestMem};
 use ailuro_ir::{BinOp, Builder, CmpOp, Ty, UnOp, Val};
 
 use super::*;
@@ -207,12 +207,16 @@ fn random_block(r: &mut Rng) -> ailuro_ir::Block {
         pool.push(v);
         if r.below(3) == 0 {
             let x = pick(r, &pool);
-            b.put((r.below((CTX / 8) as u64) * 8) as u32, x);
+            b.put((16 + r.below((CTX / 8 - 2) as u64) * 8) as u32, x);
         }
     }
     for _ in 0..3 {
         let x = pick(r, &pool);
-        b.put((r.below((CTX / 8) as u64) * 8) as u32, x);
+        b.put((16 + r.below((CTX / 8 - 2) as u64) * 8) as u32, x);
+    }
+    if r.below(3) == 0 {
+        // Loops while the "PC" at offset 0 is unchanged and the count at 8 fits the budget.
+        b.set_loop_back(ailuro_ir::LoopBack { pc_off: 0, icount_off: 8 });
     }
     b.finish(insn + 1, 7).expect("generator builds valid IR")
 }
@@ -240,6 +244,7 @@ fn compiled_blocks_match_the_reference_interpreter() {
     let mut r = Rng(0x1234_5678_9abc_def1);
     let mut exits = 0;
     let mut slow = 0;
+    let mut loops = 0;
     for case in 0..1500 {
         let blk = random_block(&mut r);
         let paging = case % 3 != 0;
@@ -255,8 +260,11 @@ fn compiled_blocks_match_the_reference_interpreter() {
             w_ref.map.clear();
             w_jit.map.clear();
         }
+        // Instruction count at 8: a budget of up to ~40 iterations beyond it.
+        let ic0 = u64::from_le_bytes(ctx0[8..16].try_into().unwrap());
+        let budget = ic0.saturating_add(r.below(40 * u64::from(blk.guest_insns) + 1));
         let mut ctx_ref = ctx0.clone();
-        let out = eval(&blk, &mut ctx_ref, &mut w_ref).unwrap();
+        let out = eval_with_budget(&blk, &mut ctx_ref, &mut w_ref, budget).unwrap();
         let f = match jit.compile(&blk, CompileOpts { paging }).unwrap() {
             Some(f) => f,
             None => {
@@ -274,6 +282,8 @@ fn compiled_blocks_match_the_reference_interpreter() {
             slow_load,
             slow_store,
             failed: 0,
+            budget,
+            loops: 0,
             owner: (&mut w_jit as *mut World).cast(),
         };
         // SAFETY: ctx is CTX bytes (every offset the generator uses is inside), env describes
@@ -283,12 +293,14 @@ fn compiled_blocks_match_the_reference_interpreter() {
         assert_eq!(ctx_jit, ctx_ref, "case {case}: context\n{blk}");
         assert_eq!(w_jit.ram, w_ref.ram, "case {case}: RAM\n{blk}");
         exits += u32::from(out.exit.is_some());
+        loops += env.loops;
         slow += w_jit.slow_calls;
     }
     // The generator must exercise exits and both memory paths.
     assert!(exits > 300, "{exits} exits");
     assert!(slow > 300, "{slow} slow calls");
     assert!(jit.stats().blocks >= 1500);
+    assert!(loops > 1000, "{loops} back-edges");
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn info_jit(cpu: &ailuro_x86::Cpu) -> String {
          compiled blocks: {} ({} guest instructions, {} bytes of host code)\n\
          compile time: {:.3} s\n\
          instructions run compiled: {} of {} ({:.1}%)\n\
-         compiled blocks run: {}, left early: {}\n\
+         compiled blocks run: {} (of which loop iterations in compiled code: {}), left early: {}\n\
          code cache flushes: {}\n",
         s.blocks_compiled,
         s.guest_insns_compiled,
@@ -111,6 +111,7 @@ fn info_jit(cpu: &ailuro_x86::Cpu) -> String {
         total,
         100.0 * s.insns_compiled as f64 / total as f64,
         s.blocks_run,
+        s.loop_iterations,
         s.side_exits,
         s.flushes
     )

@@ -103,6 +103,8 @@ pub struct JitStats {
     pub insns_compiled: u64,
     /// Blocks that left through an exit stub.
     pub side_exits: u64,
+    /// Iterations looping blocks ran without returning to the dispatcher.
+    pub loop_iterations: u64,
     /// Blocks compiled, guest instructions in them, host code bytes.
     pub blocks_compiled: u64,
     pub guest_insns_compiled: u64,
@@ -235,7 +237,7 @@ impl Cpu {
 
     /// The mode facts compiled code depends on, or None where nothing is compiled (real mode,
     /// VM86, 16-bit code, a CS that is not flat).
-    fn jit_mode(&self) -> Option<u32> {
+    pub(crate) fn jit_mode(&self) -> Option<u32> {
         let mut m = 0;
         if self.long64() {
             m |= JitMode::LONG;
@@ -350,8 +352,13 @@ impl Cpu {
                 self.block_start = false;
                 self.blocks += 1;
             }
-            let code = self.jit_call(b, f);
-            eng.stats.blocks_run += 1;
+            // Looping blocks iterate inside compiled code up to `stop_at` (not while blocks are
+            // counted for a plugin: each iteration is a block start).
+            let budget = if count_blocks { 0 } else { self.stop_at };
+            let (code, loops) = self.jit_call(b, f, budget);
+            eng.stats.blocks_run += 1 + loops;
+            eng.stats.loop_iterations += loops;
+            eng.stats.insns_compiled += loops * u64::from(slot.n);
             if code == 0 {
                 self.s.icount += u64::from(slot.n);
                 eng.stats.insns_compiled += u64::from(slot.n);
@@ -426,7 +433,7 @@ impl Cpu {
     }
 
     /// Call compiled block `f` with this CPU's state and memory.
-    fn jit_call<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, f: BlockFn) -> u32 {
+    fn jit_call<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, f: BlockFn, budget: u64) -> (u32, u64) {
         let cpu: *mut Cpu = self;
         let mut call = Call::<P> { cpu, bus: b, _life: std::marker::PhantomData };
         // SAFETY: the pointers come from live exclusive borrows held for the whole call; the
@@ -444,6 +451,8 @@ impl Cpu {
                 slow_load: slow_load::<P>,
                 slow_store: slow_store::<P>,
                 failed: 0,
+                budget,
+                loops: 0,
                 owner: (&mut call as *mut Call<'_, '_, P>).cast(),
             };
             #[cfg(test)]
@@ -452,7 +461,8 @@ impl Cpu {
                 env.ram_size = 0;
             }
             let ctx: *mut u8 = (&mut cpu.s as *mut crate::State).cast();
-            f(ctx, &mut env)
+            let code = f(ctx, &mut env);
+            (code, env.loops)
         }
     }
 

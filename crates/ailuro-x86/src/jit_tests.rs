@@ -588,3 +588,48 @@ fn one_block_serves_every_virtual_address_of_its_page() {
     // EDX summed return addresses through both mappings.
     assert_ne!(j.cpu.gpr(Gpr::Rdx), 0);
 }
+
+#[test]
+fn a_tight_loop_iterates_inside_compiled_code_and_stops_exactly() {
+    // One block that branches to its own start: it iterates inside compiled code, and still
+    // stops at any instruction count and takes an interrupt at any boundary.
+    let make = || {
+        let mut e = Env::flat(|a: &mut CodeAssembler| {
+            let mut top = a.create_label();
+            a.sti()?;
+            a.mov(ecx, 5000)?;
+            a.set_label(&mut top)?;
+            a.mov(eax, esi)?;
+            a.shl(eax, 13)?;
+            a.xor(esi, eax)?;
+            a.add(dword_ptr(0x40_0000), esi)?;
+            a.imul_3(edx, esi, 33)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            a.hlt()
+        });
+        e.cpu.set_gpr(Gpr::Rsi, 0x1234_5678);
+        e
+    };
+    for (seed, chunk) in [(1, 1 << 20), (2, 1000), (3, 9)] {
+        let j = compare(&make, seed, chunk, "tight loop");
+        let st = j.cpu.jit_stats();
+        // With stops every few instructions the whole loop rarely fits before the next one.
+        if chunk >= 1000 {
+            assert!(st.insns_compiled > j.cpu.icount() * 9 / 10, "{st:?}");
+            assert!(st.loop_iterations > 100, "iterations without the dispatcher: {st:?}");
+        }
+    }
+    for x in (1000..1400).step_by(7) {
+        let mut i = make();
+        let mut j = make();
+        jit_on(&mut j);
+        for e in [&mut i, &mut j] {
+            e.p.vector = 0x41;
+            assert_eq!(run_to(e, x), RunExit::Limit);
+            e.cpu.set_intr(true);
+            assert_eq!(run_to(e, x + 10), RunExit::Halted);
+        }
+        same(&i, &j, &format!("interrupt at {x} in a compiled loop"));
+    }
+}

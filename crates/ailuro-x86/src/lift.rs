@@ -95,6 +95,7 @@ const fn reg_off(r: usize) -> u32 {
     (offset_of!(State, regs) + 8 * r) as u32
 }
 const RIP: u32 = offset_of!(State, rip) as u32;
+const ICOUNT: u32 = offset_of!(State, icount) as u32;
 const LAZY_OP: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, op)) as u32;
 const LAZY_A: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, a)) as u32;
 const LAZY_B: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, b)) as u32;
@@ -1172,7 +1173,7 @@ impl Lifter {
         let mut n = 0u32;
         let mut end = None;
         let mut next = 0;
-        let Some(first) = insns.first() else { return None };
+        let first = insns.first()?;
         self.pc0 = first.1;
         self.rip0 = Some(self.b.get(Ty::I64, RIP));
         for (u, eip, len) in insns {
@@ -1191,6 +1192,17 @@ impl Lifter {
             return None;
         }
         let ends_block = end.is_some();
+        // A branch back to the block's own start (a tight loop): the block may run its next
+        // iteration directly, unless it reads flags left pending by the previous iteration
+        // (only the dispatcher folds them).
+        let last = &insns[n as usize - 1];
+        if ends_block
+            && !self.reads_flags
+            && matches!(last.0.kind, Kind::Jcc | Kind::Jmp)
+            && self.rel_target(last.1, last.0.imm) == self.pc0
+        {
+            self.b.set_loop_back(ailuro_ir::LoopBack { pc_off: RIP, icount_off: ICOUNT });
+        }
         let rip = match end {
             Some(v) => v,
             None => self.at(next),
