@@ -111,6 +111,9 @@ pub struct ReplaySummary {
     pub log_bytes: u64,
     /// How the recording ended (from its trailer), reproduced by the replay.
     pub end_reason: Option<ailuro_rr::EndReason>,
+    /// The engine that ran the replay, and the translator's counters.
+    pub engine: Engine,
+    pub jit: ailuro_x86::JitStats,
 }
 
 /// How a recording's end reason reads in a replay summary.
@@ -146,6 +149,16 @@ impl ReplaySummary {
         if let Some(r) = self.end_reason {
             s += &format!("recording ended by: {}\n", describe_end(r));
         }
+        s += &match self.engine {
+            Engine::Interpreter => "engine: interpreter\n".to_string(),
+            Engine::Jit => format!(
+                "engine: jit, {} blocks compiled in {:.3} s ({:.1}% of the replay), {:.1}% of instructions run compiled\n",
+                self.jit.blocks_compiled,
+                self.jit.compile_ns as f64 / 1e9,
+                if self.seconds > 0.0 { 100.0 * self.jit.compile_ns as f64 / 1e9 / self.seconds } else { 0.0 },
+                100.0 * self.jit.insns_compiled as f64 / self.instructions.max(1) as f64
+            ),
+        };
         s += "events:\n";
         for k in 0..self.stats.count.len() {
             if self.stats.count[k] > 0 {
@@ -1183,6 +1196,8 @@ impl Machine {
             final_hash: hash,
             log_bytes: std::fs::metadata(ailuro_rr::recording_paths(&rp.name).1).map(|m| m.len()).unwrap_or(0),
             end_reason: rp.end_reason,
+            engine: self.cpu.engine(),
+            jit: self.cpu.jit_stats(),
         }))
     }
 

@@ -352,10 +352,13 @@ impl Cpu {
                 self.block_start = false;
                 self.blocks += 1;
             }
-            // Looping blocks iterate inside compiled code up to `stop_at` (not while blocks are
-            // counted for a plugin: each iteration is a block start).
-            let budget = if count_blocks { 0 } else { self.stop_at };
-            let (code, loops) = self.jit_call(b, f, budget);
+            // Looping blocks iterate inside compiled code up to `stop_at`.
+            let (code, loops) = self.jit_call(b, f, self.stop_at);
+            if count_blocks {
+                // Every further iteration started a block (the previous one ended with the
+                // branch back), as the interpreter would have counted.
+                self.blocks += loops;
+            }
             eng.stats.blocks_run += 1 + loops;
             eng.stats.loop_iterations += loops;
             eng.stats.insns_compiled += loops * u64::from(slot.n);
