@@ -97,7 +97,11 @@ fn termination_signals_finish_the_recording_like_quit() {
     let dir = tmpdir("signals");
     for (sig, num) in [(libc::SIGINT, 2), (libc::SIGTERM, 15), (libc::SIGHUP, 1)] {
         let rec = dir.join(format!("sig{num}"));
+        // Enough iterations that the guest is still running when the signal comes, even
+        // compiled (~2,000 MIPS: 40e9 instructions).
+        let long_run = ["-append", "iters=2000000000"];
         let mut child = emu(&["-m", "8", "-kernel", s(&guest("cpubound")), "-display", "none", "-record", s(&rec)])
+            .args(long_run)
             .spawn()
             .unwrap();
         // The guest prints its banner first: then the recording is under way.
@@ -194,6 +198,7 @@ fn a_recording_that_cannot_be_finished_exits_non_zero() {
     let sock = dir.join("mon.sock");
     let rec = dir.join("r");
     let mut child = emu(&["-m", "8", "-kernel", s(&guest("cpubound")), "-display", "none", "-S"])
+        .args(["-append", "iters=2000000000"])
         .args(["-monitor", &format!("unix:{},server,nowait", s(&sock))])
         .env("LD_PRELOAD", &lib)
         .env("AILURO_TEST_DISK_FULL", &flag)
