@@ -111,7 +111,7 @@ pub fn eval_with_budget(
     let in_ctx = |ctx: &[u8], off: u32| (off as usize).checked_add(8).is_some_and(|e| e <= ctx.len());
     let entry_pc = match block.loop_back {
         Some(lb) if in_ctx(ctx, lb.pc_off) && in_ctx(ctx, lb.icount_off) => Some(ctx_read(ctx, lb.pc_off, Ty::I64)),
-        Some(_) => return Err(IrError::BadExit(crate::ExitId(u32::MAX))),
+        Some(lb) => return Err(IrError::BadOffset(lb.pc_off.max(lb.icount_off))),
         None => None,
     };
     loop {
@@ -155,14 +155,14 @@ fn step(
         Op::Const { v: c, .. } => c,
         Op::Get { ty: t, off } => {
             if !in_ctx(off, t) {
-                return Err(IrError::BadValue(v));
+                return Err(IrError::BadOffset(off));
             }
             ctx_read(ctx, off, t)
         }
         Op::Put { off, v: x } => {
             let t = ty(x);
             if !in_ctx(off, t) {
-                return Err(IrError::BadValue(v));
+                return Err(IrError::BadOffset(off));
             }
             ctx_write(ctx, off, t, g(x));
             0

@@ -252,6 +252,8 @@ pub enum IrError {
     TypeMismatch(Val),
     #[error("exit {0:?} out of range")]
     BadExit(ExitId),
+    #[error("context offset {0} out of range")]
+    BadOffset(u32),
 }
 
 /// Where newly built operations go.
@@ -429,13 +431,7 @@ impl Block {
                 | Op::Zext { a, .. }
                 | Op::Sext { a, .. }
                 | Op::Trunc { a, .. } => check(defined, a)?,
-                Op::Bin { op, a, b } => {
-                    check(defined, a)?;
-                    check(defined, b)?;
-                    let _ = op;
-                    same(a, b)?;
-                }
-                Op::Cmp { a, b, .. } => {
+                Op::Bin { a, b, .. } | Op::Cmp { a, b, .. } => {
                     check(defined, a)?;
                     check(defined, b)?;
                     same(a, b)?;
@@ -510,11 +506,6 @@ impl Block {
             visit(&mut defined, v)?;
         }
         Ok(())
-    }
-
-    /// Number of operations on the main path.
-    pub fn main_len(&self) -> usize {
-        self.main.len()
     }
 }
 

@@ -110,7 +110,7 @@ pub(crate) struct Uop {
 pub(crate) const NONE: u8 = 0xff;
 /// `base` of a RIP-relative memory operand (`disp` is then relative to the instruction start).
 pub(crate) const RIPREL: u8 = 0xfe;
-pub(crate) const ALU_TEST: u8 = 8;
+const ALU_TEST: u8 = 8;
 
 /// AL, CL, DL, BL (low bytes of the first four GPRs).
 fn gpr8lo(r: Register) -> Option<u8> {

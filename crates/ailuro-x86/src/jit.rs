@@ -176,10 +176,9 @@ fn slot_of(pa: u64, mode: u32) -> usize {
 }
 
 /// What the helpers need: the CPU and the bus of the running `run` call.
-struct Call<'a, 'b, P: Platform + ?Sized> {
+struct Call<'a, P: Platform + ?Sized> {
     cpu: *mut Cpu,
     bus: *mut Bus<'a, P>,
-    _life: std::marker::PhantomData<&'b ()>,
 }
 
 /// # Safety
@@ -188,7 +187,7 @@ struct Call<'a, 'b, P: Platform + ?Sized> {
 unsafe extern "C" fn slow_load<P: Platform + ?Sized>(env: *mut MemEnv, addr: u64, size: u32, acc: u32) -> u64 {
     // SAFETY: see the function's contract; the CPU and bus are not otherwise borrowed while
     // compiled code runs.
-    let (env, call) = unsafe { (&mut *env, &mut *(*env).owner.cast::<Call<'_, '_, P>>()) };
+    let (env, call) = unsafe { (&mut *env, &mut *(*env).owner.cast::<Call<'_, P>>()) };
     let (cpu, b) = unsafe { (&mut *call.cpu, &mut *call.bus) };
     match cpu.jit_access(b, addr, size, acc as u8, None) {
         Some(v) => {
@@ -206,7 +205,7 @@ unsafe extern "C" fn slow_load<P: Platform + ?Sized>(env: *mut MemEnv, addr: u64
 /// As [`slow_load`].
 unsafe extern "C" fn slow_store<P: Platform + ?Sized>(env: *mut MemEnv, addr: u64, size: u32, acc: u32, v: u64) -> u32 {
     // SAFETY: as in slow_load.
-    let call = unsafe { &mut *(*env).owner.cast::<Call<'_, '_, P>>() };
+    let call = unsafe { &mut *(*env).owner.cast::<Call<'_, P>>() };
     let (cpu, b) = unsafe { (&mut *call.cpu, &mut *call.bus) };
     u32::from(cpu.jit_access(b, addr, size, acc as u8, Some(v)).is_some())
 }
@@ -438,7 +437,7 @@ impl Cpu {
     /// Call compiled block `f` with this CPU's state and memory.
     fn jit_call<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, f: BlockFn, budget: u64) -> (u32, u64) {
         let cpu: *mut Cpu = self;
-        let mut call = Call::<P> { cpu, bus: b, _life: std::marker::PhantomData };
+        let mut call = Call::<P> { cpu, bus: b };
         // SAFETY: the pointers come from live exclusive borrows held for the whole call; the
         // TLB, RAM and code-page vectors are not reallocated while compiled code runs (helpers
         // only fill TLB entries and write RAM in place).
@@ -456,7 +455,7 @@ impl Cpu {
                 failed: 0,
                 budget,
                 loops: 0,
-                owner: (&mut call as *mut Call<'_, '_, P>).cast(),
+                owner: (&mut call as *mut Call<'_, P>).cast(),
             };
             #[cfg(test)]
             if cpu.jit_chaos != 0 {
@@ -578,35 +577,22 @@ impl Cpu {
             // The walk's accessed/dirty-bit writes hit a page holding code.
             return None;
         }
-        match store {
-            None => {
-                if let Some(off) = b.ram.offset_of(pa, n) {
-                    let mut v = [0u8; 8];
-                    v[..size as usize].copy_from_slice(&b.ram.as_slice()[off..off + size as usize]);
-                    return Some(u64::from_le_bytes(v));
-                }
-                let bytes = b.ram.rom_at(pa, n)?;
-                Some(bytes.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
-            }
-            Some(v) => {
-                if let Some(off) = b.ram.offset_of(pa, n) {
-                    if self.icache.mark.get(off >> 12).copied().unwrap_or(false) {
-                        return None;
-                    }
-                    b.ram.as_mut_slice()[off..off + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize]);
-                    return Some(0);
-                }
-                // Writes to ROM are dropped; anything else is a device.
-                b.ram.rom_at(pa, n).map(|_| 0)
-            }
+        // RAM or ROM only (a device access is the interpreter's: it is a Platform call), and
+        // no store into a page holding translated code (the interpreter invalidates).
+        let ram_off = b.ram.offset_of(pa, n);
+        if ram_off.is_none() && b.ram.rom_at(pa, n).is_none() {
+            return None;
         }
-    }
-}
-
-impl Drop for JitEngine {
-    fn drop(&mut self) {
-        if std::env::var_os("AILURO_JIT_DEBUG").is_some() {
-            eprintln!("jit: {:?}", self.stats());
+        match store {
+            None => Some(self.phys_read(b, pa, size)),
+            Some(v) => {
+                if ram_off.is_some_and(|off| self.icache.mark.get(off >> 12).copied().unwrap_or(false)) {
+                    return None;
+                }
+                // Writes to ROM are dropped by `phys_write`, as on the hardware.
+                self.phys_write(b, pa, size, v);
+                Some(0)
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ use std::mem::offset_of;
 
 use ailuro_ir::{BinOp, Block, Builder, CmpOp, ExitId, Ty, UnOp, Val};
 
-use crate::fast::{Kind, Uop, ALU_TEST, NONE, RIPREL};
+use crate::fast::{Kind, Uop, NONE, RIPREL};
 use crate::mem::{PERM_SW, PERM_UR, PERM_UW};
 use crate::{Segment, State, AF, CF, OF, PF, SF, ZF};
 
@@ -220,7 +220,7 @@ impl Lifter {
     }
 
     /// Can `u` be lifted in this mode? (Checked before anything is emitted for it.)
-    pub fn supported(&self, u: &Uop, eip: u64, len: u64) -> bool {
+    pub fn supported(&self, u: &Uop) -> bool {
         let mem = matches!(
             u.kind,
             Kind::MovRM
@@ -256,7 +256,6 @@ impl Lifter {
         if !u.liftable() {
             return false;
         }
-        let _ = (eip, len);
         true
     }
 
@@ -874,7 +873,8 @@ impl Lifter {
         let next = if self.long { eip.wrapping_add(len) } else { (eip + len) & 0xffff_ffff };
         let ty = Self::opnd_ty(u);
         let wb = ty.bytes();
-        let alu_writes = |op: u8| op < 7 && op != ALU_TEST;
+        // 7 = CMP and 8 = TEST (`fast::ALU_TEST`) only set flags.
+        let alu_writes = |op: u8| op < 7;
         match u.kind {
             Kind::Generic | Kind::Nop | Kind::ShiftRCl => {}
             Kind::MovRR => {
@@ -1177,7 +1177,7 @@ impl Lifter {
         self.pc0 = first.1;
         self.rip0 = Some(self.b.get(Ty::I64, RIP));
         for (u, eip, len) in insns {
-            if !self.supported(u, *eip, *len) {
+            if !self.supported(u) {
                 break;
             }
             self.k = n;
