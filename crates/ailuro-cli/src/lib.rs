@@ -81,6 +81,7 @@ fn run(prog: &str, arch: GuestArch, args: &[String]) -> Result<i32, String> {
         sleep: o.sleep.unwrap_or(true),
         start_paused: o.start_paused,
         engine: o.engine.unwrap_or_default(),
+        jit_hot: o.jit_hot,
     };
 
     let machine = if let Some(name) = &o.replay {

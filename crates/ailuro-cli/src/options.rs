@@ -81,6 +81,8 @@ pub struct Options {
     pub debugcon_iobase: Option<u16>,
     /// `-accel jit|tcg|interp`: execution engine (None: the default, the translator).
     pub engine: Option<ailuro_machine::Engine>,
+    /// `-accel jit,hot=N`: dispatches of a block before it is compiled.
+    pub jit_hot: Option<u16>,
     /// `-h`/`-help`.
     pub help: bool,
     /// `-version`.
@@ -111,9 +113,11 @@ pub fn usage(prog: &str) -> String {
                           device's output here
   -monitor stdio|unix:PATH,server,nowait|none
   -S                      start paused (use 'cont' on the monitor)
-  -accel jit|tcg|interp   execution engine: hot code compiled to host code (jit, default; tcg is
+  -accel jit|tcg|interp[,hot=N]
+                          execution engine: hot code compiled to host code (jit, default; tcg is
                           accepted as its name) or the interpreter alone; a recording made with
-                          either replays with either
+                          either replays with either. hot=N: compile a block once it has been
+                          reached N times (1-65535, default 8192)
   -no-reboot              exit instead of rebooting
   -record NAME[,overwrite=on]
                           record from the first instruction to the end of the run
@@ -282,6 +286,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         debugcon: None,
         debugcon_iobase: None,
         engine: None,
+        jit_hot: None,
         help: false,
         version: false,
     };
@@ -325,16 +330,24 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             "S" => o.start_paused = true,
             "accel" => {
                 let v = value(name)?;
-                // QEMU spells the engine `-accel NAME[,PROP=VALUE...]`; no property applies here.
+                // QEMU spells the engine `-accel NAME[,PROP=VALUE...]`.
                 let (engine, props) = v.split_once(',').unwrap_or((&v, ""));
-                if !props.is_empty() {
-                    return Err(format!("-accel {v}: no accelerator properties are supported"));
-                }
-                o.engine = Some(match engine {
+                let engine = match engine {
                     "jit" | "tcg" => ailuro_machine::Engine::Jit,
                     "interp" | "interpreter" => ailuro_machine::Engine::Interpreter,
                     _ => return Err(format!("-accel {v}: unknown engine (jit, tcg = jit, or interp)")),
-                });
+                };
+                for prop in props.split(',').filter(|p| !p.is_empty()) {
+                    match prop.split_once('=') {
+                        Some(("hot", n)) if engine == ailuro_machine::Engine::Jit => {
+                            o.jit_hot = Some(n.parse::<u16>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                                format!("-accel {v}: hot={n}: expected a number of dispatches from 1 to 65535")
+                            })?);
+                        }
+                        _ => return Err(format!("-accel {v}: unknown property {prop} (the translator takes hot=N)")),
+                    }
+                }
+                o.engine = Some(engine);
             }
             "no-reboot" => o.no_reboot = true,
             "replay" => {
@@ -506,6 +519,19 @@ mod tests {
         assert!(p("-device e1000").is_err());
         assert!(p("-rtc base=2020-13-01").is_err());
         assert!(p("kernel").is_err());
+        assert!(p("-accel kvm").unwrap_err().contains("unknown engine"));
+        assert!(p("-accel jit,hot=0").unwrap_err().contains("1 to 65535"));
+        assert!(p("-accel jit,hot=70000").unwrap_err().contains("1 to 65535"));
+        assert!(p("-accel jit,thread=multi").unwrap_err().contains("unknown property"));
+        assert!(p("-accel interp,hot=4").unwrap_err().contains("unknown property"));
+    }
+
+    #[test]
+    fn parses_the_engine_and_its_tiering_threshold() {
+        let o = p("-accel tcg,hot=16").unwrap();
+        assert_eq!((o.engine, o.jit_hot), (Some(ailuro_machine::Engine::Jit), Some(16)));
+        let o = p("-accel interp").unwrap();
+        assert_eq!((o.engine, o.jit_hot), (Some(ailuro_machine::Engine::Interpreter), None));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub fn record_guest(kernel: &[u8], name: &Path) -> Result<(), String> {
     let mut m = Machine::new_live(
         machine_config(4),
         Some(boot),
-        RunOptions { sleep: false, start_paused: false, engine: Default::default() },
+        RunOptions { sleep: false, start_paused: false, engine: Default::default(), jit_hot: None },
     )?;
     m.begin_record(name, true)?;
     let mut host = ChannelHost::new(None, |_: &[u8]| {}, |_: &str| {});

@@ -628,7 +628,8 @@ impl Target for MonitorTarget {
             return Err("fuzz harness: bundled guest hello not built".into());
         };
         let boot = ailuro_machine::BootImage { kernel: kernel.clone(), modules: vec![] };
-        let opts = ailuro_machine::RunOptions { sleep: false, start_paused: true, engine: Default::default() };
+        let opts =
+            ailuro_machine::RunOptions { sleep: false, start_paused: true, engine: Default::default(), jit_hot: None };
         let mut m = ailuro_machine::Machine::new_live(corpus::machine_config(4), Some(boot), opts)?;
         let mut host = ailuro_machine::ChannelHost::new(None, |_: &[u8]| {}, |_: &str| {});
         let text = String::from_utf8_lossy(input);
@@ -866,7 +867,8 @@ impl Target for ReplayTarget {
     }
     fn run(&self, input: &[u8], ctx: &mut Ctx) -> Result<(), String> {
         let name = write_pair(input, ctx)?;
-        let opts = ailuro_machine::RunOptions { sleep: false, start_paused: false, engine: Default::default() };
+        let opts =
+            ailuro_machine::RunOptions { sleep: false, start_paused: false, engine: Default::default(), jit_hot: None };
         let mut m = ailuro_machine::Machine::new_replay(&name, opts, ailuro_machine::GuestArch::I386)?;
         if input.len().is_multiple_of(4) {
             let mut host = ailuro_machine::ChannelHost::new(None, |_: &[u8]| {}, |_: &str| {});

@@ -62,7 +62,7 @@ impl Compiler {
         // optimizer and the backtracking register allocator would gain (measured on the Linux
         // boot: speed + backtracking took ~3x the compile time of none + single_pass).
         set(&mut fb, "opt_level", "none")?;
-        set(&mut fb, "regalloc_algorithm", "single_pass")?;
+        set(&mut fb, "regalloc_algorithm", "backtracking")?;
         set(&mut fb, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
         let isa = cranelift_native::builder()
             .map_err(|e| JitError::Host(e.to_string()))?

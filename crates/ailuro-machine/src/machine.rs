@@ -48,6 +48,8 @@ pub struct RunOptions {
     /// Execution engine (`-accel`). Not part of a recording: either engine replays a
     /// recording made with either.
     pub engine: Engine,
+    /// Translator tiering: dispatches of a block before it is compiled (None: the default).
+    pub jit_hot: Option<u16>,
 }
 
 /// Why [`Machine::run`] returned.
@@ -152,11 +154,19 @@ impl ReplaySummary {
         s += &match self.engine {
             Engine::Interpreter => "engine: interpreter\n".to_string(),
             Engine::Jit => format!(
-                "engine: jit, {} blocks compiled in {:.3} s ({:.1}% of the replay), {:.1}% of instructions run compiled\n",
+                "engine: jit, {} blocks ({} guest instructions, {} KiB of host code) compiled in {:.3} s ({:.1}% of the replay), {:.1}% of instructions run compiled\n",
                 self.jit.blocks_compiled,
+                self.jit.guest_insns_compiled,
+                self.jit.code_bytes / 1024,
                 self.jit.compile_ns as f64 / 1e9,
                 if self.seconds > 0.0 { 100.0 * self.jit.compile_ns as f64 / 1e9 / self.seconds } else { 0.0 },
                 100.0 * self.jit.insns_compiled as f64 / self.instructions.max(1) as f64
+            ) + &format!(
+                "  {} compiled blocks run ({:.1} instructions each), {} through a remembered successor, {} left early\n",
+                self.jit.blocks_run,
+                self.jit.insns_compiled as f64 / self.jit.blocks_run.max(1) as f64,
+                self.jit.linked,
+                self.jit.side_exits
             ),
         };
         s += "events:\n";
@@ -328,6 +338,7 @@ impl Machine {
         map_firmware(&mut ram, &board)?;
         let mut cpu = Cpu::new(cpu_config(config.arch));
         cpu.set_engine(opts.engine);
+        cpu.set_jit_hot_threshold(opts.jit_hot);
         let mut m = Machine {
             cpu,
             ram,
@@ -355,6 +366,7 @@ impl Machine {
     pub fn new_replay(name: &Path, opts: RunOptions, expect_arch: GuestArch) -> Result<Self, String> {
         let (config, mut cpu, mut ram, tap, replay) = rrfiles::open_replay(name, expect_arch)?;
         cpu.set_engine(opts.engine);
+        cpu.set_jit_hot_threshold(opts.jit_hot);
         let replay = replay_state(name, replay, &mut ram)?;
         Ok(Machine {
             config,
@@ -532,6 +544,7 @@ impl Machine {
         }
         let (config, mut cpu, mut ram, tap, replay) = rrfiles::open_replay(name, self.config.arch)?;
         cpu.set_engine(self.opts.engine);
+        cpu.set_jit_hot_threshold(self.opts.jit_hot);
         self.mode = Mode::Replay(Box::new(replay_state(name, replay, &mut ram)?));
         self.config = config;
         self.cpu = cpu;

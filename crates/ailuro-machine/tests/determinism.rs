@@ -39,7 +39,7 @@ fn tmp(tag: &str) -> PathBuf {
 fn live_runs_without_input_are_deterministic() {
     for g in ["timer", "apic", "clock"] {
         let (config, image) = boot(g, "");
-        let opts = RunOptions { sleep: false, start_paused: false, engine: Default::default() };
+        let opts = RunOptions { sleep: false, start_paused: false, engine: Default::default(), jit_hot: None };
         let mut a = Machine::new_live(config.clone(), Some(image.clone()), opts.clone()).unwrap();
         let mut b = Machine::new_live(config, Some(image), opts).unwrap();
         let (sa, ca, na, ha) = run(&mut a);
@@ -57,7 +57,7 @@ fn record_then_replay_reaches_the_same_state() {
     let mut live = Machine::new_live(
         config,
         Some(image),
-        RunOptions { sleep: false, start_paused: false, engine: Default::default() },
+        RunOptions { sleep: false, start_paused: false, engine: Default::default(), jit_hot: None },
     )
     .unwrap();
     let name = dir.join("paging");

@@ -409,11 +409,15 @@ impl Uop {
     }
 
     fn try_build(i: &Instruction, md: Mode) -> Option<Uop> {
+        let m = i.mnemonic();
+        // PAUSE is F3 90: the REP prefix is its encoding (spin-wait loops run it constantly).
+        if m == M::Pause && !i.has_lock_prefix() {
+            return Some(Uop { base: NONE, index: NONE, long: md.long, kind: Kind::Nop, ..Uop::default() });
+        }
         if i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
             return None;
         }
         let mut u = Uop { base: NONE, index: NONE, long: md.long, ..Uop::default() };
-        let m = i.mnemonic();
         let n = i.op_count();
         let k0 = if n > 0 { i.op0_kind() } else { OpKind::Register };
         let k1 = if n > 1 { i.op1_kind() } else { OpKind::Register };
@@ -431,7 +435,9 @@ impl Uop {
             Some(())
         };
         match m {
-            M::Nop => u.kind = Kind::Nop,
+            // Fences order memory for other agents; with one CPU and no concurrent DMA they do
+            // nothing (the interpreter's generic path treats them the same way).
+            M::Nop | M::Lfence | M::Mfence | M::Sfence => u.kind = Kind::Nop,
             M::Mov => {
                 if n != 2 {
                     return None;

@@ -69,9 +69,12 @@ pub(crate) const LAZY_ROR: u64 = 14;
 /// `a` is the result, `extra` the overflow bit.
 pub(crate) const LAZY_IMUL: u64 = 15;
 
-/// Dispatches from a block start before it is compiled (a boot runs much code a few dozen
-/// times; compiling it would cost more than interpreting it).
-const HOT: u16 = 256;
+/// Dispatches from a block start before it is compiled. Cranelift takes ~0.2-0.5 ms per block
+/// (as long as interpreting ~10,000 instructions), and a boot runs much code only a few
+/// thousand times: measured on the i386 Linux replay (docs/BENCHMARKS.md), 256 compiled 87,000
+/// blocks in 13 s of a 69 s run; 8192 compiles 6,300 in 1-2 s and still runs 91% of the
+/// instructions compiled (the best whole-run time of 256-60000).
+pub const DEFAULT_HOT: u16 = 8192;
 /// Direct-mapped block table.
 const SLOTS: usize = 1 << 15;
 /// Longest block (guest instructions).
@@ -94,6 +97,19 @@ struct Slot {
 
 const EMPTY: Slot = Slot { pa: 0, mode: 0, gen: 0, f: None, n: 0, ends_block: false, reads_flags: false, used: false };
 
+/// A remembered successor of a block on the same physical page: the next block found without
+/// the table lookup. Valid while its page's generation is the one it was compiled at (then
+/// its code is the block of that physical address: the page did not change since) and its
+/// mode is the running one; which block stored it does not matter.
+#[derive(Clone, Copy)]
+struct Link {
+    s: Slot,
+    /// Its index in the block table.
+    k: u32,
+}
+
+const NO_LINK: Link = Link { s: EMPTY, k: 0 };
+
 /// Counters of the translating engine (reported, never guest-visible).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JitStats {
@@ -105,6 +121,8 @@ pub struct JitStats {
     pub side_exits: u64,
     /// Iterations looping blocks ran without returning to the dispatcher.
     pub loop_iterations: u64,
+    /// Blocks found as a remembered successor of the previous one (no block-table lookup).
+    pub linked: u64,
     /// Blocks compiled, guest instructions in them, host code bytes.
     pub blocks_compiled: u64,
     pub guest_insns_compiled: u64,
@@ -118,6 +136,8 @@ pub struct JitStats {
 pub(crate) struct JitEngine {
     jit: Jit,
     slots: Vec<Slot>,
+    /// Per table entry: the last two successors of its block on the same page.
+    links: Vec<[Link; 2]>,
     hot: Vec<u16>,
     flushes_seen: u64,
     stats: JitStats,
@@ -130,17 +150,17 @@ impl JitEngine {
         Some(JitEngine {
             jit,
             slots: vec![EMPTY; SLOTS],
+            links: vec![[NO_LINK; 2]; SLOTS],
             hot: vec![0; SLOTS],
             flushes_seen: 0,
             stats: JitStats::default(),
-            hot_threshold: HOT,
+            hot_threshold: DEFAULT_HOT,
         })
     }
 
-    /// Compile after `n` dispatches (tests use small loops).
-    #[cfg(test)]
+    /// Compile after `n` dispatches (at least 1).
     pub fn set_hot_threshold(&mut self, n: u16) {
-        self.hot_threshold = n;
+        self.hot_threshold = n.max(1);
     }
 
     /// Replace the code arena by a tiny one (tests of the full-cache path).
@@ -148,10 +168,12 @@ impl JitEngine {
     pub fn shrink_code_cache_for_tests(&mut self, bytes: usize) {
         self.jit = Jit::new(bytes).expect("executable memory");
         self.slots.fill(EMPTY);
+        self.links.fill([NO_LINK; 2]);
     }
 
     fn clear(&mut self) {
         self.slots.fill(EMPTY);
+        self.links.fill([NO_LINK; 2]);
         self.hot.fill(0);
         self.jit.flush();
         self.stats.flushes += 1;
@@ -218,6 +240,14 @@ impl Cpu {
             // Without executable memory or a supported host ISA the interpreter runs alone.
             Engine::Jit => self.jit.take().or_else(|| JitEngine::new().map(Box::new)),
         };
+    }
+
+    /// Compile a block once it has been dispatched `n` times (None: [`DEFAULT_HOT`]); no
+    /// effect on the interpreter. Changes only speed, never results.
+    pub fn set_jit_hot_threshold(&mut self, n: Option<u16>) {
+        if let Some(e) = self.jit.as_mut() {
+            e.set_hot_threshold(n.unwrap_or(DEFAULT_HOT));
+        }
     }
 
     /// The engine in use.
@@ -305,35 +335,39 @@ impl Cpu {
         let long = mode & JitMode::LONG != 0;
         let user = mode & JitMode::USER != 0;
         let count_blocks = b.hooks & crate::mem::BLOCK_HOOKS != 0;
+        // The block that ran last: its table index, physical page (RAM page index) and PC.
+        let mut prev: Option<(usize, u64, usize, u64)> = None;
         loop {
             let pc = self.s.rip;
-            if long && !crate::canonical(pc) {
-                return;
-            }
-            // The instruction TLB's last translation (the interpreter keeps it filled).
-            let acc = if user { ACC_U } else { 0 } | ACC_X;
-            let ftag = ((pc & 0xffff_ffff_ffff) >> 12) | (u64::from(acc & ACC_U) << 40) | crate::mem::FETCH_VALID;
-            if self.tlb.fetch_tag != ftag {
-                return;
-            }
-            let pa = self.tlb.fetch_ppage | (pc & 0xfff);
-            let Some(off) = b.ram.offset_of(pa, 1) else { return };
-            let page = off >> 12;
-            // Blocks are position-independent: the physical PC and the mode find them.
-            let k = slot_of(pa, mode);
-            let s = eng.slots[k];
-            let slot = if s.used && s.pa == pa && s.mode == mode && self.icache.gen[page] == s.gen {
-                s
-            } else {
-                let h = &mut eng.hot[k];
-                *h = h.saturating_add(1);
-                if *h < eng.hot_threshold {
-                    return;
+            // Fast path: a successor on the same page remembered by the previous block (no
+            // translation, no table lookup: the page and its generation are known).
+            let mut linked = None;
+            if let Some((k0, pa0, page0, pc0)) = prev {
+                if (pc ^ pc0) >> 12 == 0 {
+                    let pa = (pa0 & !0xfff) | (pc & 0xfff);
+                    let g = self.icache.gen[page0];
+                    linked = eng.links[k0]
+                        .iter()
+                        .find(|l| l.s.used && l.s.pa == pa && l.s.mode == mode && l.s.gen == g)
+                        .map(|l| (l.k as usize, l.s, page0));
                 }
-                *h = 0;
-                match self.jit_compile(b, eng, pc, pa, mode) {
-                    Some(s) => s,
-                    None => return,
+            }
+            let (k, slot, page) = match linked {
+                Some(x) => {
+                    eng.stats.linked += 1;
+                    x
+                }
+                None => {
+                    let Some((k, slot, page)) = self.jit_find(b, eng, pc, mode, long, user) else { return };
+                    // Remember it as a successor of the previous block (same page only).
+                    if let Some((k0, pa0, _, pc0)) = prev {
+                        if (pc ^ pc0) >> 12 == 0 && slot.f.is_some() && (slot.pa ^ pa0) >> 12 == 0 {
+                            let l = &mut eng.links[k0];
+                            l[1] = l[0];
+                            l[0] = Link { s: slot, k: k as u32 };
+                        }
+                    }
+                    (k, slot, page)
                 }
             };
             let Some(f) = slot.f else { return };
@@ -367,6 +401,7 @@ impl Cpu {
                 if slot.ends_block {
                     self.block_start = true;
                 }
+                prev = Some((k, slot.pa, page, pc));
             } else {
                 let done = u64::from(code - 1);
                 self.s.icount += done;
@@ -375,6 +410,59 @@ impl Cpu {
                 return;
             }
         }
+    }
+
+    /// The block table's entry for the block at `pc` (translating it first if the interpreter's
+    /// fetch TLB holds another page), counting toward compiling it; None: the interpreter runs
+    /// the next instruction (cold block, fault, not RAM).
+    #[inline]
+    fn jit_find<P: Platform + ?Sized>(
+        &mut self,
+        b: &mut Bus<P>,
+        eng: &mut JitEngine,
+        pc: u64,
+        mode: u32,
+        long: bool,
+        user: bool,
+    ) -> Option<(usize, Slot, usize)> {
+        if long && !crate::canonical(pc) {
+            return None;
+        }
+        // The instruction TLB's last translation (the interpreter keeps it filled).
+        let acc = if user { ACC_U } else { 0 } | ACC_X;
+        let ftag = ((pc & 0xffff_ffff_ffff) >> 12) | (u64::from(acc & ACC_U) << 40) | crate::mem::FETCH_VALID;
+        if self.tlb.fetch_tag != ftag {
+            // A branch to another page: translate as the interpreter's fetch would (the
+            // same TLB fill and accessed bits); a fault is left to the interpreter.
+            let cr2 = self.s.cr2;
+            match self.translate(b, pc, acc) {
+                Ok(pa) => {
+                    self.tlb.fetch_tag = ftag;
+                    self.tlb.fetch_ppage = pa & !0xfff;
+                }
+                Err(_) => {
+                    self.s.cr2 = cr2;
+                    return None;
+                }
+            }
+        }
+        let pa = self.tlb.fetch_ppage | (pc & 0xfff);
+        let off = b.ram.offset_of(pa, 1)?;
+        let page = off >> 12;
+        // Blocks are position-independent: the physical PC and the mode find them.
+        let k = slot_of(pa, mode);
+        let s = eng.slots[k];
+        if s.used && s.pa == pa && s.mode == mode && self.icache.gen[page] == s.gen {
+            return Some((k, s, page));
+        }
+        let h = &mut eng.hot[k];
+        *h = h.saturating_add(1);
+        if *h < eng.hot_threshold {
+            return None;
+        }
+        *h = 0;
+        let s = self.jit_compile(b, eng, pc, pa, mode)?;
+        Some((k, s, page))
     }
 
     /// Fold flags compiled code left pending into RFLAGS, with the interpreter's flag code.
@@ -526,7 +614,9 @@ impl Cpu {
             };
             slot = Slot { f, n, ends_block, reads_flags: l.reads_flags, ..slot };
         }
-        eng.slots[slot_of(pa, mode)] = slot;
+        let k = slot_of(pa, mode);
+        eng.slots[k] = slot;
+        eng.links[k] = [NO_LINK; 2];
         Some(slot)
     }
 

@@ -319,7 +319,9 @@ impl Lifter {
             return e;
         }
         let e = self.b.begin_exit(self.k, 1 + self.k);
-        self.write_back();
+        // Registers are already in the context as they were at this instruction's start
+        // (`store_through`); only flags are still pending.
+        self.write_flags();
         let rip = self.at(self.eip);
         self.b.put(RIP, rip);
         self.b.end_exit();
@@ -332,12 +334,26 @@ impl Lifter {
     /// (`Cpu::jit_fold_flags`) rather than computed here: blocks stay small and flags no one
     /// reads are never computed.
     fn write_back(&mut self) {
+        self.store_through();
+        self.write_flags();
+    }
+
+    /// Registers written by the instruction just lifted go to the context at its end, so that
+    /// an exit stub needs to write only RIP and flags: stubs stay a few operations long instead
+    /// of growing with the number of registers the block has written (the stores are cheap;
+    /// exits are rare but there is one per memory access).
+    fn store_through(&mut self) {
         for r in 0..16 {
             if self.dirty & (1 << r) != 0 {
                 let v = self.regs[r].expect("dirty registers are cached");
                 self.b.put(reg_off(r), v);
             }
         }
+        self.dirty = 0;
+    }
+
+    /// Pending flags, as an operation for the dispatcher to fold.
+    fn write_flags(&mut self) {
         let Flags::Lazy(z) = self.flags else { return };
         use crate::jit::*;
         let w = u64::from(z.ty.bytes()) << 8;
@@ -1187,6 +1203,7 @@ impl Lifter {
                 end = Some(rip);
                 break;
             }
+            self.store_through();
         }
         if n == 0 {
             return None;
