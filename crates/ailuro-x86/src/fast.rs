@@ -250,8 +250,9 @@ impl Uop {
     #[inline]
     pub(crate) fn liftable(&self) -> bool {
         match self.kind {
-            Kind::Generic | Kind::ShiftRCl => false,
-            Kind::ShiftRI => !matches!(self.op, 2 | 3),
+            Kind::Generic => false,
+            // RCL/RCR stay with the interpreter.
+            Kind::ShiftRI | Kind::ShiftRCl => !matches!(self.op, 2 | 3),
             _ => true,
         }
     }

@@ -90,7 +90,7 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let imm = y as i32;
     let disp = ((y >> 8) & 0xffc) as i32;
     let mem = dword_ptr(ebp + disp);
-    match x % 48 {
+    match x % 50 {
         0 => a.mov(d, s),
         1 => a.mov(d, imm),
         2 => a.mov(d, mem),
@@ -141,12 +141,30 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
             a.push(s)?;
             a.pop(d)
         }
+        47 | 48 => {
+            // Shifts and rotates by CL (counts 0..63: zero and masked counts included).
+            a.push(s)?;
+            a.mov(cl, (y & 0x3f) as i32)?;
+            match (y >> 8) % 5 {
+                0 => a.shl(d, cl)?,
+                1 => a.shr(d, cl)?,
+                2 => a.sar(d, cl)?,
+                3 => a.rol(d, cl)?,
+                _ => a.ror(d, cl)?,
+            }
+            // A flag consumer inside the block (or none: the flags stay pending).
+            if (y >> 16) & 1 == 0 {
+                a.setb(b8)?;
+                a.seto(cl)?;
+            }
+            a.pop(s)
+        }
         _ => {
             // A generic (interpreted) instruction in the middle of compiled code.
             a.push(s)?;
             a.mov(cl, (y & 0x3f) as i32)?;
-            a.shl(d, cl)?;
-            a.pop(d)
+            a.rcr(d, cl)?;
+            a.pop(s)
         }
     }
 }
@@ -231,7 +249,7 @@ fn insn64(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let (d, s, d32, s32) = (r64[k], r64[j], r32[k], r32[j]);
     let disp = ((y >> 20) & 0xff8) as i32;
     let imm = (y >> 32) as i32;
-    match x % 38 {
+    match x % 40 {
         0 => a.mov(d, s),
         1 => a.mov(d32, s32),
         2 => a.mov(d, imm as i64),
@@ -272,10 +290,33 @@ fn insn64(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
             a.push(s)?;
             a.pop(d)
         }
+        37 | 38 => {
+            // Shifts and rotates by CL, 64- and 32-bit (counts 0..127: masked to 6 or 5 bits).
+            a.push(s)?;
+            a.mov(cl, (y & 0x7f) as i32)?;
+            match ((y >> 8) % 5, (y >> 12) & 1 == 0) {
+                (0, true) => a.shl(d, cl)?,
+                (0, false) => a.shl(d32, cl)?,
+                (1, true) => a.shr(d, cl)?,
+                (1, false) => a.shr(d32, cl)?,
+                (2, true) => a.sar(d, cl)?,
+                (2, false) => a.sar(d32, cl)?,
+                (3, true) => a.rol(d, cl)?,
+                (3, false) => a.rol(d32, cl)?,
+                (_, true) => a.ror(d, cl)?,
+                (_, false) => a.ror(d32, cl)?,
+            }
+            if (y >> 16) & 1 == 0 {
+                a.setb(r8s[j])?;
+                a.seto(cl)?;
+            }
+            a.pop(s)
+        }
         _ => {
+            // A generic (interpreted) instruction in the middle of compiled code.
             a.push(s)?;
             a.mov(cl, (y & 0x3f) as i32)?;
-            a.shl(d, cl)?;
+            a.rcl(d, cl)?;
             a.pop(d)
         }
     }

@@ -63,6 +63,8 @@ enum CcOp {
     Sub,
     Sbb,
     Logic,
+    /// Shifts by a count known at compile time (1..width-1), or by the count in `Lazy::b`
+    /// (a shift by CL; never zero: a zero count leaves the block first) when it is 0.
     Shl(u32),
     Shr(u32),
     Sar(u32),
@@ -418,6 +420,31 @@ impl Lifter {
         self.b.zext(Ty::I64, x)
     }
 
+    /// The bit position of a shift's carry-out: `w - count` (SHL) or `count - 1` (SHR, SAR,
+    /// `w` = 0), with the count `c` known at compile time or (0) the run-time count in `z.b`.
+    fn count_minus(&mut self, z: Lazy, w: u32, c: u32) -> Val {
+        if c != 0 {
+            let n = if w != 0 { w - c } else { c - 1 };
+            return self.c(z.ty, u64::from(n));
+        }
+        if w != 0 {
+            let wv = self.c(z.ty, u64::from(w));
+            self.b.bin(BinOp::Sub, wv, z.b)
+        } else {
+            let one = self.c(z.ty, 1);
+            self.b.bin(BinOp::Sub, z.b, one)
+        }
+    }
+
+    /// Bit `n` (a run-time value of `v`'s type) of `v`, as an I64 0/1.
+    fn bit_at(&mut self, v: Val, n: Val, shift: BinOp) -> Val {
+        let ty = self.b.ty(v);
+        let x = self.b.bin(shift, v, n);
+        let one = self.c(ty, 1);
+        let x = self.b.bin(BinOp::And, x, one);
+        self.b.zext(Ty::I64, x)
+    }
+
     fn bool64(&mut self, c: Val) -> Val {
         self.b.zext(Ty::I64, c)
     }
@@ -490,12 +517,18 @@ impl Lifter {
                     self.bool64(c)
                 }
                 CcOp::Logic => zero,
-                CcOp::Shl(c) => self.bit(z.a, w - c),
-                CcOp::Shr(c) => self.bit(z.a, c - 1),
+                CcOp::Shl(c) => {
+                    // The last bit shifted out: bit (w - count) of the operand.
+                    let n = self.count_minus(z, w, c);
+                    self.bit_at(z.a, n, BinOp::Lshr)
+                }
+                CcOp::Shr(c) => {
+                    let n = self.count_minus(z, 0, c);
+                    self.bit_at(z.a, n, BinOp::Lshr)
+                }
                 CcOp::Sar(c) => {
-                    let s = self.c(z.ty, u64::from(c - 1));
-                    let x = self.b.bin(BinOp::Ashr, z.a, s);
-                    self.bit(x, 0)
+                    let n = self.count_minus(z, 0, c);
+                    self.bit_at(z.a, n, BinOp::Ashr)
                 }
                 CcOp::Rol => self.bit(z.res, 0),
                 CcOp::Ror => self.msb(z.res),
@@ -518,7 +551,8 @@ impl Lifter {
                 CcOp::Logic | CcOp::Sar(_) => zero,
                 CcOp::Shl(c) => {
                     let m = self.msb(z.res);
-                    let cf = self.bit(z.a, w - c);
+                    let n = self.count_minus(z, w, c);
+                    let cf = self.bit_at(z.a, n, BinOp::Lshr);
                     self.b.bin(BinOp::Xor, m, cf)
                 }
                 CcOp::Shr(_) => self.msb(z.a),
@@ -892,7 +926,35 @@ impl Lifter {
         // 7 = CMP and 8 = TEST (`fast::ALU_TEST`) only set flags.
         let alu_writes = |op: u8| op < 7;
         match u.kind {
-            Kind::Generic | Kind::Nop | Kind::ShiftRCl => {}
+            Kind::Generic | Kind::Nop => {}
+            Kind::ShiftRCl => {
+                let bits = ty.bits();
+                let a = self.reg_as(u.d, ty);
+                let cx = self.reg_as(1, ty);
+                let m = self.c(ty, u64::from(bits - 1));
+                let cv = self.b.bin(BinOp::And, cx, m);
+                // A zero count changes no flag (and is rare): the interpreter does that one.
+                let z = self.c(ty, 0);
+                let nz = self.b.cmp(CmpOp::Ne, cv, z);
+                let e = self.exit();
+                self.b.guard(nz, e);
+                let (op, cc) = match u.op {
+                    0 => (BinOp::Rotl, CcOp::Rol),
+                    1 => (BinOp::Rotr, CcOp::Ror),
+                    4 => (BinOp::Shl, CcOp::Shl(0)),
+                    5 => (BinOp::Lshr, CcOp::Shr(0)),
+                    _ => (BinOp::Ashr, CcOp::Sar(0)),
+                };
+                let r = self.b.bin(op, a, cv);
+                let mut kept = [None; 6];
+                if matches!(cc, CcOp::Rol | CcOp::Ror) {
+                    for f in [F_PF, F_AF, F_ZF, F_SF] {
+                        kept[f] = Some(self.flag(f));
+                    }
+                }
+                self.set_flags(Lazy { op: cc, ty, res: r, a, b: cv, extra: None, kept });
+                self.write_w(u.d, r);
+            }
             Kind::MovRR => {
                 let v = self.reg_as(u.s, ty);
                 self.write_w(u.d, v);
