@@ -917,6 +917,28 @@ impl Lifter {
     }
 
     /// Lift one instruction at `eip` of length `len`.
+    /// ROL/ROR/SHL/SHR/SAR (`u.op` 0, 1, 4, 5, 6) of register `u.d` (value `a`) by the
+    /// nonzero count `cv`; `c` is that count when known at compile time, else 0.
+    fn shift_rotate(&mut self, u: &Uop, ty: Ty, a: Val, cv: Val, c: u32) {
+        let (op, cc) = match u.op {
+            0 => (BinOp::Rotl, CcOp::Rol),
+            1 => (BinOp::Rotr, CcOp::Ror),
+            4 => (BinOp::Shl, CcOp::Shl(c)),
+            5 => (BinOp::Lshr, CcOp::Shr(c)),
+            _ => (BinOp::Ashr, CcOp::Sar(c)),
+        };
+        let r = self.b.bin(op, a, cv);
+        let mut kept = [None; 6];
+        if matches!(cc, CcOp::Rol | CcOp::Ror) {
+            // Rotates keep PF, AF, ZF and SF.
+            for f in [F_PF, F_AF, F_ZF, F_SF] {
+                kept[f] = Some(self.flag(f));
+            }
+        }
+        self.set_flags(Lazy { op: cc, ty, res: r, a, b: cv, extra: None, kept });
+        self.write_w(u.d, r);
+    }
+
     fn insn(&mut self, u: &Uop, eip: u64, len: u64) -> Flow {
         self.eip = eip;
         self.exit = None;
@@ -938,22 +960,8 @@ impl Lifter {
                 let nz = self.b.cmp(CmpOp::Ne, cv, z);
                 let e = self.exit();
                 self.b.guard(nz, e);
-                let (op, cc) = match u.op {
-                    0 => (BinOp::Rotl, CcOp::Rol),
-                    1 => (BinOp::Rotr, CcOp::Ror),
-                    4 => (BinOp::Shl, CcOp::Shl(0)),
-                    5 => (BinOp::Lshr, CcOp::Shr(0)),
-                    _ => (BinOp::Ashr, CcOp::Sar(0)),
-                };
-                let r = self.b.bin(op, a, cv);
-                let mut kept = [None; 6];
-                if matches!(cc, CcOp::Rol | CcOp::Ror) {
-                    for f in [F_PF, F_AF, F_ZF, F_SF] {
-                        kept[f] = Some(self.flag(f));
-                    }
-                }
-                self.set_flags(Lazy { op: cc, ty, res: r, a, b: cv, extra: None, kept });
-                self.write_w(u.d, r);
+                // Count 0 in the flags operation: the run-time count `cv`.
+                self.shift_rotate(u, ty, a, cv, 0);
             }
             Kind::MovRR => {
                 let v = self.reg_as(u.s, ty);
@@ -1018,22 +1026,7 @@ impl Lifter {
                     self.write_w(u.d, a);
                 } else {
                     let cv = self.c(ty, u64::from(c));
-                    let (op, cc) = match u.op {
-                        0 => (BinOp::Rotl, CcOp::Rol),
-                        1 => (BinOp::Rotr, CcOp::Ror),
-                        4 => (BinOp::Shl, CcOp::Shl(c)),
-                        5 => (BinOp::Lshr, CcOp::Shr(c)),
-                        _ => (BinOp::Ashr, CcOp::Sar(c)),
-                    };
-                    let r = self.b.bin(op, a, cv);
-                    let mut kept = [None; 6];
-                    if matches!(cc, CcOp::Rol | CcOp::Ror) {
-                        for f in [F_PF, F_AF, F_ZF, F_SF] {
-                            kept[f] = Some(self.flag(f));
-                        }
-                    }
-                    self.set_flags(Lazy { op: cc, ty, res: r, a, b: cv, extra: None, kept });
-                    self.write_w(u.d, r);
+                    self.shift_rotate(u, ty, a, cv, c);
                 }
             }
             Kind::IncM | Kind::DecM => {
