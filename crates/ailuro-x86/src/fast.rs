@@ -63,6 +63,9 @@ pub(crate) enum Kind {
     AluM8I,
     /// ALU r8 (AL..BL), imm8.
     AluR8I,
+    /// ALU r8, r8 / MOV r8, r8 (low bytes: AL..BL, and SPL.. R15B in 64-bit code).
+    AluR8R,
+    MovR8R,
     /// CALL r32 / JMP r32.
     CallR,
     JmpR,
@@ -617,6 +620,11 @@ impl Uop {
         let byte_mem = |i: &Instruction| i.memory_size().size() == 1;
         match m {
             M::Mov if i.op_count() == 2 => match (k0, k1) {
+                (OpKind::Register, OpKind::Register) => {
+                    u.d = md.reg8(i.op0_register())?;
+                    u.s = md.reg8(i.op1_register())?;
+                    u.kind = Kind::MovR8R;
+                }
                 (OpKind::Register, OpKind::Memory) => {
                     u.d = md.reg8(i.op0_register())?;
                     md.mem(&mut u, i)?;
@@ -634,6 +642,14 @@ impl Uop {
                 }
                 _ => return None,
             },
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
+                if k0 == OpKind::Register && k1 == OpKind::Register =>
+            {
+                u.d = md.reg8(i.op0_register())?;
+                u.s = md.reg8(i.op1_register())?;
+                u.op = alu_op(m)?;
+                u.kind = Kind::AluR8R;
+            }
             M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
                 if k1 == OpKind::Immediate8 =>
             {
@@ -978,6 +994,20 @@ impl Cpu {
                 if u.op < 7 {
                     self.wr(b, u.seg as usize, ea, 1, r)?;
                 }
+            }
+            Kind::AluR8R => {
+                let a = self.s.regs[u.d as usize] & 0xff;
+                let v = self.s.regs[u.s as usize] & 0xff;
+                let r = self.alu(alu_from(u.op), a, v, 1);
+                if u.op < 7 {
+                    let x = &mut self.s.regs[u.d as usize];
+                    *x = (*x & !0xff) | r;
+                }
+            }
+            Kind::MovR8R => {
+                let v = self.s.regs[u.s as usize] & 0xff;
+                let x = &mut self.s.regs[u.d as usize];
+                *x = (*x & !0xff) | v;
             }
             Kind::AluR8I => {
                 let a = self.s.regs[u.d as usize] & 0xff;

@@ -90,7 +90,7 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let imm = y as i32;
     let disp = ((y >> 8) & 0xffc) as i32;
     let mem = dword_ptr(ebp + disp);
-    match x % 50 {
+    match x % 53 {
         0 => a.mov(d, s),
         1 => a.mov(d, imm),
         2 => a.mov(d, mem),
@@ -137,6 +137,9 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
         43 => a.sete(b8),
         44 => a.seta(b8),
         45 => a.cmovs(d, s),
+        49 => a.xor(b8, lo8[(y >> 4) as usize % 4]),
+        50 => a.test(b8, lo8[(y >> 4) as usize % 4]),
+        51 => a.mov(b8, lo8[(y >> 4) as usize % 4]),
         46 => {
             a.push(s)?;
             a.pop(d)
@@ -249,7 +252,10 @@ fn insn64(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let (d, s, d32, s32) = (r64[k], r64[j], r32[k], r32[j]);
     let disp = ((y >> 20) & 0xff8) as i32;
     let imm = (y >> 32) as i32;
-    match x % 40 {
+    match x % 43 {
+        39 => a.xor(r8s[k], r8s[j]),
+        40 => a.mov(r8s[k], r8s[j]),
+        41 => a.cmp(r8s[k], r8s[j]),
         0 => a.mov(d, s),
         1 => a.mov(d32, s32),
         2 => a.mov(d, imm as i64),

@@ -1155,6 +1155,18 @@ impl Lifter {
                     self.flags = new;
                 }
             }
+            Kind::AluR8R => {
+                let a = self.reg_as(u.d, Ty::I8);
+                let v = self.reg_as(u.s, Ty::I8);
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    self.write_low8(u.d, r);
+                }
+            }
+            Kind::MovR8R => {
+                let v = self.reg_as(u.s, Ty::I8);
+                self.write_low8(u.d, v);
+            }
             Kind::AluR8I => {
                 let a = self.reg_as(u.d, Ty::I8);
                 let v = self.c(Ty::I8, u64::from(u.imm));
