@@ -117,7 +117,7 @@ pub fn usage(prog: &str) -> String {
                           execution engine: hot code compiled to host code (jit, default; tcg is
                           accepted as its name) or the interpreter alone; a recording made with
                           either replays with either. hot=N: compile a block once it has been
-                          reached N times (1-65535, default 8192)
+                          reached N times (1-65535, default {hot})
   -no-reboot              exit instead of rebooting
   -record NAME[,overwrite=on]
                           record from the first instruction to the end of the run
@@ -133,7 +133,8 @@ pub fn usage(prog: &str) -> String {
   -device pc-testdev      QEMU's test device (ports 0xe0-0xeb, IRQ lines at 0x2000-0x2017,
                           64 KiB of memory at 0xff000000), as kvm-unit-tests use it
                           (QEMU's fw_cfg at ports 0x510/0x511 is always present, as on QEMU's pc)
-  -version, -h"
+  -version, -h",
+        hot = ailuro_machine::DEFAULT_JIT_HOT
     )
 }
 

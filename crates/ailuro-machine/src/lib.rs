@@ -17,7 +17,7 @@ mod rrfiles;
 pub mod scissors;
 pub mod tap;
 
-pub use ailuro_x86::{Engine, JitStats};
+pub use ailuro_x86::{Engine, JitStats, DEFAULT_JIT_HOT};
 pub use config::{GuestArch, MachineConfig};
 pub use host::{ChannelHost, Host, HostEvent};
 pub use machine::{hex, BootImage, Machine, ReplaySummary, RunOptions, Stop, CHECKPOINT_INTERVAL};

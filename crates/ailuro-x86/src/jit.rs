@@ -74,7 +74,7 @@ pub(crate) const LAZY_IMUL: u64 = 15;
 /// thousand times: measured on the i386 Linux replay (docs/BENCHMARKS.md), 256 compiled 87,000
 /// blocks in 13 s of a 69 s run; 8192 compiles 6,300 in 1-2 s and still runs 91% of the
 /// instructions compiled (the best whole-run time of 256-60000).
-pub const DEFAULT_HOT: u16 = 8192;
+pub const DEFAULT_JIT_HOT: u16 = 8192;
 /// Direct-mapped block table.
 const SLOTS: usize = 1 << 15;
 /// Longest block (guest instructions).
@@ -154,7 +154,7 @@ impl JitEngine {
             hot: vec![0; SLOTS],
             flushes_seen: 0,
             stats: JitStats::default(),
-            hot_threshold: DEFAULT_HOT,
+            hot_threshold: DEFAULT_JIT_HOT,
         })
     }
 
@@ -242,11 +242,11 @@ impl Cpu {
         };
     }
 
-    /// Compile a block once it has been dispatched `n` times (None: [`DEFAULT_HOT`]); no
+    /// Compile a block once it has been dispatched `n` times (None: [`DEFAULT_JIT_HOT`]); no
     /// effect on the interpreter. Changes only speed, never results.
     pub fn set_jit_hot_threshold(&mut self, n: Option<u16>) {
         if let Some(e) = self.jit.as_mut() {
-            e.set_hot_threshold(n.unwrap_or(DEFAULT_HOT));
+            e.set_hot_threshold(n.unwrap_or(DEFAULT_JIT_HOT));
         }
     }
 
@@ -266,7 +266,7 @@ impl Cpu {
 
     /// The mode facts compiled code depends on, or None where nothing is compiled (real mode,
     /// VM86, 16-bit code, a CS that is not flat).
-    pub(crate) fn jit_mode(&self) -> Option<u32> {
+    fn jit_mode(&self) -> Option<u32> {
         let mut m = 0;
         if self.long64() {
             m |= JitMode::LONG;

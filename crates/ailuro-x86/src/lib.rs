@@ -141,7 +141,7 @@ mod vm86_tests;
 
 use std::fmt::Write as _;
 
-pub use jit::{Engine, JitStats};
+pub use jit::{Engine, JitStats, DEFAULT_JIT_HOT};
 
 pub use ailuro_bus::observe::{CpuObserver, NoObserver};
 pub use ailuro_bus::{GuestRam, Platform, ProgramPoint};

@@ -412,12 +412,8 @@ impl Lifter {
 
     /// Bit `n` of `v` as an I64 0/1.
     fn bit(&mut self, v: Val, n: u32) -> Val {
-        let ty = self.b.ty(v);
-        let s = self.c(ty, u64::from(n));
-        let x = self.b.bin(BinOp::Lshr, v, s);
-        let one = self.c(ty, 1);
-        let x = self.b.bin(BinOp::And, x, one);
-        self.b.zext(Ty::I64, x)
+        let s = self.c(self.b.ty(v), u64::from(n));
+        self.bit_at(v, s, BinOp::Lshr)
     }
 
     /// The bit position of a shift's carry-out: `w - count` (SHL) or `count - 1` (SHR, SAR,
@@ -916,7 +912,6 @@ impl Lifter {
         self.c(ty, v)
     }
 
-    /// Lift one instruction at `eip` of length `len`.
     /// ROL/ROR/SHL/SHR/SAR (`u.op` 0, 1, 4, 5, 6) of register `u.d` (value `a`) by the
     /// nonzero count `cv`; `c` is that count when known at compile time, else 0.
     fn shift_rotate(&mut self, u: &Uop, ty: Ty, a: Val, cv: Val, c: u32) {
@@ -939,6 +934,7 @@ impl Lifter {
         self.write_w(u.d, r);
     }
 
+    /// Lift one instruction at `eip` of length `len`.
     fn insn(&mut self, u: &Uop, eip: u64, len: u64) -> Flow {
         self.eip = eip;
         self.exit = None;
