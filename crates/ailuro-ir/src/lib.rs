@@ -229,6 +229,8 @@ pub struct Block {
     /// The main path may run again directly (a loop that branches back to its own start):
     /// see [`LoopBack`].
     pub loop_back: Option<LoopBack>,
+    /// The main path may continue directly with another compiled block: see [`Chain`].
+    pub chain: Option<Chain>,
 }
 
 /// How a block that ends by branching to its own start runs its next iteration without
@@ -239,6 +241,19 @@ pub struct Block {
 /// then accounts for the last iteration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoopBack {
+    pub pc_off: u32,
+    pub icount_off: u32,
+}
+
+/// Where a block keeps its program counter and instruction count, so that an engine may run
+/// the next block without returning to its caller ("chaining"): after the main path (and any
+/// [`LoopBack`] iterations), if the program counter at `pc_off` is on the same 4 KiB page as
+/// at block entry and the engine knows a compiled block for that address, the block advances
+/// the count at `icount_off` by its own `guest_insns` and hands over to it. Chaining changes
+/// only who runs the next block, never what it does, so [`eval::eval`] ignores it; the engine
+/// decides which successors are safe (same page, same code generation, same mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chain {
     pub pc_off: u32,
     pub icount_off: u32,
 }
@@ -379,6 +394,11 @@ impl Builder {
     /// Let the block loop back to its start ([`LoopBack`]).
     pub fn set_loop_back(&mut self, lb: LoopBack) {
         self.b.loop_back = Some(lb);
+    }
+
+    /// Let the engine chain the block to its successors ([`Chain`]).
+    pub fn set_chain(&mut self, ch: Chain) {
+        self.b.chain = Some(ch);
     }
 
     /// Finish: the main path retires `guest_insns` instructions and returns `end_code`.

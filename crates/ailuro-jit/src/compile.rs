@@ -20,6 +20,17 @@ use crate::{JitError, MemEnv, TlbEntry, TLB_SIZE, TLB_VALID};
 pub struct CompileOpts {
     /// Virtual addresses go through the soft TLB; without paging they are physical.
     pub paging: bool,
+    /// The block's [`crate::CHAIN_CELLS`] chain cells (used when the block has an
+    /// `ailuro_ir::Chain`; null: the block never chains). The code embeds this address: the
+    /// cells must stay in place while the code can run.
+    pub cells: *const crate::ChainCell,
+}
+
+impl CompileOpts {
+    /// Options without chaining.
+    pub fn plain(paging: bool) -> CompileOpts {
+        CompileOpts { paging, cells: std::ptr::null() }
+    }
 }
 
 pub(crate) struct Compiler {
@@ -119,6 +130,8 @@ struct Lower<'a, 'b> {
     /// Program counter at entry and the main path's first block (blocks that loop back).
     entry_pc: Option<Value>,
     top: cranelift_codegen::ir::Block,
+    /// Program counter at entry of a block that chains ([`Lower::chain_end`]).
+    chain_pc: Option<Value>,
 }
 
 impl<'a, 'b> Lower<'a, 'b> {
@@ -151,6 +164,12 @@ impl<'a, 'b> Lower<'a, 'b> {
         let sig_store = fb.import_signature(ss);
         // A looping block re-enters here (after the environment loads).
         let entry_pc = block.loop_back.map(|lb| fb.ins().load(types::I64, fl, ctx, lb.pc_off as i32));
+        // A chaining block compares the final program counter with its entry value.
+        let chain = block.chain.filter(|_| !opts.cells.is_null());
+        let chain_pc = chain.map(|ch| match (block.loop_back, entry_pc) {
+            (Some(lb), Some(v)) if lb.pc_off == ch.pc_off => v,
+            _ => fb.ins().load(types::I64, fl, ctx, ch.pc_off as i32),
+        });
         let top = fb.create_block();
         fb.ins().jump(top, &[]);
         fb.switch_to_block(top);
@@ -172,6 +191,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             fl,
             entry_pc,
             top,
+            chain_pc,
         }
     }
 
@@ -209,6 +229,9 @@ impl<'a, 'b> Lower<'a, 'b> {
             self.fb.ins().jump(self.top, &[]);
             self.fb.switch_to_block(done);
         }
+        if let (Some(ch), Some(pc0)) = (self.block.chain, self.chain_pc) {
+            self.chain_end(ch, pc0);
+        }
         let code = self.fb.ins().iconst(types::I32, i64::from(self.block.end_code));
         self.fb.ins().return_(&[code]);
         // Exit stubs: their operands are main-path values that dominate every branch to them.
@@ -222,6 +245,56 @@ impl<'a, 'b> Lower<'a, 'b> {
             let code = self.fb.ins().iconst(types::I32, i64::from(self.block.exits[k].code));
             self.fb.ins().return_(&[code]);
         }
+    }
+
+    /// Hand over to a successor from the block's chain cells if the program counter is on the
+    /// entry page, matches a cell and the successor fits the budget: advance the count, store
+    /// the successor in the environment and return [`crate::CHAINED`]. Falls through (to the
+    /// normal return) otherwise.
+    fn chain_end(&mut self, ch: ailuro_ir::Chain, pc0: Value) {
+        let fl = self.fl;
+        let i64t = types::I64;
+        let pc = self.fb.ins().load(i64t, fl, self.ctx, ch.pc_off as i32);
+        let x = self.fb.ins().bxor(pc, pc0);
+        let far = self.fb.ins().ushr_imm_u(x, 12);
+        let near = self.fb.create_block();
+        let no = self.fb.create_block();
+        self.fb.ins().brif(far, no, &[], near, &[]);
+        self.fb.switch_to_block(near);
+        let lo = self.fb.ins().band_imm_u(pc, 0xfff);
+        let ic = self.fb.ins().load(i64t, fl, self.ctx, ch.icount_off as i32);
+        let ic = self.fb.ins().iadd_imm_s(ic, i64::from(self.block.guest_insns));
+        let budget = self.fb.ins().load(i64t, fl, self.env, offset_of!(MemEnv, chain_budget) as i32);
+        let cells = self.fb.ins().iconst(i64t, self.opts.cells as i64);
+        for j in 0..crate::CHAIN_CELLS {
+            let base = (j * std::mem::size_of::<crate::ChainCell>()) as i32;
+            let field = |f: usize| base + f as i32;
+            let off = self.fb.ins().load(i64t, fl, cells, field(offset_of!(crate::ChainCell, page_off)));
+            let hit = self.fb.ins().icmp(IntCC::Equal, off, lo);
+            let cand = self.fb.create_block();
+            let miss = self.fb.create_block();
+            self.fb.ins().brif(hit, cand, &[], miss, &[]);
+            self.fb.switch_to_block(cand);
+            let n = self.fb.ins().load(i64t, fl, cells, field(offset_of!(crate::ChainCell, insns)));
+            let end = self.fb.ins().iadd(ic, n);
+            let fits = self.fb.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, budget);
+            let go = self.fb.create_block();
+            self.fb.ins().brif(fits, go, &[], no, &[]);
+            self.fb.switch_to_block(go);
+            let next = self.fb.ins().load(i64t, fl, cells, field(offset_of!(crate::ChainCell, next)));
+            let id = self.fb.ins().load(i64t, fl, cells, field(offset_of!(crate::ChainCell, id)));
+            self.fb.ins().store(fl, ic, self.ctx, ch.icount_off as i32);
+            self.fb.ins().store(fl, next, self.env, offset_of!(MemEnv, next) as i32);
+            self.fb.ins().store(fl, id, self.env, offset_of!(MemEnv, cur) as i32);
+            let k = self.fb.ins().load(i64t, fl, self.env, offset_of!(MemEnv, chained) as i32);
+            let k = self.fb.ins().iadd_imm_s(k, 1);
+            self.fb.ins().store(fl, k, self.env, offset_of!(MemEnv, chained) as i32);
+            let code = self.fb.ins().iconst(types::I32, i64::from(crate::CHAINED));
+            self.fb.ins().return_(&[code]);
+            self.fb.switch_to_block(miss);
+        }
+        self.fb.ins().jump(no, &[]);
+        self.fb.switch_to_block(no);
     }
 
     fn exit_block(&mut self, e: ailuro_ir::ExitId) -> cranelift_codegen::ir::Block {

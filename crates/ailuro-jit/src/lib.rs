@@ -20,6 +20,38 @@ use ailuro_ir::Block;
 
 pub use compile::CompileOpts;
 
+/// What a block returns when it handed over to a chained successor ([`ChainCell`]): it retired
+/// all its instructions and advanced the instruction count itself; [`MemEnv::next`] is the
+/// successor to call and [`MemEnv::cur`] its identifier.
+pub const CHAINED: u32 = u32::MAX;
+
+/// Chain cells per block: the successors (on its own page) a block may continue with.
+pub const CHAIN_CELLS: usize = 2;
+
+/// A successor a compiled block may hand over to without its caller (`ailuro_ir::Chain`). The
+/// engine fills cells; a block with cells reads them at the end of its main path. An empty cell
+/// has `page_off == u64::MAX`. The engine must only store a successor that is valid whenever the
+/// block itself is (same page, same code generation, same mode), and keep cells alive and in
+/// place as long as the code that reads them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ChainCell {
+    /// The successor's code.
+    pub next: Option<BlockFn>,
+    /// Offset in its 4 KiB page of the successor's start (its program counter's low 12 bits).
+    pub page_off: u64,
+    /// Guest instructions the successor's main path retires: it is entered only if the count
+    /// after it stays within [`MemEnv::chain_budget`].
+    pub insns: u64,
+    /// The engine's identifier of the successor, stored in [`MemEnv::cur`] when it is entered.
+    pub id: u64,
+}
+
+impl ChainCell {
+    /// A cell that matches no program counter.
+    pub const EMPTY: ChainCell = ChainCell { next: None, page_off: u64::MAX, insns: 0, id: 0 };
+}
+
 /// One soft-TLB entry, as the interpreter's TLB stores it and compiled code reads it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +104,14 @@ pub struct MemEnv {
     pub budget: u64,
     /// Back-edges taken by looping blocks (the caller adds these iterations to its statistics).
     pub loops: u64,
+    /// Instruction count up to which blocks may chain (0: never chain, e.g. when every block
+    /// start must be seen by the caller).
+    pub chain_budget: u64,
+    /// Set by a block that returns [`CHAINED`]: the successor to run next and its identifier.
+    pub next: Option<BlockFn>,
+    pub cur: u64,
+    /// Hand-overs to chained successors (statistics).
+    pub chained: u64,
     /// The front end's own data for its helpers.
     pub owner: *mut std::ffi::c_void,
 }

@@ -265,11 +265,11 @@ fn compiled_blocks_match_the_reference_interpreter() {
         let budget = ic0.saturating_add(r.below(40 * u64::from(blk.guest_insns) + 1));
         let mut ctx_ref = ctx0.clone();
         let out = eval_with_budget(&blk, &mut ctx_ref, &mut w_ref, budget).unwrap();
-        let f = match jit.compile(&blk, CompileOpts { paging }).unwrap() {
+        let f = match jit.compile(&blk, CompileOpts::plain(paging)).unwrap() {
             Some(f) => f,
             None => {
                 jit.flush();
-                jit.compile(&blk, CompileOpts { paging }).unwrap().unwrap()
+                jit.compile(&blk, CompileOpts::plain(paging)).unwrap().unwrap()
             }
         };
         let mut ctx_jit = ctx0.clone();
@@ -284,6 +284,10 @@ fn compiled_blocks_match_the_reference_interpreter() {
             failed: 0,
             budget,
             loops: 0,
+            chain_budget: 0,
+            next: None,
+            cur: 0,
+            chained: 0,
             owner: (&mut w_jit as *mut World).cast(),
         };
         // SAFETY: ctx is CTX bytes (every offset the generator uses is inside), env describes
@@ -310,10 +314,10 @@ fn full_arena_asks_for_a_flush() {
     let mut full = false;
     for _ in 0..400 {
         let blk = random_block(&mut r);
-        if jit.compile(&blk, CompileOpts { paging: true }).unwrap().is_none() {
+        if jit.compile(&blk, CompileOpts::plain(true)).unwrap().is_none() {
             full = true;
             jit.flush();
-            assert!(jit.compile(&blk, CompileOpts { paging: true }).unwrap().is_some());
+            assert!(jit.compile(&blk, CompileOpts::plain(true)).unwrap().is_some());
         }
     }
     assert!(full);
@@ -329,5 +333,80 @@ fn full_arena_asks_for_a_flush() {
         b.put(0, v);
     }
     let blk = b.finish(1, 0).unwrap();
-    assert!(matches!(tiny.compile(&blk, CompileOpts { paging: true }), Err(JitError::TooBig(_))));
+    assert!(matches!(tiny.compile(&blk, CompileOpts::plain(true)), Err(JitError::TooBig(_))));
+}
+
+#[test]
+fn blocks_chain_to_successors_on_their_page_within_the_budget() {
+    let mut jit = Jit::new(1 << 20).unwrap();
+    // The successor: writes 42 at 16 and retires 4 instructions.
+    let mut b = Builder::new();
+    let v = b.iconst(Ty::I64, 42);
+    b.put(16, v);
+    b.set_chain(ailuro_ir::Chain { pc_off: 0, icount_off: 8 });
+    let succ = jit.compile(&b.finish(4, 0).unwrap(), CompileOpts::plain(true)).unwrap().unwrap();
+    // The block: sets the PC (offset 0) to `target` and retires 3 instructions; its cells live
+    // here (boxed: the code embeds their address).
+    let mut cells = Box::new([ChainCell::EMPTY; CHAIN_CELLS]);
+    let block = |jit: &mut Jit, cells: &[ChainCell; CHAIN_CELLS], target: u64| {
+        let mut b = Builder::new();
+        let v = b.iconst(Ty::I64, target);
+        b.put(0, v);
+        b.set_chain(ailuro_ir::Chain { pc_off: 0, icount_off: 8 });
+        jit.compile(&b.finish(3, 0).unwrap(), CompileOpts { paging: true, cells: cells.as_ptr() }).unwrap().unwrap()
+    };
+    let mut w = world(&mut Rng(3), true);
+    // Runs `f` with PC `pc` and count 10; returns the code, the context and the environment.
+    let run = |f: BlockFn, pc: u64, chain_budget: u64, w: &mut World| {
+        let mut ctx = vec![0u8; CTX];
+        ctx[0..8].copy_from_slice(&pc.to_le_bytes());
+        ctx[8..16].copy_from_slice(&10u64.to_le_bytes());
+        let mut env = MemEnv {
+            tlb: w.tlb.as_ptr(),
+            ram: w.ram.as_mut_ptr(),
+            ram_base: RAM_BASE,
+            ram_size: w.ram.len() as u64,
+            code_pages: w.code.as_ptr(),
+            slow_load,
+            slow_store,
+            failed: 0,
+            budget: 0,
+            loops: 0,
+            chain_budget,
+            next: None,
+            cur: 77,
+            chained: 0,
+            owner: (w as *mut World).cast(),
+        };
+        // SAFETY: the context is CTX bytes and the environment describes w's live buffers.
+        let code = unsafe { f(ctx.as_mut_ptr(), &mut env) };
+        let icount = u64::from_le_bytes(ctx[8..16].try_into().unwrap());
+        (code, icount, env.next.map(|f| f as usize), env.cur, env.chained)
+    };
+    let s = Some(succ as usize);
+    let f = block(&mut jit, &cells, 0x5123);
+    // Empty cells: a normal end; the count is the caller's to advance.
+    assert_eq!(run(f, 0x5000, 100, &mut w), (0, 10, None, 77, 0));
+    cells[1] = ChainCell { next: Some(succ), page_off: 0x123, insns: 4, id: 9 };
+    // A hit in the second cell with 10 + 3 + 4 <= 17 instructions of budget: chained.
+    assert_eq!(run(f, 0x5000, 17, &mut w), (CHAINED, 13, s, 9, 1));
+    assert_eq!(run(f, 0x5fff, 100, &mut w), (CHAINED, 13, s, 9, 1));
+    // The successor does not fit; chaining is off; the PC is on another page than at entry.
+    assert_eq!(run(f, 0x5000, 16, &mut w), (0, 10, None, 77, 0));
+    assert_eq!(run(f, 0x5000, 0, &mut w), (0, 10, None, 77, 0));
+    assert_eq!(run(f, 0x4fff, 100, &mut w), (0, 10, None, 77, 0));
+    assert_eq!(run(f, 0x6000, 100, &mut w), (0, 10, None, 77, 0));
+    // Another offset on the page matches no cell.
+    let g = block(&mut jit, &cells, 0x5124);
+    assert_eq!(run(g, 0x5000, 100, &mut w), (0, 10, None, 77, 0));
+    // The successor itself runs to its end.
+    let (code, icount, ..) = run(succ, 0x5123, 100, &mut w);
+    assert_eq!((code, icount), (0, 10));
+    // Without cells (null) a block with a chain point never chains.
+    let mut b = Builder::new();
+    let v = b.iconst(Ty::I64, 0x5123);
+    b.put(0, v);
+    b.set_chain(ailuro_ir::Chain { pc_off: 0, icount_off: 8 });
+    let h = jit.compile(&b.finish(3, 0).unwrap(), CompileOpts::plain(true)).unwrap().unwrap();
+    assert_eq!(run(h, 0x5000, 100, &mut w), (0, 10, None, 77, 0));
 }

@@ -162,10 +162,10 @@ impl ReplaySummary {
                 if self.seconds > 0.0 { 100.0 * self.jit.compile_ns as f64 / 1e9 / self.seconds } else { 0.0 },
                 100.0 * self.jit.insns_compiled as f64 / self.instructions.max(1) as f64
             ) + &format!(
-                "  {} compiled blocks run ({:.1} instructions each), {} through a remembered successor, {} left early\n",
+                "  {} compiled blocks run ({:.1} instructions each), {} entered by the previous one's code (chained), {} left early\n",
                 self.jit.blocks_run,
                 self.jit.insns_compiled as f64 / self.jit.blocks_run.max(1) as f64,
-                self.jit.linked,
+                self.jit.chained,
                 self.jit.side_exits
             ),
         };

@@ -17,7 +17,7 @@
 
 use ailuro_bus::observe::hook;
 use ailuro_bus::Platform;
-use ailuro_jit::{BlockFn, CompileOpts, Jit, MemEnv};
+use ailuro_jit::{BlockFn, ChainCell, CompileOpts, Jit, MemEnv, CHAINED, CHAIN_CELLS};
 use iced_x86::{Decoder, DecoderOptions};
 
 use crate::fast::Uop;
@@ -82,6 +82,10 @@ const MAX_INSNS: usize = 48;
 /// Code memory; a full arena is flushed whole.
 const CODE_BYTES: usize = 64 << 20;
 
+/// Blocks compiled between two flushes (each has its chain cells; a full table is flushed
+/// like a full code arena).
+const MAX_BLOCKS: usize = 1 << 16;
+
 #[derive(Clone, Copy)]
 struct Slot {
     pa: u64,
@@ -89,26 +93,16 @@ struct Slot {
     gen: u32,
     /// None: known not to be compilable (its first instruction is not liftable).
     f: Option<BlockFn>,
+    /// Index in `JitEngine::blocks` and `JitEngine::cells` (when compiled).
+    id: u32,
     n: u32,
     ends_block: bool,
     reads_flags: bool,
     used: bool,
 }
 
-const EMPTY: Slot = Slot { pa: 0, mode: 0, gen: 0, f: None, n: 0, ends_block: false, reads_flags: false, used: false };
-
-/// A remembered successor of a block on the same physical page: the next block found without
-/// the table lookup. Valid while its page's generation is the one it was compiled at (then
-/// its code is the block of that physical address: the page did not change since) and its
-/// mode is the running one; which block stored it does not matter.
-#[derive(Clone, Copy)]
-struct Link {
-    s: Slot,
-    /// Its index in the block table.
-    k: u32,
-}
-
-const NO_LINK: Link = Link { s: EMPTY, k: 0 };
+const EMPTY: Slot =
+    Slot { pa: 0, mode: 0, gen: 0, f: None, id: 0, n: 0, ends_block: false, reads_flags: false, used: false };
 
 /// Counters of the translating engine (reported, never guest-visible).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,8 +115,9 @@ pub struct JitStats {
     pub side_exits: u64,
     /// Iterations looping blocks ran without returning to the dispatcher.
     pub loop_iterations: u64,
-    /// Blocks found as a remembered successor of the previous one (no block-table lookup).
-    pub linked: u64,
+    /// Blocks entered directly from the previous one's compiled code (chained: no return to
+    /// the dispatcher).
+    pub chained: u64,
     /// Blocks compiled, guest instructions in them, host code bytes.
     pub blocks_compiled: u64,
     pub guest_insns_compiled: u64,
@@ -135,10 +130,17 @@ pub struct JitStats {
 
 pub(crate) struct JitEngine {
     jit: Jit,
+    /// Direct-mapped block table: (physical PC, mode) to the block's slot.
     slots: Vec<Slot>,
-    /// Per table entry: the last two successors of its block on the same page.
-    links: Vec<[Link; 2]>,
+    /// Every block compiled since the last flush, by id (a slot of the table may have been
+    /// taken over by another block since; its code can still be reached through chain cells).
+    blocks: Vec<Slot>,
+    /// Per compiled block (by id): its chain cells, read by its code. Allocated once and never
+    /// moved: compiled code embeds their addresses.
+    cells: Box<[[ChainCell; CHAIN_CELLS]]>,
     hot: Vec<u16>,
+    /// Counts `clear` calls: a block id is meaningful only within one epoch.
+    epoch: u64,
     flushes_seen: u64,
     stats: JitStats,
     hot_threshold: u16,
@@ -150,8 +152,10 @@ impl JitEngine {
         Some(JitEngine {
             jit,
             slots: vec![EMPTY; SLOTS],
-            links: vec![[NO_LINK; 2]; SLOTS],
+            blocks: Vec::with_capacity(MAX_BLOCKS),
+            cells: vec![[ChainCell::EMPTY; CHAIN_CELLS]; MAX_BLOCKS].into_boxed_slice(),
             hot: vec![0; SLOTS],
+            epoch: 0,
             flushes_seen: 0,
             stats: JitStats::default(),
             hot_threshold: DEFAULT_JIT_HOT,
@@ -168,15 +172,42 @@ impl JitEngine {
     pub fn shrink_code_cache_for_tests(&mut self, bytes: usize) {
         self.jit = Jit::new(bytes).expect("executable memory");
         self.slots.fill(EMPTY);
-        self.links.fill([NO_LINK; 2]);
+        self.blocks.clear();
+        self.cells.fill([ChainCell::EMPTY; CHAIN_CELLS]);
+        self.epoch += 1;
     }
 
     fn clear(&mut self) {
         self.slots.fill(EMPTY);
-        self.links.fill([NO_LINK; 2]);
+        // Only the cells in use can be non-empty.
+        let used = self.blocks.len();
+        self.cells[..used].fill([ChainCell::EMPTY; CHAIN_CELLS]);
+        self.blocks.clear();
+        self.epoch += 1;
         self.hot.fill(0);
         self.jit.flush();
         self.stats.flushes += 1;
+    }
+
+    /// Remember `s` (entered at `pc`) as a successor of block `p` (which ran from the page of
+    /// `pc0`) in `p`'s chain cells, if chaining to it is always safe: the same physical page
+    /// and code generation as `p` (so `s` is valid whenever `p` is: both were compiled from the
+    /// page as it is; a store to it leaves compiled code and bumps the generation, which the
+    /// block table checks before anything on the page runs again), and no flags to fold first.
+    /// The mode is the same: the dispatcher runs blocks of one mode only.
+    fn link(&mut self, p: usize, pc0: u64, pc: u64, s: &Slot) {
+        let Some(f) = s.f else { return };
+        let pb = &self.blocks[p];
+        if (pc ^ pc0) >> 12 != 0 || (s.pa ^ pb.pa) >> 12 != 0 || s.gen != pb.gen || s.reads_flags {
+            return;
+        }
+        let c = &mut self.cells[p];
+        let off = pc & 0xfff;
+        if c[0].page_off == off {
+            return;
+        }
+        c[1] = c[0];
+        c[0] = ChainCell { next: Some(f), page_off: off, insns: u64::from(s.n), id: u64::from(s.id) };
     }
 
     pub fn stats(&self) -> JitStats {
@@ -195,6 +226,17 @@ impl JitEngine {
 fn slot_of(pa: u64, mode: u32) -> usize {
     let h = pa ^ (pa >> 15) ^ (u64::from(mode) << 7);
     (h as usize) & (SLOTS - 1)
+}
+
+/// How a call into compiled code ended.
+struct CallEnd {
+    /// The last block's return code: 0 (its main path ran to the end) or an exit's.
+    code: u32,
+    /// Id of the last block run (the first one, or where chaining ended).
+    cur: usize,
+    /// Loop-back iterations and chained hand-overs on the way.
+    loops: u64,
+    chained: u64,
 }
 
 /// What the helpers need: the CPU and the bus of the running `run` call.
@@ -335,42 +377,21 @@ impl Cpu {
         let long = mode & JitMode::LONG != 0;
         let user = mode & JitMode::USER != 0;
         let count_blocks = b.hooks & crate::mem::BLOCK_HOOKS != 0;
-        // The block that ran last: its table index, physical page (RAM page index) and PC.
-        let mut prev: Option<(usize, u64, usize, u64)> = None;
+        // Compiled code may run one block after another without coming back here (chaining)
+        // unless every block start must be counted here.
+        let chain_budget = if count_blocks { 0 } else { self.stop_at };
+        // The block that ran last (its id, valid in the engine's epoch) and a program counter
+        // on the page it ran from.
+        let mut prev: Option<(usize, u64, u64)> = None;
         loop {
             let pc = self.s.rip;
-            // Fast path: a successor on the same page remembered by the previous block (no
-            // translation, no table lookup: the page and its generation are known).
-            let mut linked = None;
-            if let Some((k0, pa0, page0, pc0)) = prev {
-                if (pc ^ pc0) >> 12 == 0 {
-                    let pa = (pa0 & !0xfff) | (pc & 0xfff);
-                    let g = self.icache.gen[page0];
-                    linked = eng.links[k0]
-                        .iter()
-                        .find(|l| l.s.used && l.s.pa == pa && l.s.mode == mode && l.s.gen == g)
-                        .map(|l| (l.k as usize, l.s, page0));
+            let Some((_, slot, _)) = self.jit_find(b, eng, pc, mode, long, user) else { return };
+            let Some(f) = slot.f else { return };
+            if let Some((p, pc0, epoch)) = prev {
+                if epoch == eng.epoch {
+                    eng.link(p, pc0, pc, &slot);
                 }
             }
-            let (k, slot, page) = match linked {
-                Some(x) => {
-                    eng.stats.linked += 1;
-                    x
-                }
-                None => {
-                    let Some((k, slot, page)) = self.jit_find(b, eng, pc, mode, long, user) else { return };
-                    // Remember it as a successor of the previous block (same page only).
-                    if let Some((k0, pa0, _, pc0)) = prev {
-                        if (pc ^ pc0) >> 12 == 0 && slot.f.is_some() && (slot.pa ^ pa0) >> 12 == 0 {
-                            let l = &mut eng.links[k0];
-                            l[1] = l[0];
-                            l[0] = Link { s: slot, k: k as u32 };
-                        }
-                    }
-                    (k, slot, page)
-                }
-            };
-            let Some(f) = slot.f else { return };
             if self.s.icount + u64::from(slot.n) > self.stop_at {
                 return;
             }
@@ -385,28 +406,30 @@ impl Cpu {
                 self.block_start = false;
                 self.blocks += 1;
             }
-            // Looping blocks iterate inside compiled code up to `stop_at`.
-            let (code, loops) = self.jit_call(b, f, self.stop_at);
+            let icount0 = self.s.icount;
+            let r = self.jit_call(b, f, slot.id, chain_budget);
             if count_blocks {
                 // Every further iteration started a block (the previous one ended with the
                 // branch back), as the interpreter would have counted.
-                self.blocks += loops;
+                self.blocks += r.loops;
             }
-            eng.stats.blocks_run += 1 + loops;
-            eng.stats.loop_iterations += loops;
-            eng.stats.insns_compiled += loops * u64::from(slot.n);
-            if code == 0 {
-                self.s.icount += u64::from(slot.n);
-                eng.stats.insns_compiled += u64::from(slot.n);
-                if slot.ends_block {
+            eng.stats.blocks_run += 1 + r.loops + r.chained;
+            eng.stats.loop_iterations += r.loops;
+            eng.stats.chained += r.chained;
+            // The block that ran last (chained blocks advanced the count themselves).
+            let last = eng.blocks[r.cur];
+            if r.code == 0 {
+                self.s.icount += u64::from(last.n);
+                if last.ends_block {
                     self.block_start = true;
                 }
-                prev = Some((k, slot.pa, page, pc));
+                prev = Some((r.cur, pc, eng.epoch));
             } else {
-                let done = u64::from(code - 1);
-                self.s.icount += done;
-                eng.stats.insns_compiled += done;
+                self.s.icount += u64::from(r.code - 1);
                 eng.stats.side_exits += 1;
+            }
+            eng.stats.insns_compiled += self.s.icount - icount0;
+            if r.code != 0 {
                 return;
             }
         }
@@ -522,8 +545,9 @@ impl Cpu {
         }
     }
 
-    /// Call compiled block `f` with this CPU's state and memory.
-    fn jit_call<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, f: BlockFn, budget: u64) -> (u32, u64) {
+    /// Call compiled block `f` (id `id`) with this CPU's state and memory, and the blocks it
+    /// chains to.
+    fn jit_call<P: Platform + ?Sized>(&mut self, b: &mut Bus<P>, f: BlockFn, id: u32, chain_budget: u64) -> CallEnd {
         let cpu: *mut Cpu = self;
         let mut call = Call::<P> { cpu, bus: b };
         // SAFETY: the pointers come from live exclusive borrows held for the whole call; the
@@ -541,8 +565,12 @@ impl Cpu {
                 slow_load: slow_load::<P>,
                 slow_store: slow_store::<P>,
                 failed: 0,
-                budget,
+                budget: cpu.stop_at,
                 loops: 0,
+                chain_budget,
+                next: None,
+                cur: u64::from(id),
+                chained: 0,
                 owner: (&mut call as *mut Call<'_, P>).cast(),
             };
             #[cfg(test)]
@@ -551,8 +579,12 @@ impl Cpu {
                 env.ram_size = 0;
             }
             let ctx: *mut u8 = (&mut cpu.s as *mut crate::State).cast();
-            let code = f(ctx, &mut env);
-            (code, env.loops)
+            let mut code = f(ctx, &mut env);
+            while code == CHAINED {
+                let next = env.next.take().expect("a chaining block names its successor");
+                code = next(ctx, &mut env);
+            }
+            CallEnd { code, cur: env.cur as usize, loops: env.loops, chained: env.chained }
         }
     }
 
@@ -598,25 +630,31 @@ impl Cpu {
         self.icache.mark[page] = true;
         let gen = self.icache.gen[page];
         let lifted = Lifter::new(JitMode(mode)).lift(&insns);
-        let mut slot = Slot { pa, mode, gen, f: None, n: 0, ends_block: false, reads_flags: false, used: true };
+        let mut slot = Slot { pa, mode, gen, f: None, id: 0, n: 0, ends_block: false, reads_flags: false, used: true };
         if let Some(l) = lifted {
             let (block, n, ends_block) = (l.block, l.insns, l.ends_block);
-            let opts = CompileOpts { paging: mode & JitMode::PAGING != 0 };
-            let f = match eng.jit.compile(&block, opts) {
+            if eng.blocks.len() == MAX_BLOCKS {
+                eng.clear();
+            }
+            let paging = mode & JitMode::PAGING != 0;
+            let opts = |eng: &JitEngine| CompileOpts { paging, cells: eng.cells[eng.blocks.len()].as_ptr() };
+            let f = match eng.jit.compile(&block, opts(eng)) {
                 Ok(Some(f)) => Some(f),
                 Ok(None) => {
                     // Code memory full: drop everything and start again.
                     eng.clear();
-                    eng.jit.compile(&block, opts).ok().flatten()
+                    eng.jit.compile(&block, opts(eng)).ok().flatten()
                 }
                 // A block Cranelift rejects stays with the interpreter.
                 Err(_) => None,
             };
             slot = Slot { f, n, ends_block, reads_flags: l.reads_flags, ..slot };
+            if f.is_some() {
+                slot.id = eng.blocks.len() as u32;
+                eng.blocks.push(slot);
+            }
         }
-        let k = slot_of(pa, mode);
-        eng.slots[k] = slot;
-        eng.links[k] = [NO_LINK; 2];
+        eng.slots[slot_of(pa, mode)] = slot;
         Some(slot)
     }
 

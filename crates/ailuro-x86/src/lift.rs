@@ -1283,6 +1283,9 @@ impl Lifter {
         {
             self.b.set_loop_back(ailuro_ir::LoopBack { pc_off: RIP, icount_off: ICOUNT });
         }
+        // Every block may hand over to a compiled successor on its page (the engine decides
+        // which ones, through the block's chain cells).
+        self.b.set_chain(ailuro_ir::Chain { pc_off: RIP, icount_off: ICOUNT });
         let rip = match end {
             Some(v) => v,
             None => self.at(next),
