@@ -305,7 +305,7 @@ impl Cpu {
         if b.hooks & crate::mem::BLOCK_HOOKS != 0 && self.block_start {
             self.report_block_start(b);
         }
-        if kind != Kind::Generic {
+        if kind != Kind::Generic && !kind.lift_only() {
             let u = self.icache.e[idx].uop;
             return self.run_fast_chain(b, u, next, sp0, fl0, rip0);
         }
@@ -398,7 +398,7 @@ impl Cpu {
             let len = u64::from(e.len);
             let end = eip.wrapping_add(len - 1);
             let fits = if u.long { crate::canonical(end) } else { end <= u64::from(cs.limit) };
-            if e.uop.kind == Kind::Generic || !fits {
+            if e.uop.kind == Kind::Generic || e.uop.kind.lift_only() || !fits {
                 return Ok(());
             }
             u = e.uop;

@@ -85,6 +85,32 @@ pub(crate) enum Kind {
     /// NEG/NOT r32.
     NegR,
     NotR,
+    // ---- Forms only the translator uses: the interpreter runs them through its generic path
+    // (`Kind::lift_only`), which stays their single definition and the reference the
+    // translator's differential tests compare against.
+    /// MOV m16, r16 / MOV r16, m16 (AX..DI; R8W..R15W in 64-bit code).
+    MovM16R,
+    MovR16M,
+    /// SHL/SHR/SAR/ROL/ROR r16, imm8 whose masked count (`imm`) is 1..=15.
+    ShiftR16I,
+    /// ALU r8, m8 (ADD..CMP) and ALU m8, r8 (ADD..CMP, TEST; LOCK for the writing ones).
+    AluR8M,
+    AluM8R,
+    /// PUSH m32 (m64 in 64-bit code).
+    PushM,
+    /// BT r, imm8 / BT m, imm8 (`imm` = the bit, reduced modulo the operand width).
+    BtRI,
+    BtMI,
+    /// LEAVE (32-bit stack / 64-bit code).
+    Leave,
+    /// CLI (compiled only outside CPL 3; the block checks CPL <= IOPL).
+    Cli,
+    /// MUL r (rDX:rAX = rAX * r).
+    MulR,
+    /// PUSHFD / PUSHFQ.
+    Pushf,
+    /// [LOCK] CMPXCHG m, r.
+    CmpxchgMR,
 }
 
 /// A pre-decoded instruction (only meaningful when `kind != Generic`).
@@ -237,6 +263,27 @@ fn cc_from(op: u8) -> ConditionCode {
 }
 
 impl Kind {
+    /// A form the translator lifts but the interpreter executes through its generic path.
+    #[inline]
+    pub(crate) fn lift_only(self) -> bool {
+        matches!(
+            self,
+            Kind::MovM16R
+                | Kind::MovR16M
+                | Kind::ShiftR16I
+                | Kind::AluR8M
+                | Kind::AluM8R
+                | Kind::PushM
+                | Kind::BtRI
+                | Kind::BtMI
+                | Kind::Leave
+                | Kind::Cli
+                | Kind::MulR
+                | Kind::Pushf
+                | Kind::CmpxchgMR
+        )
+    }
+
     /// Does an instruction of this kind end a basic block (a control transfer)?
     #[inline]
     pub(crate) fn ends_block(self) -> bool {
@@ -418,14 +465,32 @@ impl Uop {
         if m == M::Pause && !i.has_lock_prefix() {
             return Some(Uop { base: NONE, index: NONE, long: md.long, kind: Kind::Nop, ..Uop::default() });
         }
-        if i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+        if i.has_rep_prefix() || i.has_repne_prefix() {
             return None;
         }
+        let u = Self::try_build_unlocked(i, md, m)?;
+        // LOCK is valid only on read-modify-write forms with a memory destination (elsewhere
+        // it is #UD, which the generic path raises); with one CPU it changes nothing else.
+        let lockable = match u.kind {
+            Kind::AluMR | Kind::AluMI | Kind::AluM8R => u.op < 7,
+            Kind::IncM | Kind::DecM | Kind::CmpxchgMR => true,
+            _ => false,
+        };
+        if i.has_lock_prefix() && !lockable {
+            return None;
+        }
+        Some(u)
+    }
+
+    fn try_build_unlocked(i: &Instruction, md: Mode, m: M) -> Option<Uop> {
         let mut u = Uop { base: NONE, index: NONE, long: md.long, ..Uop::default() };
         let n = i.op_count();
         let k0 = if n > 0 { i.op0_kind() } else { OpKind::Register };
         let k1 = if n > 1 { i.op1_kind() } else { OpKind::Register };
         if let Some(b) = Self::try_build_byte(i, u, md, m, k0, k1) {
+            return Some(b);
+        }
+        if let Some(b) = Self::try_build_lift_only(i, u, md, m, k0, k1) {
             return Some(b);
         }
         // Two register operands of the same width.
@@ -609,6 +674,101 @@ impl Uop {
                 u.op = i.condition_code() as u8;
                 u.imm = md.rel(i)?;
                 u.kind = Kind::Jcc;
+            }
+            _ => return None,
+        }
+        Some(u)
+    }
+
+    /// The translator-only forms ([`Kind::lift_only`]).
+    fn try_build_lift_only(i: &Instruction, mut u: Uop, md: Mode, m: M, k0: OpKind, k1: OpKind) -> Option<Uop> {
+        let n = i.op_count();
+        let msize = || i.memory_size().size();
+        match m {
+            M::Mov if n == 2 && k0 == OpKind::Memory && k1 == OpKind::Register && msize() == 2 => {
+                u.s = md.reg16(i.op1_register())?;
+                md.mem(&mut u, i)?;
+                u.kind = Kind::MovM16R;
+            }
+            M::Mov if n == 2 && k0 == OpKind::Register && k1 == OpKind::Memory && msize() == 2 => {
+                u.d = md.reg16(i.op0_register())?;
+                md.mem(&mut u, i)?;
+                u.kind = Kind::MovR16M;
+            }
+            M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar
+                if k0 == OpKind::Register && k1 == OpKind::Immediate8 =>
+            {
+                u.d = md.reg16(i.op0_register())?;
+                // Counts of 16..=31 (defined but unusual for 16-bit operands) stay generic.
+                let c = u32::from(i.immediate8()) & 31;
+                if !(1..=15).contains(&c) {
+                    return None;
+                }
+                u.imm = c;
+                u.op = match m {
+                    M::Rol => 0,
+                    M::Ror => 1,
+                    M::Shl | M::Sal => 4,
+                    M::Shr => 5,
+                    _ => 6,
+                };
+                u.kind = Kind::ShiftR16I;
+            }
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp
+                if k0 == OpKind::Register && k1 == OpKind::Memory && msize() == 1 =>
+            {
+                u.d = md.reg8(i.op0_register())?;
+                u.op = alu_op(m)?;
+                md.mem(&mut u, i)?;
+                u.kind = Kind::AluR8M;
+            }
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
+                if k0 == OpKind::Memory && k1 == OpKind::Register && msize() == 1 =>
+            {
+                u.s = md.reg8(i.op1_register())?;
+                u.op = alu_op(m)?;
+                md.mem(&mut u, i)?;
+                u.kind = Kind::AluM8R;
+            }
+            M::Push if n == 1 && k0 == OpKind::Memory && msize() as u32 == md.stack() => {
+                md.mem(&mut u, i)?;
+                u.kind = Kind::PushM;
+            }
+            M::Bt if k1 == OpKind::Immediate8 => {
+                let bits = if k0 == OpKind::Register {
+                    (u.d, u.q) = md.reg(i.op0_register())?;
+                    u.kind = Kind::BtRI;
+                    if u.q {
+                        64
+                    } else {
+                        32
+                    }
+                } else {
+                    md.mem_sized(&mut u, i)?;
+                    u.kind = Kind::BtMI;
+                    if u.q {
+                        64
+                    } else {
+                        32
+                    }
+                };
+                u.imm = u32::from(i.immediate8()) & (bits - 1);
+            }
+            M::Leave if i.code() == if md.long { Code::Leaveq } else { Code::Leaved } => u.kind = Kind::Leave,
+            M::Cli => u.kind = Kind::Cli,
+            M::Mul if n == 1 && k0 == OpKind::Register => {
+                (u.s, u.q) = md.reg(i.op0_register())?;
+                u.kind = Kind::MulR;
+            }
+            M::Pushfd if !md.long => u.kind = Kind::Pushf,
+            M::Pushfq if md.long => u.kind = Kind::Pushf,
+            M::Cmpxchg if k0 == OpKind::Memory && k1 == OpKind::Register => {
+                (u.s, u.q) = md.reg(i.op1_register())?;
+                if msize() != if u.q { 8 } else { 4 } {
+                    return None;
+                }
+                md.mem(&mut u, i)?;
+                u.kind = Kind::CmpxchgMR;
             }
             _ => return None,
         }
@@ -799,6 +959,19 @@ impl Cpu {
         let sw: u32 = if L { 8 } else { 4 };
         match u.kind {
             Kind::Generic | Kind::Nop => {}
+            Kind::MovM16R
+            | Kind::MovR16M
+            | Kind::ShiftR16I
+            | Kind::AluR8M
+            | Kind::AluM8R
+            | Kind::PushM
+            | Kind::BtRI
+            | Kind::BtMI
+            | Kind::Leave
+            | Kind::Cli
+            | Kind::MulR
+            | Kind::Pushf
+            | Kind::CmpxchgMR => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
             Kind::MovRR => {
                 let v = self.rw::<W>(u.s);
                 self.ww::<W>(u.d, v);

@@ -68,6 +68,8 @@ pub(crate) const LAZY_ROL: u64 = 13;
 pub(crate) const LAZY_ROR: u64 = 14;
 /// `a` is the result, `extra` the overflow bit.
 pub(crate) const LAZY_IMUL: u64 = 15;
+/// Every status flag is in `kept` (BT).
+pub(crate) const LAZY_SET: u64 = 16;
 
 /// Dispatches from a block start before it is compiled. Cranelift takes ~0.2-0.5 ms per block
 /// (as long as interpreting ~10,000 instructions), and a boot runs much code only a few
@@ -538,6 +540,7 @@ impl Cpu {
                 self.s.rflags = (fl & !keep) | (z.kept & keep);
                 self.shift(op, z.a, z.b, size);
             }
+            LAZY_SET => self.set_status(z.kept),
             _ => {
                 let f = Self::szp(z.a, size) | if z.extra & 1 != 0 { crate::CF | crate::OF } else { 0 };
                 self.set_status(f);

@@ -90,7 +90,9 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let imm = y as i32;
     let disp = ((y >> 8) & 0xffc) as i32;
     let mem = dword_ptr(ebp + disp);
-    match x % 53 {
+    let (d16, s16) = (r16[(x >> 4) as usize % 6], r16[(x >> 8) as usize % 6]);
+    let c8 = lo8[(y >> 4) as usize % 4];
+    match x % 67 {
         0 => a.mov(d, s),
         1 => a.mov(d, imm),
         2 => a.mov(d, mem),
@@ -137,6 +139,106 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
         43 => a.sete(b8),
         44 => a.seta(b8),
         45 => a.cmovs(d, s),
+        // Forms only the translator runs (the interpreter's generic path is the reference).
+        53 => a.mov(word_ptr(ebp + disp), s16),
+        54 => a.mov(d16, word_ptr(ebp + disp)),
+        55 => {
+            // 16-bit shifts/rotates by immediates (0 and 16..39 stay generic), then maybe a
+            // flag consumer.
+            let c = ((y >> 8) % 40) as u32;
+            match y % 5 {
+                0 => a.shl(d16, c)?,
+                1 => a.shr(d16, c)?,
+                2 => a.sar(d16, c)?,
+                3 => a.rol(d16, c)?,
+                _ => a.ror(d16, c)?,
+            }
+            match (y >> 16) % 3 {
+                0 => a.setb(c8),
+                1 => a.seto(c8),
+                _ => Ok(()),
+            }
+        }
+        56 => {
+            let m8 = byte_ptr(ebp + disp);
+            match y % 8 {
+                0 => a.add(b8, m8),
+                1 => a.or(b8, m8),
+                2 => a.adc(b8, m8),
+                3 => a.sbb(b8, m8),
+                4 => a.and(b8, m8),
+                5 => a.sub(b8, m8),
+                6 => a.xor(b8, m8),
+                _ => a.cmp(b8, m8),
+            }
+        }
+        57 => {
+            let m8 = byte_ptr(ebp + disp);
+            match y % 9 {
+                0 => a.add(m8, c8),
+                1 => a.lock().or(m8, c8),
+                2 => a.adc(m8, c8),
+                3 => a.sbb(m8, c8),
+                4 => a.and(m8, c8),
+                5 => a.sub(m8, c8),
+                6 => a.lock().xor(m8, c8),
+                7 => a.cmp(m8, c8),
+                _ => a.test(m8, c8),
+            }
+        }
+        58 => {
+            a.push(mem)?;
+            a.pop(d)
+        }
+        59 => {
+            if y & 1 == 0 {
+                a.bt(d, ((y >> 8) & 0x3f) as i32)?;
+            } else {
+                a.bt(mem, ((y >> 8) & 0x3f) as i32)?;
+            }
+            // CF from the bit; the other flags keep what the previous instruction left.
+            if (y >> 16) & 1 == 0 {
+                a.setb(b8)
+            } else {
+                a.sete(b8)
+            }
+        }
+        60 => {
+            a.push(ebp)?;
+            a.mov(ebp, esp)?;
+            a.push(s)?;
+            a.leave()
+        }
+        61 => {
+            // STI (generic) then CLI (compiled once hot): CLI clears a set IF.
+            a.sti()?;
+            a.cli()
+        }
+        62 => {
+            a.mul(s)?;
+            match (y >> 16) % 3 {
+                0 => a.setb(c8),
+                1 => a.sets(c8),
+                _ => a.setp(c8),
+            }
+        }
+        63 => {
+            a.pushfd()?;
+            a.pop(d)
+        }
+        64 => {
+            if y & 1 == 0 {
+                // Often equal: EAX holds the memory value.
+                a.mov(eax, mem)?;
+            }
+            if (y >> 1) & 1 == 0 {
+                a.lock().cmpxchg(mem, s)
+            } else {
+                a.cmpxchg(mem, s)
+            }
+        }
+        65 => a.lock().add(mem, s),
+        66 => a.lock().inc(mem),
         49 => a.xor(b8, lo8[(y >> 4) as usize % 4]),
         50 => a.test(b8, lo8[(y >> 4) as usize % 4]),
         51 => a.mov(b8, lo8[(y >> 4) as usize % 4]),
@@ -255,7 +357,49 @@ fn insn64(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let (d, s, d32, s32) = (r64[k], r64[j], r32[k], r32[j]);
     let disp = ((y >> 20) & 0xff8) as i32;
     let imm = (y >> 32) as i32;
-    match x % 43 {
+    let r16s = [ax, cx, dx, bx, si, di, r8w, r9w, r10w, r11w, r12w, r13w, r14w, r15w];
+    let m64 = qword_ptr(rbp + disp);
+    match x % 53 {
+        // Forms only the translator runs (the interpreter's generic path is the reference).
+        43 => a.mov(word_ptr(rbp + disp), r16s[j]),
+        44 => a.mov(r16s[k], word_ptr(rbp + disp)),
+        45 => {
+            let c = ((y >> 8) % 20) as u32;
+            match y % 3 {
+                0 => a.shr(r16s[k], c)?,
+                1 => a.rol(r16s[k], c)?,
+                _ => a.sar(r16s[k], c)?,
+            }
+            a.setb(r8s[j])
+        }
+        46 => a.xor(r8s[k], byte_ptr(rbp + disp)),
+        47 => a.sub(byte_ptr(rbp + disp), r8s[j]),
+        48 => {
+            a.push(m64)?;
+            a.pop(d)
+        }
+        49 => {
+            a.bt(m64, ((y >> 8) & 0x7f) as i32)?;
+            a.setb(r8s[j])
+        }
+        50 => {
+            a.mul(s)?;
+            a.seto(r8s[j])
+        }
+        51 => {
+            a.pushfq()?;
+            a.pop(d)
+        }
+        52 => {
+            if y & 1 == 0 {
+                a.mov(rax, m64)?;
+            }
+            if (y >> 1) & 1 == 0 {
+                a.lock().cmpxchg(m64, s)
+            } else {
+                a.cmpxchg(dword_ptr(rbp + disp), s32)
+            }
+        }
         39 => a.xor(r8s[k], r8s[j]),
         40 => a.mov(r8s[k], r8s[j]),
         41 => a.cmp(r8s[k], r8s[j]),

@@ -23,7 +23,7 @@ use ailuro_ir::{BinOp, Block, Builder, CmpOp, ExitId, Ty, UnOp, Val};
 
 use crate::fast::{Kind, Uop, NONE, RIPREL};
 use crate::mem::{PERM_SW, PERM_UR, PERM_UW};
-use crate::{Segment, State, AF, CF, OF, PF, SF, ZF};
+use crate::{Segment, State, AF, CF, IF, OF, PF, RF, SF, VM, ZF};
 
 /// The mode facts a block was compiled for (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,6 +71,8 @@ enum CcOp {
     Rol,
     Ror,
     Imul,
+    /// Every flag is in `kept` (BT: CF from the bit, the others as they were).
+    Known,
 }
 
 /// Lazy flags: `op` on `a`, `b` (of type `ty`) gave `res`; `extra` is the carry-in (ADC/SBB)
@@ -104,6 +106,7 @@ const LAZY_B: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags,
 const LAZY_EXTRA: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, extra)) as u32;
 const LAZY_KEPT: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, kept)) as u32;
 const RFLAGS: u32 = offset_of!(State, rflags) as u32;
+const CPL: u32 = offset_of!(State, cpl) as u32;
 fn seg_base_off(i: usize) -> u32 {
     (offset_of!(State, seg) + i * std::mem::size_of::<Segment>() + offset_of!(Segment, base)) as u32
 }
@@ -241,6 +244,13 @@ impl Lifter {
                 | Kind::CallM
                 | Kind::JmpM
                 | Kind::CmovRM
+                | Kind::MovM16R
+                | Kind::MovR16M
+                | Kind::AluR8M
+                | Kind::AluM8R
+                | Kind::PushM
+                | Kind::BtMI
+                | Kind::CmpxchgMR
         );
         if u.long != self.long {
             return false;
@@ -250,7 +260,16 @@ impl Lifter {
         }
         let stack = matches!(
             u.kind,
-            Kind::PushR | Kind::PushI | Kind::PopR | Kind::CallRel | Kind::CallR | Kind::CallM | Kind::Ret
+            Kind::PushR
+                | Kind::PushI
+                | Kind::PopR
+                | Kind::CallRel
+                | Kind::CallR
+                | Kind::CallM
+                | Kind::Ret
+                | Kind::PushM
+                | Kind::Leave
+                | Kind::Pushf
         );
         if stack && !self.long && !self.mode.has(JitMode::usable(2)) {
             return false;
@@ -258,7 +277,8 @@ impl Lifter {
         if !u.liftable() {
             return false;
         }
-        true
+        // CLI at CPL 3 may mean a #GP or (PVI) VIF: the interpreter's.
+        !(u.kind == Kind::Cli && self.mode.has(JitMode::USER))
     }
 
     fn rel_target(&self, eip: u64, imm: u32) -> u64 {
@@ -299,14 +319,14 @@ impl Lifter {
         self.set_reg(r, v);
     }
 
-    /// Replace the low byte of register `r`.
-    fn write_low8(&mut self, r: u8, v8: Val) {
+    /// Replace the low 8 or 16 bits of register `r` by `v` (an I8 or I16).
+    fn write_low(&mut self, r: u8, v: Val) {
         let old = self.reg(r);
-        let m = self.b.iconst(Ty::I64, !0xff);
+        let m = self.b.iconst(Ty::I64, !self.b.ty(v).mask());
         let hi = self.b.bin(BinOp::And, old, m);
-        let lo = self.b.zext(Ty::I64, v8);
-        let v = self.b.bin(BinOp::Or, hi, lo);
-        self.set_reg(r, v);
+        let lo = self.b.zext(Ty::I64, v);
+        let x = self.b.bin(BinOp::Or, hi, lo);
+        self.set_reg(r, x);
     }
 
     fn c(&mut self, ty: Ty, v: u64) -> Val {
@@ -373,6 +393,7 @@ impl Lifter {
             CcOp::Rol => (LAZY_ROL, z.a, z.b),
             CcOp::Ror => (LAZY_ROR, z.a, z.b),
             CcOp::Imul => (LAZY_IMUL, z.res, z.res),
+            CcOp::Known => (LAZY_SET, z.res, z.res),
         };
         let op = self.c(Ty::I64, kind | w);
         self.b.put(LAZY_OP, op);
@@ -529,6 +550,7 @@ impl Lifter {
                 CcOp::Rol => self.bit(z.res, 0),
                 CcOp::Ror => self.msb(z.res),
                 CcOp::Imul => z.extra.expect("overflow recorded"),
+                CcOp::Known => unreachable!("every flag of a Known state is kept"),
             },
             _ => match z.op {
                 // OF
@@ -563,8 +585,36 @@ impl Lifter {
                     self.b.bin(BinOp::Xor, m, n)
                 }
                 CcOp::Imul => z.extra.expect("overflow recorded"),
+                CcOp::Known => unreachable!("every flag of a Known state is kept"),
             },
         }
+    }
+
+    /// All six status flags as an RFLAGS-positioned I64 (for PUSHF).
+    fn status_flags(&mut self) -> Val {
+        let mut acc: Option<Val> = None;
+        for (f, bit) in FLAGS.iter().enumerate() {
+            let v = self.flag(f);
+            let s = self.c(Ty::I64, u64::from(bit.trailing_zeros()));
+            let x = self.b.bin(BinOp::Shl, v, s);
+            acc = Some(match acc {
+                Some(a) => self.b.bin(BinOp::Or, a, x),
+                None => x,
+            });
+        }
+        acc.expect("six flags")
+    }
+
+    /// CF becomes `cf` (an I64 0/1); the other flags keep their values (BT).
+    fn set_cf_only(&mut self, cf: Val) {
+        let mut kept = [None; 6];
+        for (f, k) in kept.iter_mut().enumerate() {
+            if f != F_CF {
+                *k = Some(self.flag(f));
+            }
+        }
+        kept[F_CF] = Some(cf);
+        self.set_flags(Lazy { op: CcOp::Known, ty: Ty::I64, res: cf, a: cf, b: cf, extra: None, kept });
     }
 
     fn set_flags(&mut self, z: Lazy) {
@@ -886,6 +936,20 @@ impl Lifter {
         }
     }
 
+    /// ALU `op` on the memory operand at `lin` (loaded as `a`) and `v`; the result is stored
+    /// unless the operation only sets flags (CMP, TEST). The flags are recorded after the store
+    /// (a store that cannot complete leaves with the old ones).
+    fn alu_to_mem(&mut self, op: u8, lin: Val, a: Val, v: Val) {
+        let saved = self.flags;
+        let r = self.alu(op, a, v);
+        if op < 7 {
+            let new = self.flags;
+            self.flags = saved;
+            self.store_at(lin, r);
+            self.flags = new;
+        }
+    }
+
     /// INC/DEC: ADD/SUB 1 keeping CF.
     fn incdec(&mut self, a: Val, dec: bool) -> Val {
         let ty = self.b.ty(a);
@@ -912,9 +976,9 @@ impl Lifter {
         self.c(ty, v)
     }
 
-    /// ROL/ROR/SHL/SHR/SAR (`u.op` 0, 1, 4, 5, 6) of register `u.d` (value `a`) by the
-    /// nonzero count `cv`; `c` is that count when known at compile time, else 0.
-    fn shift_rotate(&mut self, u: &Uop, ty: Ty, a: Val, cv: Val, c: u32) {
+    /// ROL/ROR/SHL/SHR/SAR (`u.op` 0, 1, 4, 5, 6) of `a` by the nonzero count `cv`; `c` is
+    /// that count when known at compile time, else 0. Returns the result (flags recorded).
+    fn shift_rotate(&mut self, u: &Uop, ty: Ty, a: Val, cv: Val, c: u32) -> Val {
         let (op, cc) = match u.op {
             0 => (BinOp::Rotl, CcOp::Rol),
             1 => (BinOp::Rotr, CcOp::Ror),
@@ -931,7 +995,7 @@ impl Lifter {
             }
         }
         self.set_flags(Lazy { op: cc, ty, res: r, a, b: cv, extra: None, kept });
-        self.write_w(u.d, r);
+        r
     }
 
     /// Lift one instruction at `eip` of length `len`.
@@ -957,7 +1021,8 @@ impl Lifter {
                 let e = self.exit();
                 self.b.guard(nz, e);
                 // Count 0 in the flags operation: the run-time count `cv`.
-                self.shift_rotate(u, ty, a, cv, 0);
+                let r = self.shift_rotate(u, ty, a, cv, 0);
+                self.write_w(u.d, r);
             }
             Kind::MovRR => {
                 let v = self.reg_as(u.s, ty);
@@ -1003,15 +1068,7 @@ impl Lifter {
                 let lin = self.mem_lin(u, wb);
                 let a = self.load_at(lin, ty);
                 let v = if u.kind == Kind::AluMR { self.reg_as(u.s, ty) } else { self.imm(ty, u.imm) };
-                // Flags are recorded only after the store (a faulting store keeps the old ones).
-                let saved = self.flags;
-                let r = self.alu(u.op, a, v);
-                if alu_writes(u.op) {
-                    let new = self.flags;
-                    self.flags = saved;
-                    self.store_at(lin, r);
-                    self.flags = new;
-                }
+                self.alu_to_mem(u.op, lin, a, v);
             }
             Kind::ShiftRI => {
                 let bits = ty.bits();
@@ -1022,7 +1079,8 @@ impl Lifter {
                     self.write_w(u.d, a);
                 } else {
                     let cv = self.c(ty, u64::from(c));
-                    self.shift_rotate(u, ty, a, cv, c);
+                    let r = self.shift_rotate(u, ty, a, cv, c);
+                    self.write_w(u.d, r);
                 }
             }
             Kind::IncM | Kind::DecM => {
@@ -1126,7 +1184,7 @@ impl Lifter {
             Kind::MovR8M => {
                 let lin = self.mem_lin(u, 1);
                 let v = self.load_at(lin, Ty::I8);
-                self.write_low8(u.d, v);
+                self.write_low(u.d, v);
             }
             Kind::MovM8R => {
                 let lin = self.mem_lin(u, 1);
@@ -1142,33 +1200,26 @@ impl Lifter {
                 let lin = self.mem_lin(u, 1);
                 let a = self.load_at(lin, Ty::I8);
                 let v = self.c(Ty::I8, u64::from(u.imm));
-                let saved = self.flags;
-                let r = self.alu(u.op, a, v);
-                if alu_writes(u.op) {
-                    let new = self.flags;
-                    self.flags = saved;
-                    self.store_at(lin, r);
-                    self.flags = new;
-                }
+                self.alu_to_mem(u.op, lin, a, v);
             }
             Kind::AluR8R => {
                 let a = self.reg_as(u.d, Ty::I8);
                 let v = self.reg_as(u.s, Ty::I8);
                 let r = self.alu(u.op, a, v);
                 if alu_writes(u.op) {
-                    self.write_low8(u.d, r);
+                    self.write_low(u.d, r);
                 }
             }
             Kind::MovR8R => {
                 let v = self.reg_as(u.s, Ty::I8);
-                self.write_low8(u.d, v);
+                self.write_low(u.d, v);
             }
             Kind::AluR8I => {
                 let a = self.reg_as(u.d, Ty::I8);
                 let v = self.c(Ty::I8, u64::from(u.imm));
                 let r = self.alu(u.op, a, v);
                 if alu_writes(u.op) {
-                    self.write_low8(u.d, r);
+                    self.write_low(u.d, r);
                 }
             }
             Kind::CallR | Kind::JmpR | Kind::CallM | Kind::JmpM => {
@@ -1191,7 +1242,7 @@ impl Lifter {
                 let one = self.c(Ty::I8, 1);
                 let zero = self.c(Ty::I8, 0);
                 let v = self.b.select(c, one, zero);
-                self.write_low8(u.d, v);
+                self.write_low(u.d, v);
             }
             Kind::CmovRR | Kind::CmovRM => {
                 let src = if u.kind == Kind::CmovRR {
@@ -1212,6 +1263,136 @@ impl Lifter {
                     let v = self.b.select(c, src64, old);
                     self.set_reg(u.d, v);
                 }
+            }
+            Kind::MovM16R => {
+                let lin = self.mem_lin(u, 2);
+                let v = self.reg_as(u.s, Ty::I16);
+                self.store_at(lin, v);
+            }
+            Kind::MovR16M => {
+                let lin = self.mem_lin(u, 2);
+                let v = self.load_at(lin, Ty::I16);
+                self.write_low(u.d, v);
+            }
+            Kind::ShiftR16I => {
+                let a = self.reg_as(u.d, Ty::I16);
+                let cv = self.c(Ty::I16, u64::from(u.imm));
+                let r = self.shift_rotate(u, Ty::I16, a, cv, u.imm);
+                self.write_low(u.d, r);
+            }
+            Kind::AluR8M => {
+                let lin = self.mem_lin(u, 1);
+                let v = self.load_at(lin, Ty::I8);
+                let a = self.reg_as(u.d, Ty::I8);
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    self.write_low(u.d, r);
+                }
+            }
+            Kind::AluM8R => {
+                let lin = self.mem_lin(u, 1);
+                let a = self.load_at(lin, Ty::I8);
+                let v = self.reg_as(u.s, Ty::I8);
+                self.alu_to_mem(u.op, lin, a, v);
+            }
+            Kind::PushM => {
+                let sw = self.sw();
+                let lin = self.mem_lin(u, sw);
+                let v = self.load_at(lin, Ty::of_bytes(sw).expect("4 or 8"));
+                self.push_val(v);
+            }
+            Kind::BtRI | Kind::BtMI => {
+                let v = if u.kind == Kind::BtRI {
+                    self.reg_as(u.d, ty)
+                } else {
+                    let lin = self.mem_lin(u, wb);
+                    self.load_at(lin, ty)
+                };
+                let cf = self.bit(v, u.imm);
+                self.set_cf_only(cf);
+            }
+            Kind::Leave => {
+                // rSP = rBP, then pop rBP (a 32-bit stack wraps and keeps RSP's upper half).
+                let sw = self.sw();
+                let bp = self.reg(5);
+                let off = if self.long {
+                    bp
+                } else {
+                    let m = self.c(Ty::I64, 0xffff_ffff);
+                    self.b.bin(BinOp::And, bp, m)
+                };
+                let lin = self.stack_lin(off);
+                let v = self.load_at(lin, Ty::of_bytes(sw).expect("4 or 8"));
+                let d = self.c(Ty::I64, u64::from(sw));
+                let top = self.b.bin(BinOp::Add, off, d);
+                let sp = if self.long {
+                    top
+                } else {
+                    let m = self.c(Ty::I64, 0xffff_ffff);
+                    let lo = self.b.bin(BinOp::And, top, m);
+                    let sp0 = self.reg(4);
+                    let hm = self.c(Ty::I64, !0xffff_ffff);
+                    let hi = self.b.bin(BinOp::And, sp0, hm);
+                    self.b.bin(BinOp::Or, hi, lo)
+                };
+                self.set_reg(4, sp);
+                self.write_w(5, v);
+            }
+            Kind::Cli => {
+                // #GP unless CPL <= IOPL: leave that case to the interpreter.
+                let fl = self.b.get(Ty::I64, RFLAGS);
+                let s = self.c(Ty::I64, 12);
+                let iopl = self.b.bin(BinOp::Lshr, fl, s);
+                let three = self.c(Ty::I64, 3);
+                let iopl = self.b.bin(BinOp::And, iopl, three);
+                let cpl = self.b.get(Ty::I8, CPL);
+                let cpl = self.b.zext(Ty::I64, cpl);
+                let ok = self.b.cmp(CmpOp::Ule, cpl, iopl);
+                let e = self.exit();
+                self.b.guard(ok, e);
+                let m = self.c(Ty::I64, !IF);
+                let v = self.b.bin(BinOp::And, fl, m);
+                self.b.put(RFLAGS, v);
+            }
+            Kind::MulR => {
+                let a = self.reg_as(0, ty);
+                let v = self.reg_as(u.s, ty);
+                let lo = self.b.bin(BinOp::Mul, a, v);
+                let hi = self.b.bin(BinOp::UMulHi, a, v);
+                let z = self.c(ty, 0);
+                let ovf = self.b.cmp(CmpOp::Ne, hi, z);
+                let ovf = self.bool64(ovf);
+                // Flags as IMUL's: SF, ZF, PF of the low half, CF = OF = a nonzero high half.
+                self.set_flags(Lazy { op: CcOp::Imul, ty, res: lo, a, b: v, extra: Some(ovf), kept: [None; 6] });
+                self.write_w(0, lo);
+                self.write_w(2, hi);
+            }
+            Kind::Pushf => {
+                // VM and RF read as zero in the pushed image.
+                let status = self.status_flags();
+                let fl = self.b.get(Ty::I64, RFLAGS);
+                let keep = self.c(Ty::I64, !(CF | PF | AF | ZF | SF | OF | VM | RF));
+                let rest = self.b.bin(BinOp::And, fl, keep);
+                let v = self.b.bin(BinOp::Or, rest, status);
+                let sty = Ty::of_bytes(self.sw()).expect("4 or 8");
+                let v = self.b.zext(sty, v);
+                self.push_val(v);
+            }
+            Kind::CmpxchgMR => {
+                let lin = self.mem_lin(u, wb);
+                let d = self.load_at(lin, ty);
+                let acc = self.reg_as(0, ty);
+                let src = self.reg_as(u.s, ty);
+                let eq = self.b.cmp(CmpOp::Eq, acc, d);
+                // The destination is written either way (the old value when not equal).
+                let nv = self.b.select(eq, src, d);
+                self.store_at(lin, nv);
+                self.alu(7, acc, d);
+                // Not equal: rAX = the old value (a 32-bit write zero-extends); equal: untouched.
+                let old = self.reg(0);
+                let d64 = self.b.zext(Ty::I64, d);
+                let rax = self.b.select(eq, old, d64);
+                self.set_reg(0, rax);
             }
             Kind::ImulRRI | Kind::ImulRR => {
                 let a = self.reg_as(u.s, ty);
