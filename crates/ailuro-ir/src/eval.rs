@@ -10,6 +10,8 @@ pub trait GuestMem {
     fn load(&mut self, addr: u64, size: u32, acc: u8) -> Option<u64>;
     /// Write the low `size` bytes of `v` at `addr`.
     fn store(&mut self, addr: u64, size: u32, v: u64, acc: u8) -> bool;
+    /// The front end's helper `id` ([`crate::Op::Helper`]).
+    fn helper(&mut self, id: u32, a: u64, b: u64) -> u64;
 }
 
 /// How an evaluated block ended.
@@ -203,6 +205,7 @@ fn step(
             }
             0
         }
+        Op::Helper { id, a, b } => mem.helper(id, g(a), g(b)),
     };
     vals[v.0 as usize] = r;
     Ok(None)

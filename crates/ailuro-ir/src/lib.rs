@@ -195,6 +195,15 @@ pub enum Op {
         c: Val,
         exit: ExitId,
     },
+    /// Call the front end's helper `id` with two I64 arguments; the result is an I64. For what
+    /// the IR cannot express and that cannot fail: inputs from outside CPU and RAM (a time-stamp
+    /// read), whose values the front end knows how to produce (and to record). Opaque to the IR
+    /// (a taint engine treats the result as a fresh input).
+    Helper {
+        id: u32,
+        a: Val,
+        b: Val,
+    },
 }
 
 /// An operation and the type of its result (`None` for `Put`, `Store`, `Guard`).
@@ -378,6 +387,11 @@ impl Builder {
         self.push(Op::Guard { c, exit }, None);
     }
 
+    /// Call helper `id` with `a` and `b` (I64 values); returns its I64 result.
+    pub fn helper(&mut self, id: u32, a: Val, b: Val) -> Val {
+        self.push(Op::Helper { id, a, b }, Some(Ty::I64))
+    }
+
     /// Start an exit stub for guest instruction `insn` returning `code`; operations go to it until
     /// [`Builder::end_exit`].
     pub fn begin_exit(&mut self, insn: u32, code: u32) -> ExitId {
@@ -480,6 +494,13 @@ impl Block {
                 Op::Guard { c, exit } => {
                     check(defined, c)?;
                     exit_ok(exit)?;
+                }
+                Op::Helper { a, b, .. } => {
+                    check(defined, a)?;
+                    check(defined, b)?;
+                    if ty(a) != Some(Ty::I64) || ty(b) != Some(Ty::I64) {
+                        return Err(IrError::TypeMismatch(v));
+                    }
                 }
             }
             match i.op {

@@ -28,6 +28,7 @@ impl fmt::Display for Block {
                     writeln!(f, "store v{} <- v{} acc={acc:#x} else exit{}", addr.0, v.0, exit.0)
                 }
                 Op::Guard { c, exit } => writeln!(f, "guard v{} else exit{}", c.0, exit.0),
+                Op::Helper { id, a, b } => writeln!(f, "helper{id} v{} v{}", a.0, b.0),
             }
         };
         writeln!(f, "block ({} guest instructions):", self.guest_insns)?;

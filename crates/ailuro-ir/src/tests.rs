@@ -6,6 +6,9 @@ struct FlatMem {
 }
 
 impl GuestMem for FlatMem {
+    fn helper(&mut self, id: u32, a: u64, b: u64) -> u64 {
+        a ^ b ^ u64::from(id)
+    }
     fn load(&mut self, addr: u64, size: u32, _acc: u8) -> Option<u64> {
         let a = usize::try_from(addr).ok()?;
         let s = self.bytes.get(a..a.checked_add(size as usize)?)?;

@@ -126,6 +126,7 @@ struct Lower<'a, 'b> {
     code_pages: Value,
     sig_load: SigRef,
     sig_store: SigRef,
+    sig_helper: SigRef,
     fl: MemFlagsData,
     /// Program counter at entry and the main path's first block (blocks that loop back).
     entry_pc: Option<Value>,
@@ -160,8 +161,14 @@ impl<'a, 'b> Lower<'a, 'b> {
             ss.params.push(AbiParam::new(t));
         }
         ss.returns.push(AbiParam::new(types::I32));
+        let mut sh = Signature::new(CallConv::SystemV);
+        for t in [i64t, types::I32, i64t, i64t] {
+            sh.params.push(AbiParam::new(t));
+        }
+        sh.returns.push(AbiParam::new(i64t));
         let sig_load = fb.import_signature(sl);
         let sig_store = fb.import_signature(ss);
+        let sig_helper = fb.import_signature(sh);
         // A looping block re-enters here (after the environment loads).
         let entry_pc = block.loop_back.map(|lb| fb.ins().load(types::I64, fl, ctx, lb.pc_off as i32));
         // A chaining block compares the final program counter with its entry value.
@@ -188,6 +195,7 @@ impl<'a, 'b> Lower<'a, 'b> {
             code_pages,
             sig_load,
             sig_store,
+            sig_helper,
             fl,
             entry_pc,
             top,
@@ -370,6 +378,13 @@ impl<'a, 'b> Lower<'a, 'b> {
                 let ty = self.ty(v);
                 self.mem_access(ty, addr, Some(v), acc, exit);
                 None
+            }
+            Op::Helper { id, a, b } => {
+                let (a, b) = (self.v(a), self.v(b));
+                let fp = self.fb.ins().load(types::I64, fl, self.env, offset_of!(MemEnv, helper) as i32);
+                let idv = self.fb.ins().iconst(types::I32, i64::from(id));
+                let call = self.fb.ins().call_indirect(self.sig_helper, fp, &[self.env, idv, a, b]);
+                Some(self.fb.inst_results(call)[0])
             }
             Op::Guard { c, exit } => {
                 let c = self.v(c);

@@ -79,6 +79,8 @@ pub fn tlb_index(vpn: u64) -> usize {
 pub type SlowLoad = unsafe extern "C" fn(env: *mut MemEnv, addr: u64, size: u32, acc: u32) -> u64;
 /// Slow-path store: returns 1 when done, 0 to leave the block.
 pub type SlowStore = unsafe extern "C" fn(env: *mut MemEnv, addr: u64, size: u32, acc: u32, v: u64) -> u32;
+/// The front end's helpers (`ailuro_ir::Op::Helper`): helper `id` of `a` and `b`.
+pub type HelperFn = unsafe extern "C" fn(env: *mut MemEnv, id: u32, a: u64, b: u64) -> u64;
 
 /// Guest memory for compiled code: RAM, the soft TLB, the translated-code page map and the
 /// front end's slow paths. The front end fills it before calling blocks.
@@ -97,6 +99,7 @@ pub struct MemEnv {
     pub code_pages: *const u8,
     pub slow_load: SlowLoad,
     pub slow_store: SlowStore,
+    pub helper: HelperFn,
     /// Set by `slow_load` when the access cannot be done here.
     pub failed: u32,
     /// Instruction budget for blocks that loop back to their own start (`ailuro_ir::LoopBack`):

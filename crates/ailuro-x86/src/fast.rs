@@ -111,6 +111,10 @@ pub(crate) enum Kind {
     Pushf,
     /// [LOCK] CMPXCHG m, r.
     CmpxchgMR,
+    /// RDTSC (a time-stamp read through a helper; the block ends after it).
+    Rdtsc,
+    /// STI (compiled only outside CPL 3; the block ends after it).
+    Sti,
 }
 
 /// A pre-decoded instruction (only meaningful when `kind != Generic`).
@@ -281,6 +285,8 @@ impl Kind {
                 | Kind::MulR
                 | Kind::Pushf
                 | Kind::CmpxchgMR
+                | Kind::Rdtsc
+                | Kind::Sti
         )
     }
 
@@ -756,6 +762,8 @@ impl Uop {
             }
             M::Leave if i.code() == if md.long { Code::Leaveq } else { Code::Leaved } => u.kind = Kind::Leave,
             M::Cli => u.kind = Kind::Cli,
+            M::Sti => u.kind = Kind::Sti,
+            M::Rdtsc => u.kind = Kind::Rdtsc,
             M::Mul if n == 1 && k0 == OpKind::Register => {
                 (u.s, u.q) = md.reg(i.op0_register())?;
                 u.kind = Kind::MulR;
@@ -971,7 +979,9 @@ impl Cpu {
             | Kind::Cli
             | Kind::MulR
             | Kind::Pushf
-            | Kind::CmpxchgMR => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
+            | Kind::CmpxchgMR
+            | Kind::Rdtsc
+            | Kind::Sti => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
             Kind::MovRR => {
                 let v = self.rw::<W>(u.s);
                 self.ww::<W>(u.d, v);

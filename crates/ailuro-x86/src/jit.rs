@@ -71,6 +71,11 @@ pub(crate) const LAZY_IMUL: u64 = 15;
 /// Every status flag is in `kept` (BT).
 pub(crate) const LAZY_SET: u64 = 16;
 
+/// Helper ids of the x86 front end (`ailuro_ir::Op::Helper`): RDTSC of instruction `a` of the
+/// block (its index: the count at block entry plus `a` is its instruction count) at linear PC
+/// `b`, through the platform like the interpreter's.
+pub(crate) const HELPER_RDTSC: u32 = 0;
+
 /// Dispatches from a block start before it is compiled. Cranelift takes ~0.2-0.5 ms per block
 /// (as long as interpreting ~10,000 instructions), and a boot runs much code only a few
 /// thousand times: measured on the i386 Linux replay (docs/BENCHMARKS.md), 256 compiled 87,000
@@ -100,11 +105,23 @@ struct Slot {
     n: u32,
     ends_block: bool,
     reads_flags: bool,
+    /// After it, return to the run loop if an event may be deliverable (STI, RDTSC).
+    check_events: bool,
     used: bool,
 }
 
-const EMPTY: Slot =
-    Slot { pa: 0, mode: 0, gen: 0, f: None, id: 0, n: 0, ends_block: false, reads_flags: false, used: false };
+const EMPTY: Slot = Slot {
+    pa: 0,
+    mode: 0,
+    gen: 0,
+    f: None,
+    id: 0,
+    n: 0,
+    ends_block: false,
+    reads_flags: false,
+    check_events: false,
+    used: false,
+};
 
 /// Counters of the translating engine (reported, never guest-visible).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -276,6 +293,27 @@ unsafe extern "C" fn slow_store<P: Platform + ?Sized>(env: *mut MemEnv, addr: u6
     u32::from(cpu.jit_access(b, addr, size, acc as u8, Some(v)).is_some())
 }
 
+/// # Safety
+/// As [`slow_load`].
+unsafe extern "C" fn helper<P: Platform + ?Sized>(env: *mut MemEnv, id: u32, a: u64, b: u64) -> u64 {
+    // SAFETY: as in slow_load.
+    let call = unsafe { &mut *(*env).owner.cast::<Call<'_, P>>() };
+    let (cpu, bus) = unsafe { (&mut *call.cpu, &mut *call.bus) };
+    match id {
+        HELPER_RDTSC => {
+            // The interpreter's read at this instruction's count and PC (the context's count is
+            // the block's entry count while compiled code runs).
+            let icount = cpu.s.icount;
+            cpu.s.icount = icount + a;
+            cpu.cur_pc = b;
+            let t = cpu.read_tsc(bus);
+            cpu.s.icount = icount;
+            t
+        }
+        _ => unreachable!("the x86 front end emits no helper {id}"),
+    }
+}
+
 impl Cpu {
     /// Choose the engine (see [`Engine`]). Compiled code is dropped when switching away.
     pub fn set_engine(&mut self, engine: Engine) {
@@ -420,18 +458,21 @@ impl Cpu {
             eng.stats.chained += r.chained;
             // The block that ran last (chained blocks advanced the count themselves).
             let last = eng.blocks[r.cur];
-            if r.code == 0 {
-                self.s.icount += u64::from(last.n);
-                if last.ends_block {
-                    self.block_start = true;
-                }
-                prev = Some((r.cur, pc, eng.epoch));
-            } else {
-                self.s.icount += u64::from(r.code - 1);
-                eng.stats.side_exits += 1;
-            }
-            eng.stats.insns_compiled += self.s.icount - icount0;
             if r.code != 0 {
+                self.s.icount += u64::from(r.code - 1);
+                eng.stats.insns_compiled += self.s.icount - icount0;
+                eng.stats.side_exits += 1;
+                return;
+            }
+            self.s.icount += u64::from(last.n);
+            eng.stats.insns_compiled += self.s.icount - icount0;
+            if last.ends_block {
+                self.block_start = true;
+            }
+            prev = Some((r.cur, pc, eng.epoch));
+            // After STI an interrupt may be deliverable; after a platform call (RDTSC) the run
+            // loop returns to the machine, as it does after the interpreter's.
+            if last.check_events && (b.touched || self.event_possible()) {
                 return;
             }
         }
@@ -567,6 +608,7 @@ impl Cpu {
                 code_pages: cpu.icache.mark.as_ptr().cast(),
                 slow_load: slow_load::<P>,
                 slow_store: slow_store::<P>,
+                helper: helper::<P>,
                 failed: 0,
                 budget: cpu.stop_at,
                 loops: 0,
@@ -633,7 +675,7 @@ impl Cpu {
         self.icache.mark[page] = true;
         let gen = self.icache.gen[page];
         let lifted = Lifter::new(JitMode(mode)).lift(&insns);
-        let mut slot = Slot { pa, mode, gen, f: None, id: 0, n: 0, ends_block: false, reads_flags: false, used: true };
+        let mut slot = Slot { pa, mode, gen, used: true, ..EMPTY };
         if let Some(l) = lifted {
             let (block, n, ends_block) = (l.block, l.insns, l.ends_block);
             if eng.blocks.len() == MAX_BLOCKS {
@@ -651,7 +693,7 @@ impl Cpu {
                 // A block Cranelift rejects stays with the interpreter.
                 Err(_) => None,
             };
-            slot = Slot { f, n, ends_block, reads_flags: l.reads_flags, ..slot };
+            slot = Slot { f, n, ends_block, reads_flags: l.reads_flags, check_events: l.check_events, ..slot };
             if f.is_some() {
                 slot.id = eng.blocks.len() as u32;
                 eng.blocks.push(slot);

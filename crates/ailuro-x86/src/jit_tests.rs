@@ -48,6 +48,7 @@ fn same(a: &Env, b: &Env, what: &str) {
     assert_eq!(a.p.acks, b.p.acks, "{what}: interrupt acknowledges");
     assert_eq!(a.p.mmio_writes, b.p.mmio_writes, "{what}: MMIO writes");
     assert_eq!(a.p.calls, b.p.calls, "{what}: device calls");
+    assert_eq!(a.p.tsc_reads, b.p.tsc_reads, "{what}: time-stamp reads");
 }
 
 /// Run `make()` with the interpreter and with the translator, stopping both every few
@@ -92,7 +93,7 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let mem = dword_ptr(ebp + disp);
     let (d16, s16) = (r16[(x >> 4) as usize % 6], r16[(x >> 8) as usize % 6]);
     let c8 = lo8[(y >> 4) as usize % 4];
-    match x % 67 {
+    match x % 68 {
         0 => a.mov(d, s),
         1 => a.mov(d, imm),
         2 => a.mov(d, mem),
@@ -238,6 +239,7 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
             }
         }
         65 => a.lock().add(mem, s),
+        67 => a.rdtsc(),
         66 => a.lock().inc(mem),
         49 => a.xor(b8, lo8[(y >> 4) as usize % 4]),
         50 => a.test(b8, lo8[(y >> 4) as usize % 4]),
@@ -560,16 +562,57 @@ fn interrupts_at_every_boundary_of_compiled_blocks() {
         e
     };
     for x in 300..700u64 {
-        let mut i = make();
-        let mut j = make();
-        jit_on(&mut j);
-        for e in [&mut i, &mut j] {
-            assert_eq!(run_to(e, x), RunExit::Limit);
-            e.cpu.set_intr(true);
-            assert_eq!(run_to(e, x + 100), RunExit::Halted);
-        }
-        same(&i, &j, &format!("interrupt at {x}"));
+        let j = interrupt_at(&make, x);
         assert_eq!(j.p.acks[0].icount, x);
+    }
+}
+
+/// Run `make()` with both engines to count `x`, raise the interrupt pin, run on until the
+/// handler halts and compare; returns the translator's env.
+fn interrupt_at(make: &dyn Fn() -> Env, x: u64) -> Env {
+    let mut i = make();
+    let mut j = make();
+    jit_on(&mut j);
+    for e in [&mut i, &mut j] {
+        assert_eq!(run_to(e, x), RunExit::Limit);
+        e.cpu.set_intr(true);
+        assert_eq!(run_to(e, x + 100), RunExit::Halted);
+    }
+    same(&i, &j, &format!("interrupt at {x}"));
+    j
+}
+
+#[test]
+fn sti_shadow_and_time_stamp_reads_in_compiled_blocks() {
+    // A hot loop that masks interrupts, reads the TSC (a helper call at the instruction's exact
+    // count and PC; the block ends after it) and unmasks them (STI ends its block: a pending
+    // interrupt waits one more instruction). The pin rises at every count of a window: delivery
+    // point, pushed state and time-stamp reads must be the interpreter's.
+    let make = || {
+        let mut e = Env::flat(|a| {
+            a.mov(ebp, 0x40_0000)?;
+            a.mov(dword_ptr(0x40_2000), 1000)?;
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.cli()?;
+            a.add(esi, 3)?;
+            a.rdtsc()?;
+            a.mov(dword_ptr(ebp + 8), eax)?;
+            a.add(edi, edx)?;
+            a.sti()?;
+            a.add(ebx, eax)?;
+            a.xor(ecx, ebx)?;
+            a.dec(dword_ptr(0x40_2000))?;
+            a.jnz(top)?;
+            a.hlt()
+        });
+        e.p.vector = 0x40;
+        e
+    };
+    for x in 300..420u64 {
+        let j = interrupt_at(&make, x);
+        assert_eq!(j.p.acks.len(), 1);
+        assert!(j.cpu.jit_stats().insns_compiled > x / 2, "{:?}", j.cpu.jit_stats());
     }
 }
 

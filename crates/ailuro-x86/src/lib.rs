@@ -1040,6 +1040,11 @@ impl Cpu {
             }
             if jit_ok {
                 self.jit_run(&mut b);
+                if b.touched {
+                    // Compiled code called the platform (a time-stamp read): the machine looks
+                    // at its devices, as after the interpreter's platform calls.
+                    return RunExit::Platform;
+                }
                 if self.s.icount >= stop_at {
                     return RunExit::Limit;
                 }

@@ -107,6 +107,8 @@ const LAZY_EXTRA: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFl
 const LAZY_KEPT: u32 = (offset_of!(State, lazy) + offset_of!(crate::jit::LazyFlags, kept)) as u32;
 const RFLAGS: u32 = offset_of!(State, rflags) as u32;
 const CPL: u32 = offset_of!(State, cpl) as u32;
+const CR4: u32 = offset_of!(State, cr4) as u32;
+const SHADOW: u32 = offset_of!(State, shadow) as u32;
 fn seg_base_off(i: usize) -> u32 {
     (offset_of!(State, seg) + i * std::mem::size_of::<Segment>() + offset_of!(Segment, base)) as u32
 }
@@ -139,6 +141,9 @@ pub(crate) struct Lifted {
     pub ends_block: bool,
     /// It reads flags it did not compute itself (pending flags must be folded first).
     pub reads_flags: bool,
+    /// It ends with an instruction after which an interrupt may have become deliverable (STI)
+    /// or a device may have acted (RDTSC): the dispatcher checks before going on.
+    pub check_events: bool,
 }
 
 /// Lifts one block.
@@ -170,6 +175,9 @@ enum Flow {
     Next,
     /// The block ends here; RIP is this value.
     End(Val),
+    /// The block ends after this instruction (not a control transfer) and the dispatcher
+    /// checks for deliverable events before going on.
+    Stop,
 }
 
 impl Lifter {
@@ -278,7 +286,7 @@ impl Lifter {
             return false;
         }
         // CLI at CPL 3 may mean a #GP or (PVI) VIF: the interpreter's.
-        !(u.kind == Kind::Cli && self.mode.has(JitMode::USER))
+        !(matches!(u.kind, Kind::Cli | Kind::Sti) && self.mode.has(JitMode::USER))
     }
 
     fn rel_target(&self, eip: u64, imm: u32) -> u64 {
@@ -603,6 +611,22 @@ impl Lifter {
             });
         }
         acc.expect("six flags")
+    }
+
+    /// Leave unless CPL <= IOPL (CLI/STI would #GP, or under PVI touch VIF: the interpreter's);
+    /// returns RFLAGS as in the context.
+    fn guard_iopl(&mut self) -> Val {
+        let fl = self.b.get(Ty::I64, RFLAGS);
+        let s = self.c(Ty::I64, 12);
+        let iopl = self.b.bin(BinOp::Lshr, fl, s);
+        let three = self.c(Ty::I64, 3);
+        let iopl = self.b.bin(BinOp::And, iopl, three);
+        let cpl = self.b.get(Ty::I8, CPL);
+        let cpl = self.b.zext(Ty::I64, cpl);
+        let ok = self.b.cmp(CmpOp::Ule, cpl, iopl);
+        let e = self.exit();
+        self.b.guard(ok, e);
+        fl
     }
 
     /// CF becomes `cf` (an I64 0/1); the other flags keep their values (BT).
@@ -1339,20 +1363,46 @@ impl Lifter {
                 self.write_w(5, v);
             }
             Kind::Cli => {
-                // #GP unless CPL <= IOPL: leave that case to the interpreter.
-                let fl = self.b.get(Ty::I64, RFLAGS);
-                let s = self.c(Ty::I64, 12);
-                let iopl = self.b.bin(BinOp::Lshr, fl, s);
-                let three = self.c(Ty::I64, 3);
-                let iopl = self.b.bin(BinOp::And, iopl, three);
-                let cpl = self.b.get(Ty::I8, CPL);
-                let cpl = self.b.zext(Ty::I64, cpl);
-                let ok = self.b.cmp(CmpOp::Ule, cpl, iopl);
-                let e = self.exit();
-                self.b.guard(ok, e);
+                let fl = self.guard_iopl();
                 let m = self.c(Ty::I64, !IF);
                 let v = self.b.bin(BinOp::And, fl, m);
                 self.b.put(RFLAGS, v);
+            }
+            Kind::Sti => {
+                // IF = 1; setting it (not already set) inhibits interrupts for one instruction.
+                let fl = self.guard_iopl();
+                let ifv = self.c(Ty::I64, IF);
+                let was = self.b.bin(BinOp::And, fl, ifv);
+                let z = self.c(Ty::I64, 0);
+                let shadow = self.b.cmp(CmpOp::Eq, was, z);
+                self.b.put(SHADOW, shadow);
+                let v = self.b.bin(BinOp::Or, fl, ifv);
+                self.b.put(RFLAGS, v);
+                return Flow::Stop;
+            }
+            Kind::Rdtsc => {
+                // CR4.TSD outside CPL 0 is a #GP: the interpreter's.
+                let cr4 = self.b.get(Ty::I64, CR4);
+                let tsd = self.c(Ty::I64, crate::CR4_TSD);
+                let t = self.b.bin(BinOp::And, cr4, tsd);
+                let z = self.c(Ty::I64, 0);
+                let ok_tsd = self.b.cmp(CmpOp::Eq, t, z);
+                let cpl = self.b.get(Ty::I8, CPL);
+                let z8 = self.c(Ty::I8, 0);
+                let ok_cpl = self.b.cmp(CmpOp::Eq, cpl, z8);
+                let ok = self.b.bin(BinOp::Or, ok_tsd, ok_cpl);
+                let e = self.exit();
+                self.b.guard(ok, e);
+                let k = self.c(Ty::I64, u64::from(self.k));
+                let pc = self.at(eip);
+                let v = self.b.helper(crate::jit::HELPER_RDTSC, k, pc);
+                let lo_m = self.c(Ty::I64, 0xffff_ffff);
+                let lo = self.b.bin(BinOp::And, v, lo_m);
+                let s32 = self.c(Ty::I64, 32);
+                let hi = self.b.bin(BinOp::Lshr, v, s32);
+                self.set_reg(0, lo);
+                self.set_reg(2, hi);
+                return Flow::Stop;
             }
             Kind::MulR => {
                 let a = self.reg_as(0, ty);
@@ -1432,6 +1482,7 @@ impl Lifter {
     pub fn lift(mut self, insns: &[(Uop, u64, u64)]) -> Option<Lifted> {
         let mut n = 0u32;
         let mut end = None;
+        let mut stop = false;
         let mut next = 0;
         let first = insns.first()?;
         self.pc0 = first.1;
@@ -1443,9 +1494,17 @@ impl Lifter {
             self.k = n;
             n += 1;
             next = if self.long { eip.wrapping_add(*len) } else { (eip + len) & 0xffff_ffff };
-            if let Flow::End(rip) = self.insn(u, *eip, *len) {
-                end = Some(rip);
-                break;
+            match self.insn(u, *eip, *len) {
+                Flow::Next => {}
+                Flow::End(rip) => {
+                    end = Some(rip);
+                    break;
+                }
+                Flow::Stop => {
+                    stop = true;
+                    self.store_through();
+                    break;
+                }
             }
             self.store_through();
         }
@@ -1465,8 +1524,11 @@ impl Lifter {
             self.b.set_loop_back(ailuro_ir::LoopBack { pc_off: RIP, icount_off: ICOUNT });
         }
         // Every block may hand over to a compiled successor on its page (the engine decides
-        // which ones, through the block's chain cells).
-        self.b.set_chain(ailuro_ir::Chain { pc_off: RIP, icount_off: ICOUNT });
+        // which ones, through the block's chain cells), except one after which the dispatcher
+        // must look for events.
+        if !stop {
+            self.b.set_chain(ailuro_ir::Chain { pc_off: RIP, icount_off: ICOUNT });
+        }
         let rip = match end {
             Some(v) => v,
             None => self.at(next),
@@ -1474,6 +1536,6 @@ impl Lifter {
         self.write_back();
         self.b.put(RIP, rip);
         let reads_flags = self.reads_flags;
-        self.b.finish(n, 0).ok().map(|block| Lifted { block, insns: n, ends_block, reads_flags })
+        self.b.finish(n, 0).ok().map(|block| Lifted { block, insns: n, ends_block, reads_flags, check_events: stop })
     }
 }

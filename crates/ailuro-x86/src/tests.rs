@@ -15,6 +15,8 @@ pub(crate) struct TestPlat {
     pub tsc: u64,
     pub vector: u32,
     pub acks: Vec<ProgramPoint>,
+    /// Where time-stamp reads happened (the translator must report the interpreter's points).
+    pub tsc_reads: Vec<ProgramPoint>,
     pub calls: usize,
 }
 
@@ -35,8 +37,9 @@ impl Platform for TestPlat {
         self.calls += 1;
         self.mmio_writes.push((addr, size, value));
     }
-    fn read_timestamp(&mut self, _at: ProgramPoint) -> u64 {
+    fn read_timestamp(&mut self, at: ProgramPoint) -> u64 {
         self.calls += 1;
+        self.tsc_reads.push(at);
         self.tsc += 1000;
         self.tsc
     }
