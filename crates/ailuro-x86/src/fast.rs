@@ -115,7 +115,17 @@ pub(crate) enum Kind {
     Rdtsc,
     /// STI (compiled only outside CPL 3; the block ends after it).
     Sti,
+    /// MOV r8, imm8 (`d` a byte register: [`BYTE_HIGH`] | 0..=3 for AH..BH).
+    MovR8I,
+    /// ALU AH..BH, imm8 (`d` = [`BYTE_HIGH`] | 0..=3; `op` as AluR8I).
+    AluRh8I,
+    /// MOVZX/MOVSX r, AH..BH (`s` = [`BYTE_HIGH`] | 0..=3, `imm` = 1 for sign extension).
+    MovxRh8,
 }
+
+/// Marks a byte register operand of a lift-only form as the high byte (AH, CH, DH, BH) of
+/// register `n & 3`.
+pub(crate) const BYTE_HIGH: u8 = 0x10;
 
 /// A pre-decoded instruction (only meaningful when `kind != Generic`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -150,6 +160,16 @@ fn gpr8lo(r: Register) -> Option<u8> {
     let n = r as u32;
     if (Register::AL as u32..=Register::BL as u32).contains(&n) {
         Some((n - Register::AL as u32) as u8)
+    } else {
+        None
+    }
+}
+
+/// AH, CH, DH, BH as [`BYTE_HIGH`] | 0..=3 (no REX prefix: the decoder names them only then).
+fn high8(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if (Register::AH as u32..=Register::BH as u32).contains(&n) {
+        Some(BYTE_HIGH | (n - Register::AH as u32) as u8)
     } else {
         None
     }
@@ -287,6 +307,9 @@ impl Kind {
                 | Kind::CmpxchgMR
                 | Kind::Rdtsc
                 | Kind::Sti
+                | Kind::MovR8I
+                | Kind::AluRh8I
+                | Kind::MovxRh8
         )
     }
 
@@ -348,6 +371,11 @@ impl Mode {
         } else {
             gpr8lo(r)
         }
+    }
+
+    /// A byte register, low ([`Mode::reg8`]) or high (AH..BH, [`BYTE_HIGH`]).
+    fn byte_any(self, r: Register) -> Option<u8> {
+        self.reg8(r).or_else(|| high8(r))
     }
 
     fn reg16(self, r: Register) -> Option<u8> {
@@ -761,6 +789,25 @@ impl Uop {
                 u.imm = u32::from(i.immediate8()) & (bits - 1);
             }
             M::Leave if i.code() == if md.long { Code::Leaveq } else { Code::Leaved } => u.kind = Kind::Leave,
+            M::Mov if n == 2 && k0 == OpKind::Register && k1 == OpKind::Immediate8 => {
+                u.d = md.byte_any(i.op0_register())?;
+                u.imm = u32::from(i.immediate8());
+                u.kind = Kind::MovR8I;
+            }
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
+                if k0 == OpKind::Register && k1 == OpKind::Immediate8 =>
+            {
+                u.d = high8(i.op0_register())?;
+                u.op = alu_op(m)?;
+                u.imm = u32::from(i.immediate8());
+                u.kind = Kind::AluRh8I;
+            }
+            M::Movzx | M::Movsx if k1 == OpKind::Register => {
+                (u.d, u.q) = md.reg(i.op0_register())?;
+                u.s = high8(i.op1_register())?;
+                u.imm = u32::from(m == M::Movsx);
+                u.kind = Kind::MovxRh8;
+            }
             M::Cli => u.kind = Kind::Cli,
             M::Sti => u.kind = Kind::Sti,
             M::Rdtsc => u.kind = Kind::Rdtsc,
@@ -981,7 +1028,10 @@ impl Cpu {
             | Kind::Pushf
             | Kind::CmpxchgMR
             | Kind::Rdtsc
-            | Kind::Sti => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
+            | Kind::Sti
+            | Kind::MovR8I
+            | Kind::AluRh8I
+            | Kind::MovxRh8 => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
             Kind::MovRR => {
                 let v = self.rw::<W>(u.s);
                 self.ww::<W>(u.d, v);

@@ -93,7 +93,7 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let mem = dword_ptr(ebp + disp);
     let (d16, s16) = (r16[(x >> 4) as usize % 6], r16[(x >> 8) as usize % 6]);
     let c8 = lo8[(y >> 4) as usize % 4];
-    match x % 68 {
+    match x % 71 {
         0 => a.mov(d, s),
         1 => a.mov(d, imm),
         2 => a.mov(d, mem),
@@ -240,6 +240,26 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
         }
         65 => a.lock().add(mem, s),
         67 => a.rdtsc(),
+        68 => a.mov([al, ch, dh, bl, ah, bh][(y >> 4) as usize % 6], (y >> 8) as u8 as i32),
+        69 => {
+            let h = [ah, ch, dh, bh][(y >> 4) as usize % 4];
+            let v = (y >> 8) as u8 as i32;
+            match y % 5 {
+                0 => a.or(h, v),
+                1 => a.and(h, v),
+                2 => a.test(h, v),
+                3 => a.sub(h, v),
+                _ => a.cmp(h, v),
+            }
+        }
+        70 => {
+            let h = [ah, ch, dh, bh][(y >> 4) as usize % 4];
+            if y & 1 == 0 {
+                a.movzx(d, h)
+            } else {
+                a.movsx(d, h)
+            }
+        }
         66 => a.lock().inc(mem),
         49 => a.xor(b8, lo8[(y >> 4) as usize % 4]),
         50 => a.test(b8, lo8[(y >> 4) as usize % 4]),

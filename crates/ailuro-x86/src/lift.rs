@@ -21,7 +21,7 @@ use std::mem::offset_of;
 
 use ailuro_ir::{BinOp, Block, Builder, CmpOp, ExitId, Ty, UnOp, Val};
 
-use crate::fast::{Kind, Uop, NONE, RIPREL};
+use crate::fast::{Kind, Uop, BYTE_HIGH, NONE, RIPREL};
 use crate::mem::{PERM_SW, PERM_UR, PERM_UW};
 use crate::{Segment, State, AF, CF, IF, OF, PF, RF, SF, VM, ZF};
 
@@ -335,6 +335,32 @@ impl Lifter {
         let lo = self.b.zext(Ty::I64, v);
         let x = self.b.bin(BinOp::Or, hi, lo);
         self.set_reg(r, x);
+    }
+
+    /// Byte register `r` of a lift-only form (low byte, or bits 8..15 with [`BYTE_HIGH`]).
+    fn byte_reg(&mut self, r: u8) -> Val {
+        if r & BYTE_HIGH == 0 {
+            return self.reg_as(r, Ty::I8);
+        }
+        let v = self.reg(r & 3);
+        let s = self.c(Ty::I64, 8);
+        let x = self.b.bin(BinOp::Lshr, v, s);
+        self.b.zext(Ty::I8, x)
+    }
+
+    /// Write byte register `r` (see [`Lifter::byte_reg`]).
+    fn write_byte_reg(&mut self, r: u8, v8: Val) {
+        if r & BYTE_HIGH == 0 {
+            return self.write_low(r, v8);
+        }
+        let old = self.reg(r & 3);
+        let m = self.c(Ty::I64, !0xff00);
+        let keep = self.b.bin(BinOp::And, old, m);
+        let v = self.b.zext(Ty::I64, v8);
+        let s = self.c(Ty::I64, 8);
+        let v = self.b.bin(BinOp::Shl, v, s);
+        let x = self.b.bin(BinOp::Or, keep, v);
+        self.set_reg(r & 3, x);
     }
 
     fn c(&mut self, ty: Ty, v: u64) -> Val {
@@ -1361,6 +1387,23 @@ impl Lifter {
                 };
                 self.set_reg(4, sp);
                 self.write_w(5, v);
+            }
+            Kind::MovR8I => {
+                let v = self.c(Ty::I8, u64::from(u.imm));
+                self.write_byte_reg(u.d, v);
+            }
+            Kind::AluRh8I => {
+                let a = self.byte_reg(u.d);
+                let v = self.c(Ty::I8, u64::from(u.imm));
+                let r = self.alu(u.op, a, v);
+                if alu_writes(u.op) {
+                    self.write_byte_reg(u.d, r);
+                }
+            }
+            Kind::MovxRh8 => {
+                let v = self.byte_reg(u.s);
+                let v = if u.imm != 0 { self.b.sext(ty, v) } else { self.b.zext(ty, v) };
+                self.write_w(u.d, v);
             }
             Kind::Cli => {
                 let fl = self.guard_iopl();
