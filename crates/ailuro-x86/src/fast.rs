@@ -121,6 +121,9 @@ pub(crate) enum Kind {
     AluRh8I,
     /// MOVZX/MOVSX r, AH..BH (`s` = [`BYTE_HIGH`] | 0..=3, `imm` = 1 for sign extension).
     MovxRh8,
+    /// SHLD (`op` 0) / SHRD (`op` 1) r32, r32 by an immediate count 1..=31 (`imm`) or by CL
+    /// (`imm` = 0).
+    ShiftDbl,
 }
 
 /// Marks a byte register operand of a lift-only form as the high byte (AH, CH, DH, BH) of
@@ -310,6 +313,7 @@ impl Kind {
                 | Kind::MovR8I
                 | Kind::AluRh8I
                 | Kind::MovxRh8
+                | Kind::ShiftDbl
         )
     }
 
@@ -808,6 +812,27 @@ impl Uop {
                 u.imm = u32::from(m == M::Movsx);
                 u.kind = Kind::MovxRh8;
             }
+            M::Shld | M::Shrd if n == 3 && k0 == OpKind::Register && k1 == OpKind::Register => {
+                (u.d, u.q) = md.reg(i.op0_register())?;
+                let (src, q2) = md.reg(i.op1_register())?;
+                if u.q || q2 {
+                    return None;
+                }
+                u.s = src;
+                u.op = u8::from(m == M::Shrd);
+                u.imm = match i.op2_kind() {
+                    OpKind::Immediate8 => {
+                        let c = u32::from(i.immediate8()) & 31;
+                        if c == 0 {
+                            return None;
+                        }
+                        c
+                    }
+                    OpKind::Register if i.op2_register() == Register::CL => 0,
+                    _ => return None,
+                };
+                u.kind = Kind::ShiftDbl;
+            }
             M::Cli => u.kind = Kind::Cli,
             M::Sti => u.kind = Kind::Sti,
             M::Rdtsc => u.kind = Kind::Rdtsc,
@@ -1031,7 +1056,8 @@ impl Cpu {
             | Kind::Sti
             | Kind::MovR8I
             | Kind::AluRh8I
-            | Kind::MovxRh8 => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
+            | Kind::MovxRh8
+            | Kind::ShiftDbl => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
             Kind::MovRR => {
                 let v = self.rw::<W>(u.s);
                 self.ww::<W>(u.d, v);

@@ -93,7 +93,7 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let mem = dword_ptr(ebp + disp);
     let (d16, s16) = (r16[(x >> 4) as usize % 6], r16[(x >> 8) as usize % 6]);
     let c8 = lo8[(y >> 4) as usize % 4];
-    match x % 71 {
+    match x % 72 {
         0 => a.mov(d, s),
         1 => a.mov(d, imm),
         2 => a.mov(d, mem),
@@ -240,6 +240,31 @@ fn insn32(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
         }
         65 => a.lock().add(mem, s),
         67 => a.rdtsc(),
+        71 => {
+            // SHLD/SHRD by immediates (0 stays generic) or by CL (0..63: zero and masked
+            // counts), then a flag consumer or none.
+            a.push(s)?;
+            let c = ((y >> 8) % 34) as i32;
+            match y % 4 {
+                0 => a.shld(d, s, c)?,
+                1 => a.shrd(d, s, c)?,
+                2 => {
+                    a.mov(cl, (y >> 16) as u8 as i32 & 0x3f)?;
+                    a.shld(d, s, cl)?
+                }
+                _ => {
+                    a.mov(cl, (y >> 16) as u8 as i32 & 0x3f)?;
+                    a.shrd(d, s, cl)?
+                }
+            }
+            match (y >> 24) % 4 {
+                0 => a.setb(c8)?,
+                1 => a.seto(c8)?,
+                2 => a.setp(c8)?,
+                _ => {}
+            }
+            a.pop(s)
+        }
         68 => a.mov([al, ch, dh, bl, ah, bh][(y >> 4) as usize % 6], (y >> 8) as u8 as i32),
         69 => {
             let h = [ah, ch, dh, bh][(y >> 4) as usize % 4];
@@ -381,7 +406,16 @@ fn insn64(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
     let imm = (y >> 32) as i32;
     let r16s = [ax, cx, dx, bx, si, di, r8w, r9w, r10w, r11w, r12w, r13w, r14w, r15w];
     let m64 = qword_ptr(rbp + disp);
-    match x % 53 {
+    match x % 54 {
+        53 => {
+            // 32-bit SHLD/SHRD in 64-bit code (the upper halves are cleared).
+            if y & 1 == 0 {
+                a.shld(d32, s32, ((y >> 8) % 33) as i32)?;
+            } else {
+                a.shrd(d32, s32, ((y >> 8) % 33) as i32)?;
+            }
+            a.seto(r8s[j])
+        }
         // Forms only the translator runs (the interpreter's generic path is the reference).
         43 => a.mov(word_ptr(rbp + disp), r16s[j]),
         44 => a.mov(r16s[k], word_ptr(rbp + disp)),

@@ -1388,6 +1388,60 @@ impl Lifter {
                 self.set_reg(4, sp);
                 self.write_w(5, v);
             }
+            Kind::ShiftDbl => {
+                // As flags.rs `shiftd` for 32-bit operands and counts 1..=31: SHLD
+                // r = dst << c | src >> (32 - c), CF = dst bit (32 - c), OF = dst[31] ^ dst[30];
+                // SHRD r = dst >> c | src << (32 - c), CF = dst bit (c - 1), OF = src[0] ^ dst[31];
+                // SF, ZF, PF of the result, AF = 0.
+                let t = Ty::I32;
+                let dst = self.reg_as(u.d, t);
+                let src = self.reg_as(u.s, t);
+                let c = if u.imm != 0 {
+                    self.c(t, u64::from(u.imm))
+                } else {
+                    // By CL: a zero count changes nothing (and is rare): the interpreter's.
+                    let cx = self.reg_as(1, t);
+                    let m = self.c(t, 31);
+                    let cv = self.b.bin(BinOp::And, cx, m);
+                    let z = self.c(t, 0);
+                    let nz = self.b.cmp(CmpOp::Ne, cv, z);
+                    let e = self.exit();
+                    self.b.guard(nz, e);
+                    cv
+                };
+                let w = self.c(t, 32);
+                let wc = self.b.bin(BinOp::Sub, w, c);
+                let one = self.c(t, 1);
+                let (r, cf, of) = if u.op == 0 {
+                    let hi = self.b.bin(BinOp::Shl, dst, c);
+                    let lo = self.b.bin(BinOp::Lshr, src, wc);
+                    let r = self.b.bin(BinOp::Or, hi, lo);
+                    let cf = self.bit_at(dst, wc, BinOp::Lshr);
+                    let m31 = self.bit(dst, 31);
+                    let m30 = self.bit(dst, 30);
+                    (r, cf, self.b.bin(BinOp::Xor, m31, m30))
+                } else {
+                    let lo = self.b.bin(BinOp::Lshr, dst, c);
+                    let hi = self.b.bin(BinOp::Shl, src, wc);
+                    let r = self.b.bin(BinOp::Or, lo, hi);
+                    let cm1 = self.b.bin(BinOp::Sub, c, one);
+                    let cf = self.bit_at(dst, cm1, BinOp::Lshr);
+                    let s0 = self.bit(src, 0);
+                    let m31 = self.bit(dst, 31);
+                    (r, cf, self.b.bin(BinOp::Xor, s0, m31))
+                };
+                // SF, ZF, PF as of a logical result, then every flag known.
+                self.set_flags(Lazy { op: CcOp::Logic, ty: t, res: r, a: r, b: r, extra: None, kept: [None; 6] });
+                let mut kept = [None; 6];
+                for f in [F_PF, F_ZF, F_SF] {
+                    kept[f] = Some(self.flag(f));
+                }
+                kept[F_AF] = Some(self.c(Ty::I64, 0));
+                kept[F_CF] = Some(cf);
+                kept[F_OF] = Some(of);
+                self.set_flags(Lazy { op: CcOp::Known, ty: Ty::I64, res: cf, a: cf, b: cf, extra: None, kept });
+                self.write_w(u.d, r);
+            }
             Kind::MovR8I => {
                 let v = self.c(Ty::I8, u64::from(u.imm));
                 self.write_byte_reg(u.d, v);
