@@ -2,17 +2,21 @@
 //! Cranelift (`ailuro-jit`) and run from a block cache; everything else stays with the
 //! interpreter, which is also where every exit of compiled code lands.
 //!
-//! * **Tiering.** A block start is compiled after it has been reached [`HOT`] times from the
-//!   dispatcher; cold code (most of a boot) is never compiled.
+//! * **Tiering.** A block start is compiled after it has been reached [`DEFAULT_JIT_HOT`]
+//!   times (or `-accel jit,hot=N`) from the dispatcher; cold code is never compiled.
 //! * **Keys and validity.** A block is found by (physical PC, [`JitMode`]): its code computes
 //!   every position-dependent value from RIP at entry, so it serves every virtual address of its
 //!   page (shared libraries, PIE executables under ASLR). It is valid
 //!   while the generation of its code page is the one it was compiled at (the decode cache's
 //!   per-page counter, bumped by any write to a page holding code, from the CPU or from DMA) and
 //!   the decode cache has not been flushed.
+//! * **Chaining.** A block hands over to a compiled successor on its own page through its
+//!   chain cells ([`JitEngine::link`]) without returning here; such a successor is valid
+//!   whenever its predecessor is.
 //! * **Exactness.** A block runs only when all of it fits before `stop_at` and no interrupt can
-//!   become deliverable inside it (compiled instructions never change IF, the interrupt shadow
-//!   or the pins); any access it cannot complete inline or in [`Cpu::jit_access`] leaves with
+//!   become deliverable inside it (compiled instructions never change the pins, and the only
+//!   one that sets IF, STI, ends its block: the dispatcher then returns if an interrupt may be
+//!   deliverable); any access it cannot complete inline or in [`Cpu::jit_access`] leaves with
 //!   the state at the start of that instruction, which the interpreter then executes.
 
 use ailuro_bus::observe::hook;

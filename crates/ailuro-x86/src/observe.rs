@@ -155,7 +155,7 @@ impl Cpu {
 
     /// Translate a linear address with the current page tables without any side effect (no TLB
     /// fill, no accessed/dirty bits, never a fault). `None` when not mapped. Ignores permissions.
-    /// In long mode (EFER.LMA) the walk is 4-level from CR3 (see [`Cpu::debug_translate_lm`]);
+    /// In long mode (EFER.LMA) the walk is 4-level from CR3 (see `Cpu::debug_translate_lm`);
     /// otherwise addresses are 32 bits wide.
     pub fn debug_translate(&self, ram: &GuestRam, lin: u64) -> Option<u64> {
         if self.s.efer & EFER_LMA != 0 {
