@@ -96,6 +96,29 @@ unsafe extern "C" fn slow_store(env: *mut MemEnv, addr: u64, size: u32, acc: u32
     u32::from(w.store(addr, size, v, acc as u8))
 }
 
+/// The environment compiled code gets for world `w` (its RAM, TLB and code-page map, the test
+/// helpers), with loop and chaining budgets.
+fn env_for(w: &mut World, budget: u64, chain_budget: u64) -> MemEnv {
+    MemEnv {
+        tlb: w.tlb.as_ptr(),
+        ram: w.ram.as_mut_ptr(),
+        ram_base: RAM_BASE,
+        ram_size: w.ram.len() as u64,
+        code_pages: w.code.as_ptr(),
+        slow_load,
+        slow_store,
+        helper,
+        failed: 0,
+        budget,
+        loops: 0,
+        chain_budget,
+        next: None,
+        cur: 0,
+        chained: 0,
+        owner: (w as *mut World).cast(),
+    }
+}
+
 /// Tiny deterministic PRNG (xorshift64*).
 struct Rng(u64);
 impl Rng {
@@ -291,24 +314,7 @@ fn compiled_blocks_match_the_reference_interpreter() {
             }
         };
         let mut ctx_jit = ctx0.clone();
-        let mut env = MemEnv {
-            tlb: w_jit.tlb.as_ptr(),
-            ram: w_jit.ram.as_mut_ptr(),
-            ram_base: RAM_BASE,
-            ram_size: w_jit.ram.len() as u64,
-            code_pages: w_jit.code.as_ptr(),
-            slow_load,
-            slow_store,
-            helper,
-            failed: 0,
-            budget,
-            loops: 0,
-            chain_budget: 0,
-            next: None,
-            cur: 0,
-            chained: 0,
-            owner: (&mut w_jit as *mut World).cast(),
-        };
+        let mut env = env_for(&mut w_jit, budget, 0);
         // SAFETY: ctx is CTX bytes (every offset the generator uses is inside), env describes
         // w_jit's live buffers.
         let code = unsafe { f(ctx_jit.as_mut_ptr(), &mut env) };
@@ -380,24 +386,8 @@ fn blocks_chain_to_successors_on_their_page_within_the_budget() {
         let mut ctx = vec![0u8; CTX];
         ctx[0..8].copy_from_slice(&pc.to_le_bytes());
         ctx[8..16].copy_from_slice(&10u64.to_le_bytes());
-        let mut env = MemEnv {
-            tlb: w.tlb.as_ptr(),
-            ram: w.ram.as_mut_ptr(),
-            ram_base: RAM_BASE,
-            ram_size: w.ram.len() as u64,
-            code_pages: w.code.as_ptr(),
-            slow_load,
-            slow_store,
-            helper,
-            failed: 0,
-            budget: 0,
-            loops: 0,
-            chain_budget,
-            next: None,
-            cur: 77,
-            chained: 0,
-            owner: (w as *mut World).cast(),
-        };
+        let mut env = env_for(w, 0, chain_budget);
+        env.cur = 77;
         // SAFETY: the context is CTX bytes and the environment describes w's live buffers.
         let code = unsafe { f(ctx.as_mut_ptr(), &mut env) };
         let icount = u64::from_le_bytes(ctx[8..16].try_into().unwrap());

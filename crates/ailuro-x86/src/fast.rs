@@ -20,8 +20,8 @@ use crate::flags::{self, Alu, Shift};
 use crate::mem::Bus;
 use crate::{exc, Cpu, Res};
 
+// No `repr`: the compiler packs `Lift(LiftOnly)` into the same byte as the other kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(u8)]
 pub(crate) enum Kind {
     #[default]
     Generic,
@@ -85,9 +85,15 @@ pub(crate) enum Kind {
     /// NEG/NOT r32.
     NegR,
     NotR,
-    // ---- Forms only the translator uses: the interpreter runs them through its generic path
-    // (`Kind::lift_only`), which stays their single definition and the reference the
-    // translator's differential tests compare against.
+    /// A form only the translator compiles ([`LiftOnly`]).
+    Lift(LiftOnly),
+}
+
+/// Forms only the translator compiles: the interpreter runs them through its generic path
+/// (`Kind::lift_only`), which stays their single definition and the reference the
+/// translator's differential tests compare against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LiftOnly {
     /// MOV m16, r16 / MOV r16, m16 (AX..DI; R8W..R15W in 64-bit code).
     MovM16R,
     MovR16M,
@@ -293,28 +299,7 @@ impl Kind {
     /// A form the translator lifts but the interpreter executes through its generic path.
     #[inline]
     pub(crate) fn lift_only(self) -> bool {
-        matches!(
-            self,
-            Kind::MovM16R
-                | Kind::MovR16M
-                | Kind::ShiftR16I
-                | Kind::AluR8M
-                | Kind::AluM8R
-                | Kind::PushM
-                | Kind::BtRI
-                | Kind::BtMI
-                | Kind::Leave
-                | Kind::Cli
-                | Kind::MulR
-                | Kind::Pushf
-                | Kind::CmpxchgMR
-                | Kind::Rdtsc
-                | Kind::Sti
-                | Kind::MovR8I
-                | Kind::AluRh8I
-                | Kind::MovxRh8
-                | Kind::ShiftDbl
-        )
+        matches!(self, Kind::Lift(_))
     }
 
     /// Does an instruction of this kind end a basic block (a control transfer)?
@@ -510,8 +495,8 @@ impl Uop {
         // LOCK is valid only on read-modify-write forms with a memory destination (elsewhere
         // it is #UD, which the generic path raises); with one CPU it changes nothing else.
         let lockable = match u.kind {
-            Kind::AluMR | Kind::AluMI | Kind::AluM8R => u.op < 7,
-            Kind::IncM | Kind::DecM | Kind::CmpxchgMR => true,
+            Kind::AluMR | Kind::AluMI | Kind::Lift(LiftOnly::AluM8R) => u.op < 7,
+            Kind::IncM | Kind::DecM | Kind::Lift(LiftOnly::CmpxchgMR) => true,
             _ => false,
         };
         if i.has_lock_prefix() && !lockable {
@@ -726,12 +711,12 @@ impl Uop {
             M::Mov if n == 2 && k0 == OpKind::Memory && k1 == OpKind::Register && msize() == 2 => {
                 u.s = md.reg16(i.op1_register())?;
                 md.mem(&mut u, i)?;
-                u.kind = Kind::MovM16R;
+                u.kind = Kind::Lift(LiftOnly::MovM16R);
             }
             M::Mov if n == 2 && k0 == OpKind::Register && k1 == OpKind::Memory && msize() == 2 => {
                 u.d = md.reg16(i.op0_register())?;
                 md.mem(&mut u, i)?;
-                u.kind = Kind::MovR16M;
+                u.kind = Kind::Lift(LiftOnly::MovR16M);
             }
             M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar
                 if k0 == OpKind::Register && k1 == OpKind::Immediate8 =>
@@ -750,7 +735,7 @@ impl Uop {
                     M::Shr => 5,
                     _ => 6,
                 };
-                u.kind = Kind::ShiftR16I;
+                u.kind = Kind::Lift(LiftOnly::ShiftR16I);
             }
             M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp
                 if k0 == OpKind::Register && k1 == OpKind::Memory && msize() == 1 =>
@@ -758,7 +743,7 @@ impl Uop {
                 u.d = md.reg8(i.op0_register())?;
                 u.op = alu_op(m)?;
                 md.mem(&mut u, i)?;
-                u.kind = Kind::AluR8M;
+                u.kind = Kind::Lift(LiftOnly::AluR8M);
             }
             M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
                 if k0 == OpKind::Memory && k1 == OpKind::Register && msize() == 1 =>
@@ -766,16 +751,16 @@ impl Uop {
                 u.s = md.reg8(i.op1_register())?;
                 u.op = alu_op(m)?;
                 md.mem(&mut u, i)?;
-                u.kind = Kind::AluM8R;
+                u.kind = Kind::Lift(LiftOnly::AluM8R);
             }
             M::Push if n == 1 && k0 == OpKind::Memory && msize() as u32 == md.stack() => {
                 md.mem(&mut u, i)?;
-                u.kind = Kind::PushM;
+                u.kind = Kind::Lift(LiftOnly::PushM);
             }
             M::Bt if k1 == OpKind::Immediate8 => {
                 let bits = if k0 == OpKind::Register {
                     (u.d, u.q) = md.reg(i.op0_register())?;
-                    u.kind = Kind::BtRI;
+                    u.kind = Kind::Lift(LiftOnly::BtRI);
                     if u.q {
                         64
                     } else {
@@ -783,7 +768,7 @@ impl Uop {
                     }
                 } else {
                     md.mem_sized(&mut u, i)?;
-                    u.kind = Kind::BtMI;
+                    u.kind = Kind::Lift(LiftOnly::BtMI);
                     if u.q {
                         64
                     } else {
@@ -792,11 +777,13 @@ impl Uop {
                 };
                 u.imm = u32::from(i.immediate8()) & (bits - 1);
             }
-            M::Leave if i.code() == if md.long { Code::Leaveq } else { Code::Leaved } => u.kind = Kind::Leave,
+            M::Leave if i.code() == if md.long { Code::Leaveq } else { Code::Leaved } => {
+                u.kind = Kind::Lift(LiftOnly::Leave)
+            }
             M::Mov if n == 2 && k0 == OpKind::Register && k1 == OpKind::Immediate8 => {
                 u.d = md.byte_any(i.op0_register())?;
                 u.imm = u32::from(i.immediate8());
-                u.kind = Kind::MovR8I;
+                u.kind = Kind::Lift(LiftOnly::MovR8I);
             }
             M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test
                 if k0 == OpKind::Register && k1 == OpKind::Immediate8 =>
@@ -804,13 +791,13 @@ impl Uop {
                 u.d = high8(i.op0_register())?;
                 u.op = alu_op(m)?;
                 u.imm = u32::from(i.immediate8());
-                u.kind = Kind::AluRh8I;
+                u.kind = Kind::Lift(LiftOnly::AluRh8I);
             }
             M::Movzx | M::Movsx if k1 == OpKind::Register => {
                 (u.d, u.q) = md.reg(i.op0_register())?;
                 u.s = high8(i.op1_register())?;
                 u.imm = u32::from(m == M::Movsx);
-                u.kind = Kind::MovxRh8;
+                u.kind = Kind::Lift(LiftOnly::MovxRh8);
             }
             M::Shld | M::Shrd if n == 3 && k0 == OpKind::Register && k1 == OpKind::Register => {
                 (u.d, u.q) = md.reg(i.op0_register())?;
@@ -831,24 +818,24 @@ impl Uop {
                     OpKind::Register if i.op2_register() == Register::CL => 0,
                     _ => return None,
                 };
-                u.kind = Kind::ShiftDbl;
+                u.kind = Kind::Lift(LiftOnly::ShiftDbl);
             }
-            M::Cli => u.kind = Kind::Cli,
-            M::Sti => u.kind = Kind::Sti,
-            M::Rdtsc => u.kind = Kind::Rdtsc,
+            M::Cli => u.kind = Kind::Lift(LiftOnly::Cli),
+            M::Sti => u.kind = Kind::Lift(LiftOnly::Sti),
+            M::Rdtsc => u.kind = Kind::Lift(LiftOnly::Rdtsc),
             M::Mul if n == 1 && k0 == OpKind::Register => {
                 (u.s, u.q) = md.reg(i.op0_register())?;
-                u.kind = Kind::MulR;
+                u.kind = Kind::Lift(LiftOnly::MulR);
             }
-            M::Pushfd if !md.long => u.kind = Kind::Pushf,
-            M::Pushfq if md.long => u.kind = Kind::Pushf,
+            M::Pushfd if !md.long => u.kind = Kind::Lift(LiftOnly::Pushf),
+            M::Pushfq if md.long => u.kind = Kind::Lift(LiftOnly::Pushf),
             M::Cmpxchg if k0 == OpKind::Memory && k1 == OpKind::Register => {
                 (u.s, u.q) = md.reg(i.op1_register())?;
                 if msize() != if u.q { 8 } else { 4 } {
                     return None;
                 }
                 md.mem(&mut u, i)?;
-                u.kind = Kind::CmpxchgMR;
+                u.kind = Kind::Lift(LiftOnly::CmpxchgMR);
             }
             _ => return None,
         }
@@ -1039,25 +1026,7 @@ impl Cpu {
         let sw: u32 = if L { 8 } else { 4 };
         match u.kind {
             Kind::Generic | Kind::Nop => {}
-            Kind::MovM16R
-            | Kind::MovR16M
-            | Kind::ShiftR16I
-            | Kind::AluR8M
-            | Kind::AluM8R
-            | Kind::PushM
-            | Kind::BtRI
-            | Kind::BtMI
-            | Kind::Leave
-            | Kind::Cli
-            | Kind::MulR
-            | Kind::Pushf
-            | Kind::CmpxchgMR
-            | Kind::Rdtsc
-            | Kind::Sti
-            | Kind::MovR8I
-            | Kind::AluRh8I
-            | Kind::MovxRh8
-            | Kind::ShiftDbl => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
+            Kind::Lift(_) => unreachable!("lift-only forms take the generic path (Kind::lift_only)"),
             Kind::MovRR => {
                 let v = self.rw::<W>(u.s);
                 self.ww::<W>(u.d, v);

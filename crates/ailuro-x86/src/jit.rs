@@ -429,7 +429,7 @@ impl Cpu {
         let mut prev: Option<(usize, u64, u64)> = None;
         loop {
             let pc = self.s.rip;
-            let Some((_, slot, _)) = self.jit_find(b, eng, pc, mode, long, user) else { return };
+            let Some(slot) = self.jit_find(b, eng, pc, mode, long, user) else { return };
             let Some(f) = slot.f else { return };
             if let Some((p, pc0, epoch)) = prev {
                 if epoch == eng.epoch {
@@ -494,7 +494,7 @@ impl Cpu {
         mode: u32,
         long: bool,
         user: bool,
-    ) -> Option<(usize, Slot, usize)> {
+    ) -> Option<Slot> {
         if long && !crate::canonical(pc) {
             return None;
         }
@@ -523,7 +523,7 @@ impl Cpu {
         let k = slot_of(pa, mode);
         let s = eng.slots[k];
         if s.used && s.pa == pa && s.mode == mode && self.icache.gen[page] == s.gen {
-            return Some((k, s, page));
+            return Some(s);
         }
         let h = &mut eng.hot[k];
         *h = h.saturating_add(1);
@@ -531,8 +531,7 @@ impl Cpu {
             return None;
         }
         *h = 0;
-        let s = self.jit_compile(b, eng, pc, pa, mode)?;
-        Some((k, s, page))
+        self.jit_compile(b, eng, pc, pa, mode)
     }
 
     /// Fold flags compiled code left pending into RFLAGS, with the interpreter's flag code.

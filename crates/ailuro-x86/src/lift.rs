@@ -21,7 +21,7 @@ use std::mem::offset_of;
 
 use ailuro_ir::{BinOp, Block, Builder, CmpOp, ExitId, Ty, UnOp, Val};
 
-use crate::fast::{Kind, Uop, BYTE_HIGH, NONE, RIPREL};
+use crate::fast::{Kind, LiftOnly, Uop, BYTE_HIGH, NONE, RIPREL};
 use crate::mem::{PERM_SW, PERM_UR, PERM_UW};
 use crate::{Segment, State, AF, CF, IF, OF, PF, RF, SF, VM, ZF};
 
@@ -252,13 +252,13 @@ impl Lifter {
                 | Kind::CallM
                 | Kind::JmpM
                 | Kind::CmovRM
-                | Kind::MovM16R
-                | Kind::MovR16M
-                | Kind::AluR8M
-                | Kind::AluM8R
-                | Kind::PushM
-                | Kind::BtMI
-                | Kind::CmpxchgMR
+                | Kind::Lift(LiftOnly::MovM16R)
+                | Kind::Lift(LiftOnly::MovR16M)
+                | Kind::Lift(LiftOnly::AluR8M)
+                | Kind::Lift(LiftOnly::AluM8R)
+                | Kind::Lift(LiftOnly::PushM)
+                | Kind::Lift(LiftOnly::BtMI)
+                | Kind::Lift(LiftOnly::CmpxchgMR)
         );
         if u.long != self.long {
             return false;
@@ -275,9 +275,9 @@ impl Lifter {
                 | Kind::CallR
                 | Kind::CallM
                 | Kind::Ret
-                | Kind::PushM
-                | Kind::Leave
-                | Kind::Pushf
+                | Kind::Lift(LiftOnly::PushM)
+                | Kind::Lift(LiftOnly::Leave)
+                | Kind::Lift(LiftOnly::Pushf)
         );
         if stack && !self.long && !self.mode.has(JitMode::usable(2)) {
             return false;
@@ -286,7 +286,7 @@ impl Lifter {
             return false;
         }
         // CLI at CPL 3 may mean a #GP or (PVI) VIF: the interpreter's.
-        !(matches!(u.kind, Kind::Cli | Kind::Sti) && self.mode.has(JitMode::USER))
+        !(matches!(u.kind, Kind::Lift(LiftOnly::Cli) | Kind::Lift(LiftOnly::Sti)) && self.mode.has(JitMode::USER))
     }
 
     fn rel_target(&self, eip: u64, imm: u32) -> u64 {
@@ -1314,23 +1314,23 @@ impl Lifter {
                     self.set_reg(u.d, v);
                 }
             }
-            Kind::MovM16R => {
+            Kind::Lift(LiftOnly::MovM16R) => {
                 let lin = self.mem_lin(u, 2);
                 let v = self.reg_as(u.s, Ty::I16);
                 self.store_at(lin, v);
             }
-            Kind::MovR16M => {
+            Kind::Lift(LiftOnly::MovR16M) => {
                 let lin = self.mem_lin(u, 2);
                 let v = self.load_at(lin, Ty::I16);
                 self.write_low(u.d, v);
             }
-            Kind::ShiftR16I => {
+            Kind::Lift(LiftOnly::ShiftR16I) => {
                 let a = self.reg_as(u.d, Ty::I16);
                 let cv = self.c(Ty::I16, u64::from(u.imm));
                 let r = self.shift_rotate(u, Ty::I16, a, cv, u.imm);
                 self.write_low(u.d, r);
             }
-            Kind::AluR8M => {
+            Kind::Lift(LiftOnly::AluR8M) => {
                 let lin = self.mem_lin(u, 1);
                 let v = self.load_at(lin, Ty::I8);
                 let a = self.reg_as(u.d, Ty::I8);
@@ -1339,20 +1339,20 @@ impl Lifter {
                     self.write_low(u.d, r);
                 }
             }
-            Kind::AluM8R => {
+            Kind::Lift(LiftOnly::AluM8R) => {
                 let lin = self.mem_lin(u, 1);
                 let a = self.load_at(lin, Ty::I8);
                 let v = self.reg_as(u.s, Ty::I8);
                 self.alu_to_mem(u.op, lin, a, v);
             }
-            Kind::PushM => {
+            Kind::Lift(LiftOnly::PushM) => {
                 let sw = self.sw();
                 let lin = self.mem_lin(u, sw);
                 let v = self.load_at(lin, Ty::of_bytes(sw).expect("4 or 8"));
                 self.push_val(v);
             }
-            Kind::BtRI | Kind::BtMI => {
-                let v = if u.kind == Kind::BtRI {
+            Kind::Lift(LiftOnly::BtRI) | Kind::Lift(LiftOnly::BtMI) => {
+                let v = if u.kind == Kind::Lift(LiftOnly::BtRI) {
                     self.reg_as(u.d, ty)
                 } else {
                     let lin = self.mem_lin(u, wb);
@@ -1361,7 +1361,7 @@ impl Lifter {
                 let cf = self.bit(v, u.imm);
                 self.set_cf_only(cf);
             }
-            Kind::Leave => {
+            Kind::Lift(LiftOnly::Leave) => {
                 // rSP = rBP, then pop rBP (a 32-bit stack wraps and keeps RSP's upper half).
                 let sw = self.sw();
                 let bp = self.reg(5);
@@ -1388,7 +1388,7 @@ impl Lifter {
                 self.set_reg(4, sp);
                 self.write_w(5, v);
             }
-            Kind::ShiftDbl => {
+            Kind::Lift(LiftOnly::ShiftDbl) => {
                 // As flags.rs `shiftd` for 32-bit operands and counts 1..=31: SHLD
                 // r = dst << c | src >> (32 - c), CF = dst bit (32 - c), OF = dst[31] ^ dst[30];
                 // SHRD r = dst >> c | src << (32 - c), CF = dst bit (c - 1), OF = src[0] ^ dst[31];
@@ -1442,11 +1442,11 @@ impl Lifter {
                 self.set_flags(Lazy { op: CcOp::Known, ty: Ty::I64, res: cf, a: cf, b: cf, extra: None, kept });
                 self.write_w(u.d, r);
             }
-            Kind::MovR8I => {
+            Kind::Lift(LiftOnly::MovR8I) => {
                 let v = self.c(Ty::I8, u64::from(u.imm));
                 self.write_byte_reg(u.d, v);
             }
-            Kind::AluRh8I => {
+            Kind::Lift(LiftOnly::AluRh8I) => {
                 let a = self.byte_reg(u.d);
                 let v = self.c(Ty::I8, u64::from(u.imm));
                 let r = self.alu(u.op, a, v);
@@ -1454,18 +1454,18 @@ impl Lifter {
                     self.write_byte_reg(u.d, r);
                 }
             }
-            Kind::MovxRh8 => {
+            Kind::Lift(LiftOnly::MovxRh8) => {
                 let v = self.byte_reg(u.s);
                 let v = if u.imm != 0 { self.b.sext(ty, v) } else { self.b.zext(ty, v) };
                 self.write_w(u.d, v);
             }
-            Kind::Cli => {
+            Kind::Lift(LiftOnly::Cli) => {
                 let fl = self.guard_iopl();
                 let m = self.c(Ty::I64, !IF);
                 let v = self.b.bin(BinOp::And, fl, m);
                 self.b.put(RFLAGS, v);
             }
-            Kind::Sti => {
+            Kind::Lift(LiftOnly::Sti) => {
                 // IF = 1; setting it (not already set) inhibits interrupts for one instruction.
                 let fl = self.guard_iopl();
                 let ifv = self.c(Ty::I64, IF);
@@ -1477,7 +1477,7 @@ impl Lifter {
                 self.b.put(RFLAGS, v);
                 return Flow::Stop;
             }
-            Kind::Rdtsc => {
+            Kind::Lift(LiftOnly::Rdtsc) => {
                 // CR4.TSD outside CPL 0 is a #GP: the interpreter's.
                 let cr4 = self.b.get(Ty::I64, CR4);
                 let tsd = self.c(Ty::I64, crate::CR4_TSD);
@@ -1501,7 +1501,7 @@ impl Lifter {
                 self.set_reg(2, hi);
                 return Flow::Stop;
             }
-            Kind::MulR => {
+            Kind::Lift(LiftOnly::MulR) => {
                 let a = self.reg_as(0, ty);
                 let v = self.reg_as(u.s, ty);
                 let lo = self.b.bin(BinOp::Mul, a, v);
@@ -1514,7 +1514,7 @@ impl Lifter {
                 self.write_w(0, lo);
                 self.write_w(2, hi);
             }
-            Kind::Pushf => {
+            Kind::Lift(LiftOnly::Pushf) => {
                 // VM and RF read as zero in the pushed image.
                 let status = self.status_flags();
                 let fl = self.b.get(Ty::I64, RFLAGS);
@@ -1525,7 +1525,7 @@ impl Lifter {
                 let v = self.b.zext(sty, v);
                 self.push_val(v);
             }
-            Kind::CmpxchgMR => {
+            Kind::Lift(LiftOnly::CmpxchgMR) => {
                 let lin = self.mem_lin(u, wb);
                 let d = self.load_at(lin, ty);
                 let acc = self.reg_as(0, ty);

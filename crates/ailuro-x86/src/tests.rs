@@ -2065,6 +2065,8 @@ fn byte_and_conditional_fast_forms() {
 #[test]
 fn fast_forms_are_recognised() {
     use crate::fast::{Kind, Uop};
+    // The decode cache's hot metadata stays dense: lift-only forms share the kind's byte.
+    assert_eq!(std::mem::size_of::<Kind>(), 1);
     let code = asm(32, 0, |a| {
         a.mov(eax, ebx)?;
         a.mov(byte_ptr(ebx + 1), dl)?;
@@ -2075,6 +2077,9 @@ fn fast_forms_are_recognised() {
         a.setz(al)?;
         a.add(dword_ptr(edi + edx * 4), eax)?;
         a.mov(ah, byte_ptr(ebx))?; // high byte register: generic
+        a.lock().add(dword_ptr(edi), eax)?; // LOCK on a read-modify-write form: fast
+        a.lock().inc(dword_ptr(edi))?;
+        a.lock().cmp(dword_ptr(edi), eax)?; // LOCK CMP is #UD: generic
         a.rep().movsb() // generic
     });
     let mut d = iced_x86::Decoder::new(32, &code, 0);
@@ -2090,6 +2095,9 @@ fn fast_forms_are_recognised() {
             Kind::CallR,
             Kind::SetccR8,
             Kind::AluMR,
+            Kind::Generic,
+            Kind::AluMR,
+            Kind::IncM,
             Kind::Generic,
             Kind::Generic
         ]
@@ -2416,7 +2424,7 @@ fn fast_paths_agree_with_generic_interpreter() {
                 let imm = y as i32;
                 let disp = ((y >> 8) & 0xfc) as i32;
                 let mem = dword_ptr(ebp + disp);
-                match x % 40 {
+                match x % 42 {
                     0 => a.mov(d, s)?,
                     1 => a.mov(d, imm)?,
                     2 => a.mov(d, mem)?,
@@ -2456,6 +2464,9 @@ fn fast_paths_agree_with_generic_interpreter() {
                     36 => a.setl(lo8[(x >> 12) as usize % 4])?,
                     37 => a.cmovbe(d, s)?,
                     38 => a.cmovg(d, mem)?,
+                    // LOCK read-modify-write forms take the fast path too (one CPU).
+                    40 => a.lock().add(mem, s)?,
+                    41 => a.lock().inc(mem)?,
                     _ => {
                         a.push(s)?;
                         a.mov(cl, (y & 0x3f) as i32)?;
